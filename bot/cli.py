@@ -1,0 +1,246 @@
+"""The ``superfan`` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bot import render_cli
+from bot.app import open_crm
+from bot.config import Config, ConfigError, load_config
+from bot.i18n import t
+from bot.importer import import_rows, read_file
+from crm.clock import parse_iso, utcnow
+from crm.db import migrate as run_migrations
+from crm.errors import AmbiguousFan, CrmError
+from crm.identity import find_fan
+from crm.merge import merge_fans
+from crm.privacy import EXPORT_COLUMNS, export_rows
+from crm.profiles import fan_documents, ranked_fans
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="superfan: the super-fan CRM for creators.")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+_state: dict[str, Any] = {"config": None}
+
+
+class Failure(Exception):
+    """A runtime failure with a one-line message (exit 1)."""
+
+
+@app.callback()
+def main_options(
+    config: Annotated[str | None, typer.Option("--config", help="Path to superfan.toml.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """superfan: know your true fans (鐵粉), answer every DM, reward close friends."""
+    _state["config_path"] = config
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _config() -> Config:
+    if _state["config"] is None:
+        _state["config"] = load_config(_state.get("config_path"))
+    return _state["config"]
+
+
+def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command and map failures to the documented exit codes and one stderr line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except AmbiguousFan as exc:
+            err.print(t("cli.ambiguous", _locale(), query=exc.query), highlight=False)
+            for fid, name in exc.candidates:
+                err.print(f"  #{fid}  {name}", highlight=False)
+            raise typer.Exit(2) from None
+        except (ConfigError, CrmError) as exc:
+            for line in str(exc).splitlines():
+                err.print(f"error: {line}", highlight=False, markup=False)
+            raise typer.Exit(2) from None
+        except (Failure, OSError) as exc:
+            err.print(f"error: {exc}", highlight=False, markup=False)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if os.environ.get("SUPERFAN_DEBUG"):
+                raise
+            err.print(f"error: {type(exc).__name__}: {exc} (set SUPERFAN_DEBUG=1 for a traceback)",
+                      highlight=False, markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _locale() -> str:
+    try:
+        return _config().creator.locale
+    except ConfigError:
+        return "zh-TW"
+
+
+def _now(text: str | None) -> datetime:
+    if not text:
+        return utcnow()
+    try:
+        return parse_iso(text)
+    except ValueError as exc:
+        raise CrmError(f"--now: {exc}") from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+@app.command()
+@command
+async def migrate() -> None:
+    """Upgrade the configured database to the newest schema (Alembic)."""
+    cfg = _config()
+    await run_migrations(cfg.database.url)
+    out.print(t("cli.migrated", cfg.creator.locale, url=_safe_url(cfg.database.url)), highlight=False)
+
+
+def _safe_url(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return f"{head.split('://')[0]}://…@{tail}" if sep else url
+
+
+@app.command()
+@command
+async def fans(
+    tier: Annotated[str | None, typer.Option("--tier", help="Only this tier (name or key, e.g. 鐵粉).")] = None,
+    min_tier: Annotated[str | None, typer.Option("--min-tier", help="This tier and above.")] = None,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Only the N best.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate scores at this ISO-8601 time.")] = None,
+) -> None:
+    """Fans ranked by today's score."""
+    async with open_crm(_config()) as crm:
+        when = _now(now)
+        rules = crm.settings.tiers
+        async with crm.sessions() as session:
+            found = await ranked_fans(session, crm.settings, when,
+                                      tier=rules.resolve(tier) if tier else None,
+                                      min_tier=rules.resolve(min_tier) if min_tier else None, top=top)
+            docs = await fan_documents(session, found, crm.settings, when, interactions=None)
+    if as_json:
+        _print_json(docs)
+    else:
+        render_cli.fans_table(out, docs, crm.settings.locale)
+
+
+@app.command()
+@command
+async def fan(
+    query: Annotated[str, typer.Argument(help="Fan id, platform:external_id, or a display name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="How many recent interactions.")] = 20,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate the score at this ISO-8601 time.")] = None,
+) -> None:
+    """One fan's history, score (explained), preferences and notes."""
+    async with open_crm(_config()) as crm:
+        when = _now(now)
+        async with crm.sessions() as session:
+            found = await find_fan(session, query)
+            (doc,) = await fan_documents(session, [found], crm.settings, when, interactions=limit)
+    if as_json:
+        _print_json(doc)
+    else:
+        render_cli.fan_card(out, doc, crm.settings.locale)
+
+
+@app.command("import")
+@command
+async def import_(file: Annotated[Path, typer.Argument(help="CSV or JSONL file (see README: Import format).")]) -> None:
+    """Import interactions and purchases. A bad row rejects the whole file (exit 2)."""
+    rows = read_file(file)
+    async with open_crm(_config()) as crm:
+        with _progress() as bar:
+            task = bar.add_task(t("cli.importing", crm.settings.locale), total=len(rows))
+            async with crm.sessions.begin() as session:
+                result, _ = await import_rows(session, rows, crm.settings, utcnow(),
+                                              progress=lambda n: bar.advance(task, n))
+    out.print(t("cli.imported", crm.settings.locale, stored=result.stored, duplicates=result.duplicates,
+                new_fans=result.new_fans, moves=len(result.tier_moves)), highlight=False)
+
+
+@app.command()
+@command
+async def export(
+    fmt: Annotated[str, typer.Option("--format", help="csv (Excel-ready), jsonl, or json (everything).")] = "csv",
+    out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Export everything stored: interactions (csv/jsonl, re-importable) or full fan records (json)."""
+    if fmt not in ("csv", "jsonl", "json"):
+        raise CrmError(f"--format must be csv, jsonl or json, not {fmt!r}")
+    async with open_crm(_config()) as crm:
+        sink = out_path.open("w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") \
+            if out_path else sys.stdout
+        count = 0
+        try:
+            async with crm.sessions() as session:
+                if fmt == "json":
+                    everyone = await ranked_fans(session, crm.settings, utcnow())
+                    docs = await fan_documents(session, everyone, crm.settings, utcnow(), interactions=10**9)
+                    json.dump({"exported_at": utcnow().isoformat(), "fans": docs}, sink, ensure_ascii=False,
+                              indent=2)
+                    sink.write("\n")
+                    count = len(docs)
+                else:
+                    writer = csv.DictWriter(sink, fieldnames=EXPORT_COLUMNS) if fmt == "csv" else None
+                    if writer:
+                        writer.writeheader()
+                    async for row in export_rows(session):
+                        if writer:
+                            writer.writerow(row)
+                        else:
+                            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        count += 1
+        finally:
+            if out_path:
+                sink.close()
+    if out_path:
+        out.print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
+
+
+@app.command()
+@command
+async def merge(
+    keep: Annotated[str, typer.Argument(help="The fan to keep (id, platform:id or name).")],
+    other: Annotated[str, typer.Argument(help="The fan merged into it and removed.")],
+) -> None:
+    """Merge two fan records that are one person (history, score, notes combined)."""
+    async with open_crm(_config()) as crm:
+        async with crm.sessions.begin() as session:
+            a = await find_fan(session, keep)
+            b = await find_fan(session, other)
+            await merge_fans(session, crm.settings, a.id, b.id, now=utcnow())
+            name = a.display_name
+    out.print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
+
+
+def main() -> None:
+    app()
+

@@ -1,0 +1,297 @@
+"""superfan.toml → frozen, validated settings. Secrets come only from environment variables.
+
+Every problem is reported at start-up, one line each (unknown key, wrong type, missing secret for
+an enabled adapter), so a creator fixes the file once instead of once per error.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
+from crm.settings import CrmSettings, TrueFanGoal
+from crm.tiers import DEFAULT_TIERS, Tier, TierRules
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``str()`` lists every problem, one per line."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:///superfan.db"
+    auto_migrate: bool = True
+
+
+@dataclass(frozen=True)
+class CreatorConfig:
+    name: str = "superfan"
+    timezone: str = "Asia/Taipei"
+    locale: str = "zh-TW"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    purchase_path: str = "/hooks/purchase"
+    purchase_secret_env: str = "SUPERFAN_PURCHASE_SECRET"
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    enabled: bool = False
+    channel_secret_env: str = "LINE_CHANNEL_SECRET"
+    channel_access_token_env: str = "LINE_CHANNEL_ACCESS_TOKEN"
+    webhook_path: str = "/line/webhook"
+    api_base: str = "https://api.line.me"
+    monthly_quota: int = 200
+    reply_token_ttl_seconds: float = 50.0
+    profile_refresh_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    enabled: bool = False
+    token_env: str = "DISCORD_TOKEN"
+    guild_id: int = 0
+    inbox_channel_id: int = 0
+    staff_channel_id: int = 0
+    staff_role_ids: list[int] = field(default_factory=list)
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    tier_role_ids: dict[str, int] = field(default_factory=dict)
+    note_prefix: str = "!note"
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    reply_within_hours: float = 24.0
+    remind_before_hours: float = 4.0
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    at: str = "09:00"
+    quiet_after_days: int = 14
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    half_life_days: float = 90.0
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    purchase_per_unit: dict[str, float] = field(default_factory=lambda: {"TWD": 0.01})
+    daily_caps: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DAILY_CAPS))
+    cooldown_seconds: dict[str, float] = field(default_factory=lambda: {"message": 60.0})
+
+
+@dataclass(frozen=True)
+class TiersConfig:
+    demote_fraction: float = 0.8
+    true_fan_tier: str = "superfan"
+    levels: list[dict[str, Any]] = field(
+        default_factory=lambda: [{"key": t.key, "threshold": t.threshold, "names": dict(t.names)}
+                                 for t in DEFAULT_TIERS]
+    )
+
+
+@dataclass(frozen=True)
+class GoalConfig:
+    true_fans: int = 0
+    income: float = 0.0
+    yearly_spend_per_fan: float = 0.0
+    currency: str = "TWD"
+
+
+@dataclass(frozen=True)
+class CheckinConfig:
+    keywords: list[str] = field(default_factory=lambda: ["打卡", "checkin"])
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    store_message_text: bool = True
+    summary_chars: int = 140
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    creator: CreatorConfig = field(default_factory=CreatorConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    line: LineConfig = field(default_factory=LineConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    sla: SlaConfig = field(default_factory=SlaConfig)
+    digest: DigestConfig = field(default_factory=DigestConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    tiers: TiersConfig = field(default_factory=TiersConfig)
+    goal: GoalConfig = field(default_factory=GoalConfig)
+    checkin: CheckinConfig = field(default_factory=CheckinConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    source: str = "built-in defaults"
+
+    def secret(self, env_name: str) -> str:
+        """The value of a secret's environment variable (never logged)."""
+        value = os.environ.get(env_name, "")
+        if not value:
+            raise ConfigError(f"environment variable {env_name} is not set")
+        return value
+
+    def crm_settings(self) -> CrmSettings:
+        s = self.scoring
+        return CrmSettings(
+            scoring=ScoringRules(weights=s.weights, purchase_per_unit=s.purchase_per_unit,
+                                 daily_caps=s.daily_caps, cooldown_seconds=s.cooldown_seconds,
+                                 half_life_days=s.half_life_days, timezone=self.creator.timezone),
+            tiers=TierRules(
+                tiers=tuple(Tier(lv["key"], float(lv["threshold"]), dict(lv.get("names", {})))
+                            for lv in self.tiers.levels),
+                demote_fraction=self.tiers.demote_fraction, true_fan_tier=self.tiers.true_fan_tier),
+            goal=TrueFanGoal(count=self.goal.true_fans or None, income=self.goal.income or None,
+                             yearly_spend_per_fan=self.goal.yearly_spend_per_fan or None,
+                             currency=self.goal.currency),
+            locale=self.creator.locale,
+            store_text=self.privacy.store_message_text,
+            summary_chars=self.privacy.summary_chars,
+        )
+
+
+def config_path(explicit: str | None) -> Path | None:
+    """``--config``, else ``$SUPERFAN_CONFIG``, else ``./superfan.toml`` if present, else none."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("SUPERFAN_CONFIG"):
+        return Path(os.environ["SUPERFAN_CONFIG"])
+    default = Path("superfan.toml")
+    return default if default.exists() else None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    path = config_path(explicit)
+    if path is None:
+        return validate(Config())
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, source=str(path))
+
+
+def parse(data: dict[str, Any], source: str = "<config>") -> Config:
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Config)
+    for name, value in data.items():
+        if name not in hints or name == "source":
+            errors.append(f"unknown section [{name}]")
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"[{name}] must be a table")
+            continue
+        sections[name] = _section(hints[name], name, value, errors)
+    cfg = Config(**sections, source=source)
+    errors += problems(cfg)
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
+    return cfg
+
+
+def _section(cls: Any, name: str, values: dict[str, Any], errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            known = ", ".join(f.name for f in fields(cls))
+            errors.append(f"unknown key {name}.{key} (known: {known})")
+            continue
+        problem = _type_problem(hints[key], value)
+        if problem:
+            errors.append(f"{name}.{key} {problem}")
+            continue
+        kwargs[key] = float(value) if hints[key] is float else value
+    return cls(**kwargs)
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    origin = typing.get_origin(hint)
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"must be a number, not {value!r}"
+    if hint in (int, str, bool):
+        ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+        return None if ok else f"must be {hint.__name__}, not {value!r}"
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return f"must be a list, not {value!r}"
+        if item is not typing.Any:
+            bad = [v for v in value if _type_problem(item, v)]
+            return f"has bad items {bad!r}" if bad else None
+        return None
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            return f"must be a table, not {value!r}"
+        bad = {k: v for k, v in value.items() if _type_problem(item, v)}
+        return f"has bad values {bad!r}" if bad else None
+    if isinstance(hint, types.UnionType):
+        return None
+    return None
+
+
+def validate(cfg: Config) -> Config:
+    errors = problems(cfg)
+    if errors:
+        raise ConfigError("\n".join(f"{cfg.source}: {e}" for e in errors))
+    return cfg
+
+
+def problems(cfg: Config) -> list[str]:
+    """Cross-field checks, plus the secrets every enabled adapter needs."""
+    errors: list[str] = []
+    try:
+        ZoneInfo(cfg.creator.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(f"creator.timezone {cfg.creator.timezone!r} is not a known time zone")
+    if cfg.creator.locale not in ("zh-TW", "en"):
+        errors.append(f"creator.locale must be \"zh-TW\" or \"en\", not {cfg.creator.locale!r}")
+    if not cfg.database.url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        errors.append("database.url must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    hh, _, mm = cfg.digest.at.partition(":")
+    if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+        errors.append(f"digest.at must be HH:MM, not {cfg.digest.at!r}")
+    if cfg.scoring.half_life_days <= 0:
+        errors.append("scoring.half_life_days must be positive")
+    for lv in cfg.tiers.levels:
+        if not isinstance(lv, dict) or "key" not in lv or "threshold" not in lv:
+            errors.append(f"tiers.levels entries need key and threshold: {lv!r}")
+    if not errors:
+        try:
+            cfg.crm_settings()
+        except ValueError as exc:
+            errors.append(f"tiers: {exc}")
+    if cfg.line.enabled:
+        for env in (cfg.line.channel_secret_env, cfg.line.channel_access_token_env):
+            if not os.environ.get(env):
+                errors.append(f"line is enabled but environment variable {env} is not set")
+    if cfg.discord.enabled and not os.environ.get(cfg.discord.token_env):
+        errors.append(f"discord is enabled but environment variable {cfg.discord.token_env} is not set")
+    return errors
+
+
+def with_overrides(cfg: Config, **sections: Any) -> Config:
+    """A copy with whole sections replaced (tests and the demo build configs this way)."""
+    from dataclasses import replace
+
+    return replace(cfg, **sections)

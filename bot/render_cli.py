@@ -1,0 +1,58 @@
+"""Terminal rendering of CRM documents (rich). Text comes from the message catalogue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bot.i18n import t
+
+
+def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> None:
+    if not docs:
+        console.print(t("cli.no_fans", locale), highlight=False)
+        return
+    table = Table(title=t("cli.fans_title", locale))
+    for key in ("col_id", "col_name", "col_tier", "col_score", "col_platforms", "col_last_seen"):
+        table.add_column(t(f"cli.{key}", locale), justify="right" if key in ("col_id", "col_score") else "left")
+    for d in docs:
+        platforms = ", ".join(sorted({i["platform"] for i in d["identities"]}))
+        table.add_row(str(d["id"]), d["display_name"], d["tier"] + (" 📌" if d["tier_pinned"] else ""),
+                      f"{d['score']:.1f}", platforms, (d["last_seen"] or "")[:16])
+    console.print(table)
+
+
+def fan_card(console: Console, d: dict[str, Any], locale: str) -> None:
+    none = t("cli.none", locale)
+    console.print(f"[bold]{t('cli.fan_title', locale, id=d['id'], name=d['display_name'])}[/bold]", highlight=False)
+    console.print(t("cli.fan_tier", locale, tier=d["tier"] + (" 📌" if d["tier_pinned"] else ""),
+                    score=f"{d['score']:.1f}"), highlight=False)
+    if d["score_explained"]:
+        table = Table(title=t("cli.fan_breakdown", locale), show_edge=False)
+        for col in ("kind", "count", "points", "today"):
+            table.add_column(col, justify="left" if col == "kind" else "right")
+        for kind, e in d["score_explained"].items():
+            table.add_row(kind, str(int(e["count"])), f"{e['points']:.1f}", f"{e['decayed']:.1f}")
+        console.print(table)
+    console.print(t("cli.fan_identities", locale) + ": " + ", ".join(
+        f"{i['platform']}:{i['external_id']} ({i['display_name'] or '-'})" for i in d["identities"]), highlight=False)
+    console.print(t("cli.fan_preferences", locale, items=", ".join(d["preferences"]) or none), highlight=False)
+    console.print(t("cli.fan_tags", locale, items=", ".join(d["tags"]) or none), highlight=False)
+    if d["notes"]:
+        console.print(t("cli.fan_notes", locale) + ":", highlight=False)
+        for note in d["notes"]:
+            console.print(f"  {note['at'][:16]}  {note['text']}", highlight=False, markup=False)
+    conv = d.get("open_conversation")
+    if conv:
+        console.print(t("cli.fan_open_conv", locale, since=conv["waiting_since"][:16], due=conv["due_at"][:16],
+                        overdue=t("cli.overdue", locale) if conv["overdue"] else ""), highlight=False)
+    if d.get("interactions"):
+        table = Table(title=t("cli.fan_recent", locale), show_edge=False)
+        for col in ("at", "platform", "kind", "amount", "summary"):
+            table.add_column(col)
+        for i in d["interactions"]:
+            amount = f"{i['amount']} {i['currency']}" if i["amount"] is not None else ""
+            table.add_row(i["at"][:16], i["platform"], i["kind"], amount, i["summary"] or "")
+        console.print(table)

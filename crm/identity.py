@@ -1,0 +1,213 @@
+"""Who is who: (platform, external_id) → fan, lookup by id / identity / name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rapidfuzz import fuzz, process
+from sqlalchemy import bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.db import insert_ignore
+from crm.errors import AmbiguousFan, FanNotFound
+from crm.models import Fan, Identity
+from crm.names import clean_display_name, name_key
+from crm.settings import CrmSettings
+
+CHUNK = 400
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class FanRef:
+    fan_id: int
+    opted_out: bool
+    new: bool = False
+
+
+async def resolve_identities(
+    session: AsyncSession,
+    names: dict[Key, str | None],
+    span: dict[Key, tuple[datetime, datetime]],
+    settings: CrmSettings,
+    now: datetime,
+) -> dict[Key, FanRef]:
+    """Map every (platform, external_id) to its fan, creating fans on first sight.
+
+    ``names`` carries the newest display name seen per identity (kept fresh on the identity and,
+    when the fan's name came from it, on the fan). ``span`` gives first/last-seen times for new fans.
+    Safe against a concurrent writer creating the same identity: the loser's fan is discarded.
+    """
+    keys = list(names)
+    found = await _lookup(session, keys)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        fan_rows = []
+        for platform, external_id in missing:
+            display = clean_display_name(names[(platform, external_id)], f"{platform}:{external_id[-6:]}")
+            lo, hi = span[(platform, external_id)]
+            fan_rows.append({
+                "display_name": display, "name_key": name_key(display), "opted_out": False,
+                "score_base": 0.0, "tier": settings.tiers.lowest, "first_seen_at": lo, "last_seen_at": hi,
+            })
+        created: list[int] = []
+        for start in range(0, len(fan_rows), CHUNK):
+            result = await session.execute(
+                insert(Fan).returning(Fan.id, sort_by_parameter_order=True), fan_rows[start : start + CHUNK]
+            )
+            created.extend(int(r[0]) for r in result)
+        id_rows = []
+        for (platform, external_id), fan_id in zip(missing, created, strict=True):
+            display = names[(platform, external_id)]
+            id_rows.append({
+                "fan_id": fan_id, "platform": platform, "external_id": external_id,
+                "display_name": display, "name_key": name_key(display) if display else None, "created_at": now,
+            })
+        for start in range(0, len(id_rows), CHUNK):
+            await session.execute(
+                insert_ignore(session, Identity, "platform", "external_id"), id_rows[start : start + CHUNK]
+            )
+        mine = await _lookup(session, missing)
+        orphans = [fid for k, fid in zip(missing, created, strict=True) if mine[k].fan_id != fid]
+        if orphans:
+            await session.execute(delete(Fan).where(Fan.id.in_(orphans)))
+        for k, fid in zip(missing, created, strict=True):
+            found[k] = FanRef(mine[k].fan_id, mine[k].opted_out, new=mine[k].fan_id == fid)
+    await _refresh_names(session, {k: n for k, n in names.items() if n and k not in missing})
+    return found
+
+
+async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
+    out: dict[Key, FanRef] = {}
+    for start in range(0, len(keys), CHUNK):
+        rows = await session.execute(
+            select(Identity.platform, Identity.external_id, Identity.fan_id, Fan.opted_out)
+            .join(Fan, Fan.id == Identity.fan_id)
+            .where(tuple_(Identity.platform, Identity.external_id).in_(keys[start : start + CHUNK]))
+        )
+        for platform, external_id, fan_id, opted_out in rows:
+            out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out))
+    return out
+
+
+async def _refresh_names(session: AsyncSession, names: dict[Key, str | None]) -> None:
+    """Keep display names fresh; the fan's own name follows when it was this identity's old name."""
+    if not names:
+        return
+    stale: list[dict[str, object]] = []
+    keys = list(names)
+    for start in range(0, len(keys), CHUNK):
+        rows = await session.execute(
+            select(Identity.id, Identity.platform, Identity.external_id, Identity.display_name,
+                   Identity.fan_id, Fan.display_name)
+            .join(Fan, Fan.id == Identity.fan_id)
+            .where(tuple_(Identity.platform, Identity.external_id).in_(keys[start : start + CHUNK]))
+        )
+        for ident_id, platform, external_id, old, fan_id, fan_name in rows:
+            new = clean_display_name(names[(platform, external_id)], old or "")
+            if new and new != old:
+                stale.append({"iid": ident_id, "fid": fan_id, "new": new, "key": name_key(new),
+                              "follow": fan_name == old or old is None and fan_name.startswith(f"{platform}:")})
+    if not stale:
+        return
+    await session.execute(
+        update(Identity.__table__).where(Identity.__table__.c.id == bindparam("iid"))
+        .values(display_name=bindparam("new"), name_key=bindparam("key")),
+        [{"iid": s["iid"], "new": s["new"], "key": s["key"]} for s in stale],
+    )
+    follow = [{"fid": s["fid"], "new": s["new"], "key": s["key"]} for s in stale if s["follow"]]
+    if follow:
+        await session.execute(
+            update(Fan.__table__).where(Fan.__table__.c.id == bindparam("fid"))
+            .values(display_name=bindparam("new"), name_key=bindparam("key")),
+            follow,
+        )
+
+
+async def fan_by_identity(session: AsyncSession, platform: str, external_id: str) -> Fan | None:
+    return (
+        await session.execute(
+            select(Fan).join(Identity, Identity.fan_id == Fan.id)
+            .where(Identity.platform == platform, Identity.external_id == external_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def find_fan(session: AsyncSession, query: str, *, fuzzy_cutoff: float = 75.0) -> Fan:
+    """Resolve what a creator types: ``42``, ``#42``, ``line:U…``, ``discord:123…`` or a name.
+
+    Names match exactly first (fan or any identity name), then width/case-insensitively, then by
+    substring, then fuzzily. Several equally good matches raise :class:`AmbiguousFan`.
+    """
+    text = query.strip()
+    if not text:
+        raise FanNotFound(query)
+    digits = text.removeprefix("#")
+    if digits.isdigit():
+        fan = await session.get(Fan, int(digits))
+        if fan is not None:
+            return fan
+    if ":" in text:
+        platform, _, external_id = text.partition(":")
+        fan = await fan_by_identity(session, platform.strip().lower(), external_id.strip())
+        if fan is not None:
+            return fan
+    for matcher in (_exact, _by_key, _by_substring):
+        fans = await matcher(session, text)
+        if len(fans) == 1:
+            return fans[0]
+        if fans:
+            raise AmbiguousFan(query, [(f.id, f.display_name) for f in fans])
+    fans = await _fuzzy(session, name_key(text), fuzzy_cutoff)
+    if len(fans) == 1:
+        return fans[0]
+    if fans:
+        raise AmbiguousFan(query, [(f.id, f.display_name) for f in fans])
+    raise FanNotFound(query)
+
+
+async def _fans_where(session: AsyncSession, *conditions: object) -> list[Fan]:
+    stmt = (
+        select(Fan).outerjoin(Identity, Identity.fan_id == Fan.id)
+        .where(or_(*conditions)).distinct().order_by(Fan.score_base.desc()).limit(20)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def _exact(session: AsyncSession, text: str) -> list[Fan]:
+    return await _fans_where(session, Fan.display_name == text, Identity.display_name == text)
+
+
+async def _by_key(session: AsyncSession, text: str) -> list[Fan]:
+    key = name_key(text)
+    return await _fans_where(session, Fan.name_key == key, Identity.name_key == key) if key else []
+
+
+async def _by_substring(session: AsyncSession, text: str) -> list[Fan]:
+    key = name_key(text)
+    if not key:
+        return []
+    pattern = "%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return await _fans_where(
+        session, Fan.name_key.like(pattern, escape="\\"), Identity.name_key.like(pattern, escape="\\")
+    )
+
+
+async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
+    if not key:
+        return []
+    rows = (await session.execute(select(Fan.id, Fan.name_key))).all()
+    rows += [(fid, k) for fid, k in (await session.execute(select(Identity.fan_id, Identity.name_key))) if k]
+    choices = {i: k for i, (_, k) in enumerate(rows)}
+    best = process.extract(key, choices, scorer=fuzz.WRatio, score_cutoff=cutoff, limit=20)
+    if not best:
+        return []
+    top = best[0][1]
+    ids: list[int] = []
+    for _, score, idx in best:
+        fid = int(rows[idx][0])
+        if score >= top - 3 and fid not in ids:
+            ids.append(fid)
+    fans = [await session.get(Fan, fid) for fid in ids]
+    return [f for f in fans if f is not None]

@@ -1,0 +1,234 @@
+"""The schema. Alembic migrations in ``migrations/`` must agree with it (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from crm.clock import as_utc
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (naive storage) and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        utc = as_utc(value)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def FanRef() -> ForeignKey:  # noqa: N802 - reads like a type in column definitions
+    return ForeignKey("fans.id", ondelete="CASCADE")
+
+
+class Fan(Base):
+    __tablename__ = "fans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    name_key: Mapped[str] = mapped_column(String(200), index=True)
+    locale: Mapped[str | None] = mapped_column(String(16))
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    # score(t) = score_base * 2^(-(t - epoch)/H); the epoch lives in score_state.
+    score_base: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    tier_pinned: Mapped[str | None] = mapped_column(String(32))
+    tier_pinned_by: Mapped[str | None] = mapped_column(String(200))
+    tier_pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    referral_code: Mapped[str | None] = mapped_column(String(16), unique=True)
+    referred_by: Mapped[int | None] = mapped_column(ForeignKey("fans.id", ondelete="SET NULL"))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("platform", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(128))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    name_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    profile_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    __table_args__ = (
+        UniqueConstraint("platform", "source_event_id"),
+        Index(None, "fan_id", "occurred_at"),
+        Index(None, "fan_id", "kind", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef())
+    platform: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    points: Mapped[float] = mapped_column(Float, default=0.0)
+    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    summary: Mapped[str | None] = mapped_column(String(280))
+    source_event_id: Mapped[str] = mapped_column(String(128))
+
+
+class FanTopic(Base):
+    """A topic a fan cares about. ``source`` fan/inferred are preferences; staff are tags."""
+
+    __tablename__ = "fan_topics"
+    __table_args__ = (UniqueConstraint("fan_id", "topic", "source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    author: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index(None, "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # waiting | answered | closed
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_response_seconds: Mapped[float | None] = mapped_column(Float)
+    thread_ref: Mapped[str | None] = mapped_column(String(64))
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TierChange(Base):
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    from_tier: Mapped[str | None] = mapped_column(String(32))
+    to_tier: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(16))  # score | decay | pin | unpin | rescore | merge
+    actor: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    roles_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Drop(Base):
+    __tablename__ = "drops"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(String(500))
+    image_url: Mapped[str | None] = mapped_column(String(500))
+    min_tier: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str | None] = mapped_column(String(64))
+    platforms: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("drop_id", "fan_id", "platform"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    drop_id: Mapped[int] = mapped_column(ForeignKey("drops.id", ondelete="CASCADE"))
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LinkCode(Base):
+    __tablename__ = "link_codes"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobRun(Base):
+    """A marker that a scheduled job ran for a key (usually a local date): makes jobs idempotent."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("job", "run_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[str] = mapped_column(String(64))
+    run_key: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[str | None] = mapped_column(Text)
+
+
+class ScoreState(Base):
+    """One row: the epoch T0 that every fan's ``score_base`` is relative to (see crm.scoring)."""
+
+    __tablename__ = "score_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[datetime] = mapped_column(UTCDateTime)
+    half_life_days: Mapped[float] = mapped_column(Float)

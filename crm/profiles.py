@@ -1,0 +1,132 @@
+"""Fans as the creator sees them: the fan card and ranked lists, in DESIGN.md's JSON shapes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.models import Conversation, Fan, FanTopic, Identity, Interaction, Note
+from crm.scoring import breakdown, current_scores
+from crm.settings import CrmSettings
+
+CHUNK = 500
+PREFERENCE_SOURCES = ("fan", "inferred")
+
+
+def iso(at: datetime | None, tz: Any = None) -> str | None:
+    """ISO-8601 with offset (in the creator's timezone when given)."""
+    if at is None:
+        return None
+    return (at.astimezone(tz) if tz else at).isoformat(timespec="seconds")
+
+
+def amount_of(cents: int | None) -> float | int | None:
+    if cents is None:
+        return None
+    return cents // 100 if cents % 100 == 0 else cents / 100
+
+
+async def _by_fan(session: AsyncSession, stmt: Any, column: Any, ids: Sequence[int]) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = defaultdict(list)
+    for start in range(0, len(ids), CHUNK):
+        for row in await session.execute(stmt.where(column.in_(ids[start : start + CHUNK]))):
+            out[int(row[0])].append(row)
+    return out
+
+
+async def fan_documents(
+    session: AsyncSession,
+    fans: Sequence[Fan],
+    settings: CrmSettings,
+    now: datetime,
+    *,
+    interactions: int | None = 20,
+) -> list[dict[str, Any]]:
+    """Fan objects (DESIGN.md "fan"), loading related rows in a few set-based queries.
+
+    ``interactions=None`` leaves the ``interactions`` key out (lists); ``0`` or more bounds it.
+    """
+    state, divisor = await current_scores(session, settings.scoring, now)
+    tz = settings.scoring.tz
+    ids = [f.id for f in fans]
+    idents = await _by_fan(session, select(Identity.fan_id, Identity.platform, Identity.external_id,
+                                           Identity.display_name).order_by(Identity.id), Identity.fan_id, ids)
+    topics = await _by_fan(session, select(FanTopic.fan_id, FanTopic.topic, FanTopic.source)
+                           .order_by(FanTopic.topic), FanTopic.fan_id, ids)
+    notes = await _by_fan(session, select(Note.fan_id, Note.text, Note.created_at, Note.author)
+                          .order_by(Note.created_at.desc()), Note.fan_id, ids)
+    points = await _by_fan(session, select(Interaction.fan_id, Interaction.kind, Interaction.points,
+                                           Interaction.occurred_at).where(Interaction.points > 0),
+                           Interaction.fan_id, ids)
+    convs = await _by_fan(session, select(Conversation.fan_id, Conversation.waiting_since, Conversation.due_at,
+                                          Conversation.platform)
+                          .where(Conversation.status == "waiting"), Conversation.fan_id, ids)
+    docs = []
+    for fan in fans:
+        explained = breakdown(((k, p, at) for _, k, p, at in points.get(fan.id, [])), now, state.half_life_days)
+        doc: dict[str, Any] = {
+            "id": fan.id,
+            "display_name": fan.display_name,
+            "tier": settings.tiers.name(fan.tier, settings.locale),
+            "tier_key": fan.tier,
+            "tier_pinned": fan.tier_pinned is not None,
+            "score": round(fan.score_base / divisor, 2),
+            "score_breakdown": {k: v["decayed"] for k, v in explained.items()},
+            "score_explained": explained,
+            "opted_out": fan.opted_out,
+            "first_seen": iso(fan.first_seen_at, tz),
+            "last_seen": iso(fan.last_seen_at, tz),
+            "identities": [{"platform": p, "external_id": e, "display_name": n}
+                           for _, p, e, n in idents.get(fan.id, [])],
+            "preferences": [t for _, t, s in topics.get(fan.id, []) if s in PREFERENCE_SOURCES],
+            "tags": [t for _, t, s in topics.get(fan.id, []) if s == "staff"],
+            "notes": [{"text": t, "at": iso(at, tz), "author": a} for _, t, at, a in notes.get(fan.id, [])],
+            "open_conversation": None,
+        }
+        waiting = sorted(convs.get(fan.id, []), key=lambda r: r[1] or now)
+        if waiting:
+            _, since, due, platform = waiting[0]
+            doc["open_conversation"] = {"waiting_since": iso(since, tz), "due_at": iso(due, tz),
+                                        "overdue": bool(due and due < now), "platform": platform}
+        if interactions is not None:
+            doc["interactions"] = await _recent(session, fan.id, interactions, tz)
+        docs.append(doc)
+    return docs
+
+
+async def _recent(session: AsyncSession, fan_id: int, limit: int, tz: Any) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(Interaction.kind, Interaction.platform, Interaction.occurred_at, Interaction.summary,
+               Interaction.amount_cents, Interaction.currency, Interaction.points)
+        .where(Interaction.fan_id == fan_id)
+        .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+        .limit(limit)
+    )
+    return [{"kind": k, "platform": p, "at": iso(at, tz), "summary": s, "amount": amount_of(c),
+             "currency": cur, "points": round(pts, 2)} for k, p, at, s, c, cur, pts in rows]
+
+
+async def ranked_fans(
+    session: AsyncSession,
+    settings: CrmSettings,
+    now: datetime,
+    *,
+    tier: str | None = None,
+    min_tier: str | None = None,
+    top: int | None = None,
+) -> list[Fan]:
+    """Fans by today's score, best first (``score_base`` order is today's order: no recomputation)."""
+    stmt = select(Fan).order_by(Fan.score_base.desc(), Fan.id)
+    if tier is not None:
+        stmt = stmt.where(Fan.tier == tier)
+    if min_tier is not None:
+        keys = settings.tiers.keys
+        stmt = stmt.where(Fan.tier.in_(keys[settings.tiers.rank(min_tier):]))
+    if top is not None:
+        stmt = stmt.limit(top)
+    return list((await session.execute(stmt)).scalars())

@@ -1,0 +1,189 @@
+"""Loyalty points and the decayed score.
+
+Points are decided once, when an interaction is recorded, and stored on it, so the history
+explains the score. The score decays exponentially with half-life H:
+
+    score(t) = Σ points_i · 2^(−(t − t_i)/H)
+
+Kept as ``score_base = Σ points_i · 2^((t_i − T0)/H)`` for a shared epoch T0 so that recording is
+O(1) (add one term, in any order of arrival) and ``ORDER BY score_base`` is today's ranking.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.models import Fan, ScoreState
+
+DAY_SECONDS = 86_400.0
+DEFAULT_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+#: Rebase when a term's factor would pass 2^REBASE_EXPONENT (floats overflow past 2^1023).
+REBASE_EXPONENT = 600.0
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "message": 0.2,
+    "reaction": 0.1,
+    "dm_in": 0.5,
+    "share": 5.0,
+    "referral": 8.0,
+    "checkin": 3.0,
+    "event_checkin": 8.0,
+    "purchase": 10.0,
+}
+DEFAULT_DAILY_CAPS: dict[str, float] = {
+    "message": 0.4,
+    "reaction": 0.2,
+    "dm_in": 0.5,
+    "share": 10.0,
+    "referral": 24.0,
+    "checkin": 3.0,
+}
+
+
+@dataclass(frozen=True)
+class ScoringRules:
+    """Weights, caps and decay; built from the ``[scoring]`` config section."""
+
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    purchase_per_unit: Mapping[str, float] = field(default_factory=lambda: {"TWD": 0.01})
+    daily_caps: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DAILY_CAPS))
+    cooldown_seconds: Mapping[str, float] = field(default_factory=lambda: {"message": 60.0})
+    half_life_days: float = 90.0
+    timezone: str = "Asia/Taipei"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def base_points(self, kind: str, amount: Decimal | None, currency: str | None) -> float:
+        """Points before caps: the kind's weight, plus the per-unit weight for purchases."""
+        points = float(self.weights.get(kind, 0.0))
+        if kind == "purchase" and amount is not None and currency:
+            points += float(amount) * float(self.purchase_per_unit.get(currency.upper(), 0.0))
+        return max(points, 0.0)
+
+    def local_day(self, at: datetime) -> date:
+        return at.astimezone(self.tz).date()
+
+
+def exponent(at: datetime, epoch: datetime, half_life_days: float) -> float:
+    return (at - epoch).total_seconds() / (half_life_days * DAY_SECONDS)
+
+
+def base_term(points: float, at: datetime, epoch: datetime, half_life_days: float) -> float:
+    """The contribution of ``points`` earned at ``at`` to ``score_base``."""
+    if points == 0.0:
+        return 0.0
+    return points * math.pow(2.0, exponent(at, epoch, half_life_days))
+
+
+def score_at(score_base: float, now: datetime, epoch: datetime, half_life_days: float) -> float:
+    return score_base * math.pow(2.0, -exponent(now, epoch, half_life_days))
+
+
+def base_for_score(score: float, now: datetime, epoch: datetime, half_life_days: float) -> float:
+    """The ``score_base`` that equals ``score`` at ``now``: turns thresholds into index ranges."""
+    return score * math.pow(2.0, exponent(now, epoch, half_life_days))
+
+
+def decayed(points: float, at: datetime, now: datetime, half_life_days: float) -> float:
+    return points * math.pow(2.0, -(now - at).total_seconds() / (half_life_days * DAY_SECONDS))
+
+
+@dataclass
+class Allowance:
+    """What a fan has already earned, per kind: points per local day and times of awarded events.
+
+    One instance follows a batch of interactions so that caps and cooldowns hold across the batch
+    and against what is already stored.
+    """
+
+    rules: ScoringRules
+    earned: dict[tuple[int, str, date], float] = field(default_factory=dict)
+    awarded_at: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
+
+    def note_existing(self, fan_id: int, kind: str, at: datetime, points: float) -> None:
+        if points <= 0:
+            return
+        key = (fan_id, kind, self.rules.local_day(at))
+        self.earned[key] = self.earned.get(key, 0.0) + points
+        if kind in self.rules.cooldown_seconds:
+            bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), at)
+
+    def award(self, fan_id: int, kind: str, at: datetime, base: float) -> float:
+        """Points actually granted for one interaction, and remember them."""
+        if base <= 0:
+            return 0.0
+        cooldown = self.rules.cooldown_seconds.get(kind)
+        if cooldown:
+            times = self.awarded_at.get((fan_id, kind), [])
+            i = bisect.bisect_left(times, at)
+            window = timedelta(seconds=cooldown)
+            if (i < len(times) and times[i] - at < window) or (i > 0 and at - times[i - 1] < window):
+                return 0.0
+        cap = self.rules.daily_caps.get(kind)
+        points = base
+        if cap is not None:
+            key = (fan_id, kind, self.rules.local_day(at))
+            points = max(0.0, min(base, cap - self.earned.get(key, 0.0)))
+            if points <= 1e-12:
+                return 0.0
+        self.note_existing(fan_id, kind, at, points)
+        return points
+
+    @property
+    def window_kinds(self) -> set[str]:
+        """Kinds whose award depends on earlier awards (capped or cooled down)."""
+        return set(self.rules.daily_caps) | set(self.rules.cooldown_seconds)
+
+
+async def score_state(session: AsyncSession, rules: ScoringRules) -> ScoreState:
+    """The epoch row, created on first use. Its half-life changes only through a rescore."""
+    state = await session.get(ScoreState, 1)
+    if state is None:
+        state = ScoreState(id=1, epoch=DEFAULT_EPOCH, half_life_days=rules.half_life_days)
+        session.add(state)
+        await session.flush()
+    return state
+
+
+async def rebase_if_needed(session: AsyncSession, state: ScoreState, now: datetime) -> bool:
+    """Move the epoch to ``now`` when terms approach float overflow; scales every score_base."""
+    if exponent(now, state.epoch, state.half_life_days) < REBASE_EXPONENT:
+        return False
+    factor = math.pow(2.0, -exponent(now, state.epoch, state.half_life_days))
+    await session.execute(update(Fan).values(score_base=Fan.score_base * factor))
+    state.epoch = now
+    await session.flush()
+    return True
+
+
+def breakdown(
+    rows: Iterable[tuple[str, float, datetime]], now: datetime, half_life_days: float
+) -> dict[str, dict[str, float]]:
+    """Per kind: points as earned and their value today (decayed). Explains a fan's score."""
+    out: dict[str, dict[str, float]] = {}
+    for kind, points, at in rows:
+        if points <= 0:
+            continue
+        entry = out.setdefault(kind, {"points": 0.0, "decayed": 0.0, "count": 0})
+        entry["points"] += points
+        entry["decayed"] += decayed(points, at, now, half_life_days)
+        entry["count"] += 1
+    return {k: {n: round(v, 2) for n, v in e.items()} for k, e in sorted(out.items())}
+
+
+async def current_scores(session: AsyncSession, rules: ScoringRules, now: datetime) -> tuple[ScoreState, float]:
+    """The epoch row and the divisor that turns a score_base into today's score."""
+    state = await score_state(session, rules)
+    return state, math.pow(2.0, exponent(now, state.epoch, state.half_life_days))
+

@@ -1,0 +1,37 @@
+"""The domain's view of configuration: plain values, no file or environment access."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crm.scoring import ScoringRules
+from crm.tiers import TierRules
+
+
+@dataclass(frozen=True)
+class TrueFanGoal:
+    """Either a count, or an income goal divided by the yearly spend of one true fan."""
+
+    count: int | None = None
+    income: float | None = None
+    yearly_spend_per_fan: float | None = None
+    currency: str = "TWD"
+
+    @property
+    def target(self) -> int:
+        if self.count:
+            return self.count
+        if self.income and self.yearly_spend_per_fan:
+            return max(1, round(self.income / self.yearly_spend_per_fan))
+        return 1000
+
+
+@dataclass(frozen=True)
+class CrmSettings:
+    scoring: ScoringRules = field(default_factory=ScoringRules)
+    tiers: TierRules = field(default_factory=TierRules)
+    goal: TrueFanGoal = field(default_factory=TrueFanGoal)
+    locale: str = "zh-TW"
+    #: Keep a short summary of message text on interactions (off: nothing of the text is stored).
+    store_text: bool = True
+    summary_chars: int = 140

@@ -1,0 +1,99 @@
+"""Tier changes in the database: re-evaluation after scoring or decay, pins, and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.errors import BadInput
+from crm.models import Fan, TierChange
+from crm.scoring import base_for_score, current_scores
+from crm.settings import CrmSettings
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class TierMove:
+    fan_id: int
+    from_tier: str | None
+    to_tier: str
+    reason: str
+
+
+async def reevaluate(
+    session: AsyncSession,
+    settings: CrmSettings,
+    now: datetime,
+    *,
+    fan_ids: Sequence[int] | None = None,
+    reason: str = "score",
+) -> list[TierMove]:
+    """Put fans in the tier their score (or pin) says today, recording every change.
+
+    With ``fan_ids=None`` every fan that could move is checked (the periodic decay job): those
+    above the lowest tier, and those whose score reaches the first threshold.
+    """
+    state, divisor = await current_scores(session, settings.scoring, now)
+    stmt = select(Fan.id, Fan.tier, Fan.tier_pinned, Fan.score_base)
+    batches: list[list[tuple[int, str, str | None, float]]] = []
+    if fan_ids is None:
+        rules = settings.tiers
+        floor = base_for_score(rules.tiers[1].threshold * rules.demote_fraction, now, state.epoch,
+                               state.half_life_days) if len(rules.tiers) > 1 else float("inf")
+        cond = or_(Fan.tier != rules.lowest, Fan.score_base >= floor, Fan.tier_pinned.is_not(None))
+        batches.append([tuple(r) for r in await session.execute(stmt.where(cond))])  # type: ignore[misc]
+    else:
+        ids = sorted(set(fan_ids))
+        for start in range(0, len(ids), CHUNK):
+            rows = await session.execute(stmt.where(Fan.id.in_(ids[start : start + CHUNK])))
+            batches.append([tuple(r) for r in rows])  # type: ignore[misc]
+    moves: list[TierMove] = []
+    for rows in batches:
+        for fan_id, tier, pinned, score_base in rows:
+            target = settings.tiers.evaluate(tier, score_base / divisor, pinned)
+            if target != tier:
+                moves.append(TierMove(int(fan_id), tier, target, reason))
+    await _apply(session, moves, now, actor=None)
+    return moves
+
+
+async def _apply(session: AsyncSession, moves: Sequence[TierMove], now: datetime, actor: str | None) -> None:
+    if not moves:
+        return
+    await session.execute(
+        update(Fan.__table__).where(Fan.__table__.c.id == bindparam("fid")).values(tier=bindparam("to")),
+        [{"fid": m.fan_id, "to": m.to_tier} for m in moves],
+    )
+    await session.execute(
+        insert(TierChange),
+        [{"fan_id": m.fan_id, "from_tier": m.from_tier, "to_tier": m.to_tier, "reason": m.reason,
+          "actor": actor, "at": now} for m in moves],
+    )
+
+
+async def pin(
+    session: AsyncSession, settings: CrmSettings, fan_id: int, tier: str | None, *, by: str, now: datetime
+) -> TierMove | None:
+    """Pin a fan to a tier (a staff "close friends" list the score does not override); None unpins."""
+    fan = await session.get(Fan, fan_id)
+    if fan is None:
+        raise BadInput(f"no fan #{fan_id}")
+    if tier is not None and tier not in settings.tiers.keys:
+        raise BadInput(f"unknown tier {tier!r}")
+    fan.tier_pinned = tier
+    fan.tier_pinned_by = by if tier else None
+    fan.tier_pinned_at = now if tier else None
+    await session.flush()
+    _, divisor = await current_scores(session, settings.scoring, now)
+    target = settings.tiers.evaluate(fan.tier, fan.score_base / divisor, tier)
+    if target == fan.tier:
+        return None
+    move = TierMove(fan.id, fan.tier, target, "pin" if tier else "unpin")
+    await _apply(session, [move], now, actor=by)
+    await session.refresh(fan)
+    return move

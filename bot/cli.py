@@ -33,7 +33,7 @@ from crm.profiles import fan_documents, ranked_fans
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="superfan: the super-fan CRM for creators.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 _state: dict[str, Any] = {"config": None}
 
@@ -49,6 +49,7 @@ def main_options(
 ) -> None:
     """superfan: know your true fans (鐵粉), answer every DM, reward close friends."""
     _state["config_path"] = config
+    _state["config"] = None
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -29,7 +29,6 @@ from crm.settings import CrmSettings
 COLUMNS = ("platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency",
            "event_id", "text")
 REQUIRED = ("platform", "external_id", "kind", "occurred_at")
-BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -111,14 +110,7 @@ async def import_rows(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[BulkResult, int]:
     """Record every row in the caller's transaction, then merge rows that share a ``fan`` value."""
-    total = BulkResult()
-    for start in range(0, len(rows), BATCH):
-        chunk = rows[start : start + BATCH]
-        result = await record_many(session, [r.item for r in chunk], settings, now)
-        total.results.extend(result.results)
-        total.tier_moves.extend(result.tier_moves)
-        if progress:
-            progress(len(chunk))
+    total = await record_many(session, [r.item for r in rows], settings, now, progress=progress)
     groups: dict[str, set[tuple[str, str]]] = {}
     for r in rows:
         if r.fan_ref:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from rapidfuzz import fuzz, process
 from sqlalchemy import bindparam, delete, insert, or_, select, tuple_, update
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import insert_ignore
 from crm.errors import AmbiguousFan, FanNotFound
-from crm.models import Fan, Identity
+from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
 from crm.settings import CrmSettings
 
@@ -59,10 +60,11 @@ async def resolve_identities(
             created.extend(int(r[0]) for r in result)
         id_rows = []
         for (platform, external_id), fan_id in zip(missing, created, strict=True):
-            display = names[(platform, external_id)]
+            seen_name = names[(platform, external_id)]
             id_rows.append({
                 "fan_id": fan_id, "platform": platform, "external_id": external_id,
-                "display_name": display, "name_key": name_key(display) if display else None, "created_at": now,
+                "display_name": seen_name, "name_key": name_key(seen_name) if seen_name else None,
+                "created_at": now,
             })
         for start in range(0, len(id_rows), CHUNK):
             await session.execute(
@@ -74,7 +76,8 @@ async def resolve_identities(
             await session.execute(delete(Fan).where(Fan.id.in_(orphans)))
         for k, fid in zip(missing, created, strict=True):
             found[k] = FanRef(mine[k].fan_id, mine[k].opted_out, new=mine[k].fan_id == fid)
-    await _refresh_names(session, {k: n for k, n in names.items() if n and k not in missing})
+    fresh = set(missing)
+    await _refresh_names(session, {k: n for k, n in names.items() if n and k not in fresh})
     return found
 
 
@@ -112,14 +115,14 @@ async def _refresh_names(session: AsyncSession, names: dict[Key, str | None]) ->
     if not stale:
         return
     await session.execute(
-        update(Identity.__table__).where(Identity.__table__.c.id == bindparam("iid"))
+        update(table(Identity)).where(table(Identity).c.id == bindparam("iid"))
         .values(display_name=bindparam("new"), name_key=bindparam("key")),
         [{"iid": s["iid"], "new": s["new"], "key": s["key"]} for s in stale],
     )
     follow = [{"fid": s["fid"], "new": s["new"], "key": s["key"]} for s in stale if s["follow"]]
     if follow:
         await session.execute(
-            update(Fan.__table__).where(Fan.__table__.c.id == bindparam("fid"))
+            update(table(Fan)).where(table(Fan).c.id == bindparam("fid"))
             .values(display_name=bindparam("new"), name_key=bindparam("key")),
             follow,
         )
@@ -167,7 +170,7 @@ async def find_fan(session: AsyncSession, query: str, *, fuzzy_cutoff: float = 7
     raise FanNotFound(query)
 
 
-async def _fans_where(session: AsyncSession, *conditions: object) -> list[Fan]:
+async def _fans_where(session: AsyncSession, *conditions: Any) -> list[Fan]:
     stmt = (
         select(Fan).outerjoin(Identity, Identity.fan_id == Fan.id)
         .where(or_(*conditions)).distinct().order_by(Fan.score_base.desc()).limit(20)
@@ -197,8 +200,8 @@ async def _by_substring(session: AsyncSession, text: str) -> list[Fan]:
 async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
     if not key:
         return []
-    rows = (await session.execute(select(Fan.id, Fan.name_key))).all()
-    rows += [(fid, k) for fid, k in (await session.execute(select(Identity.fan_id, Identity.name_key))) if k]
+    rows: list[tuple[int, str]] = [(int(f), str(k)) for f, k in await session.execute(select(Fan.id, Fan.name_key))]
+    rows += [(int(f), str(k)) for f, k in await session.execute(select(Identity.fan_id, Identity.name_key)) if k]
     choices = {i: k for i, (_, k) in enumerate(rows)}
     best = process.extract(key, choices, scorer=fuzz.WRatio, score_cutoff=cutoff, limit=20)
     if not best:

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import bindparam, case, insert, select, tuple_, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
 from crm.errors import BadInput
 from crm.identity import resolve_identities
-from crm.models import Fan, Interaction
+from crm.models import Fan, Interaction, table
 from crm.scoring import Allowance, base_term, score_state
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, reevaluate
 
-fans_t = Fan.__table__
+fans_t = table(Fan)
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CHUNK = 500
 
@@ -201,7 +201,7 @@ async def record_many(
         results[n] = Recorded("stored", fan.fan_id, points, fan.new)
 
     for start in range(0, len(rows), CHUNK * 2):
-        await session.execute(insert(Interaction), rows[start : start + CHUNK * 2])
+        await session.execute(insert(table(Interaction)), rows[start : start + CHUNK * 2])
         if progress:
             progress(min(CHUNK * 2, len(rows) - start))
     if delta:
@@ -231,16 +231,20 @@ def _summary(text: str | None, settings: CrmSettings) -> str | None:
 async def _existing_event_ids(
     session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str]
 ) -> set[tuple[str, str]]:
-    keys = sorted({(i.platform, e) for i, e in zip(items, event_ids, strict=True)})
+    by_platform: dict[str, set[str]] = {}
+    for item, eid in zip(items, event_ids, strict=True):
+        by_platform.setdefault(item.platform, set()).add(eid)
     found: set[tuple[str, str]] = set()
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        rows = await session.execute(
-            select(Interaction.platform, Interaction.source_event_id).where(
-                tuple_(Interaction.platform, Interaction.source_event_id).in_(chunk)
+    for platform, ids in by_platform.items():
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), CHUNK):
+            rows = await session.execute(
+                select(Interaction.source_event_id).where(
+                    Interaction.platform == platform,
+                    Interaction.source_event_id.in_(ordered[start : start + CHUNK]),
+                )
             )
-        )
-        found.update((p, e) for p, e in rows)
+            found.update((platform, e) for e in rows.scalars())
     return found
 
 

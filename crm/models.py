@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -232,3 +233,8 @@ class ScoreState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     epoch: Mapped[datetime] = mapped_column(UTCDateTime)
     half_life_days: Mapped[float] = mapped_column(Float)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for set-based statements (executemany without the ORM)."""
+    return cast(Table, model.__table__)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.db import insert_ignore
 from crm.models import Fan, ScoreState
 
 DAY_SECONDS = 86_400.0
@@ -30,9 +31,9 @@ DEFAULT_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 REBASE_EXPONENT = 600.0
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "message": 0.2,
-    "reaction": 0.1,
-    "dm_in": 0.5,
+    "message": 0.1,
+    "reaction": 0.05,
+    "dm_in": 0.1,
     "share": 5.0,
     "referral": 8.0,
     "checkin": 3.0,
@@ -40,9 +41,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "purchase": 10.0,
 }
 DEFAULT_DAILY_CAPS: dict[str, float] = {
-    "message": 0.4,
-    "reaction": 0.2,
-    "dm_in": 0.5,
+    "message": 0.25,
+    "reaction": 0.1,
+    "dm_in": 0.1,
     "share": 10.0,
     "referral": 24.0,
     "checkin": 3.0,
@@ -150,9 +151,10 @@ async def score_state(session: AsyncSession, rules: ScoringRules) -> ScoreState:
     """The epoch row, created on first use. Its half-life changes only through a rescore."""
     state = await session.get(ScoreState, 1)
     if state is None:
-        state = ScoreState(id=1, epoch=DEFAULT_EPOCH, half_life_days=rules.half_life_days)
-        session.add(state)
-        await session.flush()
+        await session.execute(insert_ignore(session, ScoreState, "id"),
+                              [{"id": 1, "epoch": DEFAULT_EPOCH, "half_life_days": rules.half_life_days}])
+        state = await session.get(ScoreState, 1)
+        assert state is not None
     return state
 
 

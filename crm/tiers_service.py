@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.errors import BadInput
-from crm.models import Fan, TierChange
+from crm.models import Fan, TierChange, table
 from crm.scoring import base_for_score, current_scores
 from crm.settings import CrmSettings
 
@@ -46,12 +46,12 @@ async def reevaluate(
         floor = base_for_score(rules.tiers[1].threshold * rules.demote_fraction, now, state.epoch,
                                state.half_life_days) if len(rules.tiers) > 1 else float("inf")
         cond = or_(Fan.tier != rules.lowest, Fan.score_base >= floor, Fan.tier_pinned.is_not(None))
-        batches.append([tuple(r) for r in await session.execute(stmt.where(cond))])  # type: ignore[misc]
+        batches.append([(int(a), b, c, float(d)) for a, b, c, d in await session.execute(stmt.where(cond))])
     else:
         ids = sorted(set(fan_ids))
         for start in range(0, len(ids), CHUNK):
-            rows = await session.execute(stmt.where(Fan.id.in_(ids[start : start + CHUNK])))
-            batches.append([tuple(r) for r in rows])  # type: ignore[misc]
+            result = await session.execute(stmt.where(Fan.id.in_(ids[start : start + CHUNK])))
+            batches.append([(int(a), b, c, float(d)) for a, b, c, d in result])
     moves: list[TierMove] = []
     for rows in batches:
         for fan_id, tier, pinned, score_base in rows:
@@ -66,11 +66,11 @@ async def _apply(session: AsyncSession, moves: Sequence[TierMove], now: datetime
     if not moves:
         return
     await session.execute(
-        update(Fan.__table__).where(Fan.__table__.c.id == bindparam("fid")).values(tier=bindparam("to")),
+        update(table(Fan)).where(table(Fan).c.id == bindparam("fid")).values(tier=bindparam("to")),
         [{"fid": m.fan_id, "to": m.to_tier} for m in moves],
     )
     await session.execute(
-        insert(TierChange),
+        insert(table(TierChange)),
         [{"fan_id": m.fan_id, "from_tier": m.from_tier, "to_tier": m.to_tier, "reason": m.reason,
           "actor": actor, "at": now} for m in moves],
     )

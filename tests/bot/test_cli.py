@@ -1,0 +1,157 @@
+"""The ``superfan`` command as a creator uses it: import, fans, fan, export round trip, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "community.csv"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run ``superfan`` with a config pointing at a fresh SQLite file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SUPERFAN_CONFIG", raising=False)
+
+    def run(*args: str, db: str = "main.db", expect: int | None = 0):
+        cfg = tmp_path / f"{db}.toml"
+        cfg.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / db}"\n', encoding="utf-8")
+        result = CliRunner().invoke(app, ["--config", str(cfg), *args])
+        if expect is not None:
+            assert result.exit_code == expect, (result.stdout, result.stderr)
+        return result
+
+    return run
+
+
+def test_import_then_fan_json_shows_history_in_design_shape(cli):
+    out = cli("import", str(EXAMPLE))
+    assert "9" in out.stdout
+    doc = json.loads(cli("fan", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701", "--json").stdout)
+    for key in ("id", "display_name", "tier", "score", "score_breakdown", "identities", "preferences", "tags",
+                "notes", "interactions", "open_conversation"):
+        assert key in doc
+    assert doc["display_name"] == "小慧"
+    assert [i["kind"] for i in doc["interactions"]] == ["checkin", "purchase", "message"]  # newest first
+    purchase = doc["interactions"][1]
+    assert purchase["amount"] == 1280 and purchase["currency"] == "TWD"
+    assert purchase["at"] == "2026-10-05T12:30:00+08:00"
+    assert doc["score"] > 0 and set(doc["score_breakdown"]) == {"message", "purchase", "checkin"}
+
+
+def test_fans_lists_everyone_by_score_and_json_has_no_interactions(cli):
+    cli("import", str(EXAMPLE))
+    fans = json.loads(cli("fans", "--json").stdout)
+    assert len(fans) == 5
+    assert [f["score"] for f in fans] == sorted((f["score"] for f in fans), reverse=True)
+    assert all("interactions" not in f for f in fans)
+    top = json.loads(cli("fans", "--json", "--top", "2").stdout)
+    assert [f["id"] for f in top] == [f["id"] for f in fans[:2]]
+    assert "小慧" in cli("fans").stdout
+
+
+def test_reimport_is_idempotent(cli):
+    cli("import", str(EXAMPLE))
+    again = cli("import", str(EXAMPLE))
+    assert "9" in again.stdout  # nine duplicates skipped
+    assert len(json.loads(cli("fans", "--json").stdout)) == 5
+
+
+def test_bad_row_rejects_the_whole_file(cli, tmp_path):
+    bad = tmp_path / "bad.csv"
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    lines.insert(4, "line,Uxyz,壞資料,purchase,yesterday,100,TWD,bad-1,")
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = cli("import", str(bad), expect=2)
+    assert f"{bad}:5" in result.stderr and "occurred_at" in result.stderr
+    assert json.loads(cli("fans", "--json").stdout) == []  # nothing from that file committed
+
+
+def test_fuzzy_and_ambiguous_lookups(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    assert json.loads(cli("fan", "XIAO", "--json").stdout)["display_name"] == "ｘｉａｏ"
+    missing = cli("fan", "nobody-at-all", expect=2)
+    assert "nobody-at-all" in missing.stderr
+
+
+def test_export_csv_round_trip_into_an_empty_database(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    exported = tmp_path / "export.csv"
+    cli("export", "--format", "csv", "--out", str(exported))
+    raw = exported.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # Excel opens UTF-8 with a BOM, CJK intact
+    assert "小慧" in raw.decode("utf-8-sig")
+    cli("import", str(exported), db="copy.db")
+    original = json.loads(cli("fans", "--json").stdout)
+    copy = json.loads(cli("fans", "--json", db="copy.db").stdout)
+
+    def shape(fans):
+        return sorted((f["display_name"], f["tier"], f["score"], tuple(sorted(
+            (i["platform"], i["external_id"]) for i in f["identities"]))) for f in fans)
+
+    assert shape(copy) == shape(original)
+    for fan in original:
+        a = json.loads(cli("fan", str(fan["id"]), "--json").stdout)["interactions"]
+        name = fan["identities"][0]
+        b = json.loads(cli("fan", f"{name['platform']}:{name['external_id']}", "--json", db="copy.db").stdout)
+        assert [(i["kind"], i["at"], i["amount"]) for i in a] == [(i["kind"], i["at"], i["amount"])
+                                                                   for i in b["interactions"]]
+
+
+def test_merge_then_export_keeps_people_merged(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    cli("merge", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701", "discord:498765432109876543")
+    exported = tmp_path / "merged.jsonl"
+    cli("export", "--format", "jsonl", "--out", str(exported))
+    cli("import", str(exported), db="copy.db")
+    fan = json.loads(cli("fan", "discord:498765432109876543", "--json", db="copy.db").stdout)
+    assert {i["platform"] for i in fan["identities"]} == {"line", "discord"}
+
+
+def test_export_json_has_full_records(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    out = tmp_path / "all.json"
+    cli("export", "--format", "json", "--out", str(out))
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert len(data["fans"]) == 5 and sum(len(f["interactions"]) for f in data["fans"]) == 9
+
+
+def test_config_errors_are_reported_one_per_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("LINE_CHANNEL_SECRET", raising=False)
+    monkeypatch.delenv("LINE_CHANNEL_ACCESS_TOKEN", raising=False)
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[database]\nurl = 5\ncolour = "red"\n[line]\nenabled = true\n[creator]\ntimezone = "Mars/Base"\n',
+                   encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(cfg), "fans"])
+    assert result.exit_code == 2
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert any("database.url must be str" in x for x in lines)
+    assert any("unknown key database.colour" in x for x in lines)
+    assert any("LINE_CHANNEL_SECRET" in x for x in lines)
+    assert any("Mars/Base" in x for x in lines)
+
+
+def test_missing_config_file_and_bad_toml(tmp_path):
+    result = CliRunner().invoke(app, ["--config", str(tmp_path / "nope.toml"), "fans"])
+    assert result.exit_code == 2 and "not found" in result.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[database\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(broken), "fans"])
+    assert result.exit_code == 2 and "not valid TOML" in result.stderr
+
+
+def test_csv_export_columns_are_the_import_format(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    out = tmp_path / "e.csv"
+    cli("export", "--out", str(out))
+    with out.open(encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh))
+    assert header[1:] == ["platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency",
+                          "event_id", "text"]

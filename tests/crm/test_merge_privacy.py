@@ -1,0 +1,101 @@
+"""Merging two records of one person, erasing a fan, opting out."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from crm.errors import BadInput, FanNotFound
+from crm.ingest import InteractionIn, record, record_many
+from crm.merge import merge_fans
+from crm.models import Base, Fan, Identity, Interaction, Note
+from crm.privacy import erase_fan, export_rows
+from crm.profiles import fan_documents
+from crm.tiers_service import pin
+from crm.topics import add_note, add_topic
+
+
+async def _two_fans(sessions, settings, now):
+    at = now - timedelta(days=3)
+    async with sessions.begin() as s:
+        d = await record_many(s, [
+            InteractionIn("discord", "555", "message", at, "m1", "Hui#1"),
+            InteractionIn("discord", "555", "share", at + timedelta(hours=1), "m2", "Hui#1"),
+        ], settings, now)
+        line = await record(s, InteractionIn("line", "Uhui", "purchase", at, "o1", "小慧",
+                                             amount=Decimal(2000), currency="TWD"), settings, now)
+        dfan, lfan = d.results[0].fan_id, line.fan_id
+        await add_topic(s, dfan, "coffee", source="fan", now=now)
+        await add_topic(s, lfan, "Coffee", source="fan", now=now)
+        await add_topic(s, lfan, "便當", source="staff", now=now)
+        await add_note(s, lfan, "likes bento, ask about Taipei meetup", author="staff", now=now)
+    return dfan, lfan
+
+
+async def test_merge_moves_everything_and_adds_scores(sessions, settings, now):
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    async with sessions() as s:
+        before = {f.id: f.score_base for f in (await s.execute(select(Fan))).scalars()}
+    async with sessions.begin() as s:
+        await merge_fans(s, settings, lfan, dfan, now=now)
+    async with sessions() as s:
+        assert await s.get(Fan, dfan) is None
+        fan = await s.get(Fan, lfan)
+        assert fan is not None
+        assert fan.score_base == pytest.approx(before[dfan] + before[lfan])
+        (doc,) = await fan_documents(s, [fan], settings, now)
+    assert {i["platform"] for i in doc["identities"]} == {"discord", "line"}
+    assert len(doc["interactions"]) == 3
+    assert doc["preferences"] == ["coffee"] and doc["tags"] == ["便當"]
+    assert doc["notes"][0]["text"].startswith("likes bento")
+    assert set(doc["score_breakdown"]) == {"message", "share", "purchase"}
+
+
+async def test_merge_keeps_the_stronger_pin(sessions, settings, now):
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    async with sessions.begin() as s:
+        await pin(s, settings, dfan, "close_friend", by="creator", now=now)
+        await merge_fans(s, settings, lfan, dfan, now=now)
+    async with sessions() as s:
+        fan = await s.get(Fan, lfan)
+        assert fan is not None and fan.tier == "close_friend" and fan.tier_pinned == "close_friend"
+
+
+async def test_merge_refuses_self_and_unknown(sessions, settings, now):
+    dfan, _ = await _two_fans(sessions, settings, now)
+    async with sessions() as s:
+        with pytest.raises(BadInput):
+            await merge_fans(s, settings, dfan, dfan, now=now)
+        with pytest.raises(FanNotFound):
+            await merge_fans(s, settings, dfan, 999_999, now=now)
+
+
+async def test_erase_leaves_nothing_of_the_fan_in_any_table(sessions, settings, now):
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    async with sessions.begin() as s:
+        await merge_fans(s, settings, lfan, dfan, now=now)
+        await pin(s, settings, lfan, "close_friend", by="creator", now=now)
+    async with sessions.begin() as s:
+        assert await erase_fan(s, lfan) > 5
+    async with sessions() as s:
+        for table in Base.metadata.sorted_tables:
+            rows = (await s.execute(select(table))).all()
+            flat = " ".join(str(v) for row in rows for v in row)
+            if "fan_id" in table.c:
+                assert not [r for r in rows if r._mapping["fan_id"] == lfan], table.name
+            assert "Uhui" not in flat and "555" not in flat and "小慧" not in flat, table.name
+        assert (await s.execute(select(Interaction))).first() is None
+        assert (await s.execute(select(Identity))).first() is None
+        assert (await s.execute(select(Note))).first() is None
+
+
+async def test_export_rows_cover_every_interaction(sessions, settings, now):
+    await _two_fans(sessions, settings, now)
+    async with sessions() as s:
+        rows = [r async for r in export_rows(s)]
+    assert sorted(r["event_id"] for r in rows) == ["m1", "m2", "o1"]
+    purchase = next(r for r in rows if r["kind"] == "purchase")
+    assert purchase["amount"] == "2000" and purchase["currency"] == "TWD" and purchase["display_name"] == "小慧"

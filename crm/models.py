@@ -211,6 +211,19 @@ class LinkCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class Event(Base):
+    """A meetup or live event fans check in to with a code (``打卡 CODE`` / ``/checkin CODE``)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class JobRun(Base):
     """A marker that a scheduled job ran for a key (usually a local date): makes jobs idempotent."""
 

@@ -13,9 +13,16 @@ _DIR = Path(__file__).parent
 
 @cache
 def catalogue(locale: str) -> dict[str, str]:
-    with (_DIR / f"{locale}.toml").open("rb") as fh:
-        data = tomllib.load(fh)
+    """All keys of a locale: ``<locale>.toml`` plus per-area files such as ``<locale>.line.toml``."""
     flat: dict[str, str] = {}
+    for path in sorted(_DIR.glob(f"{locale}*.toml")):
+        if path.name == f"{locale}.toml" or path.name.startswith(f"{locale}."):
+            with path.open("rb") as fh:
+                _flatten(tomllib.load(fh), flat)
+    return flat
+
+
+def _flatten(data: dict[str, object], flat: dict[str, str]) -> None:
 
     def walk(prefix: str, node: dict[str, object]) -> None:
         for key, value in node.items():
@@ -25,7 +32,6 @@ def catalogue(locale: str) -> dict[str, str]:
                 flat[f"{prefix}{key}"] = str(value)
 
     walk("", data)
-    return flat
 
 
 def pick_locale(locale: str | None, default: str = DEFAULT_LOCALE) -> str:

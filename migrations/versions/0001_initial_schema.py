@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-22 13:45:11.520773
+Revises:
+Create Date: 2026-11-22 13:58:31.743522
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import crm.models
+
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -34,6 +35,16 @@ def upgrade() -> None:
     sa.Column('created_at', crm.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_drops'))
+    )
+    op.create_table('events',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('starts_at', crm.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ends_at', crm.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_events')),
+    sa.UniqueConstraint('code', name=op.f('uq_events_code'))
     )
     op.create_table('fans',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -254,5 +265,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_fans_name_key'))
 
     op.drop_table('fans')
+    op.drop_table('events')
     op.drop_table('drops')
     # ### end Alembic commands ###

@@ -30,6 +30,9 @@ from crm.identity import find_fan
 from crm.merge import merge_fans
 from crm.privacy import EXPORT_COLUMNS, export_rows
 from crm.profiles import fan_documents, ranked_fans
+from crm.rescore import rescore as rescore_all
+from crm.stats import community_stats
+from crm.tiers_service import pin as pin_tier
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="superfan: the super-fan CRM for creators.")
 out = Console()
@@ -240,6 +243,57 @@ async def merge(
             await merge_fans(session, crm.settings, a.id, b.id, now=utcnow())
             name = a.display_name
     out.print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
+
+
+@app.command()
+@command
+async def rescore() -> None:
+    """Recompute every fan's points and score after changing weights, caps or the half-life."""
+    async with open_crm(_config()) as crm:
+        with _progress() as bar:
+            task = bar.add_task(t("cli.rescoring", crm.settings.locale), total=None)
+            async with crm.sessions.begin() as session:
+                result = await rescore_all(session, crm.settings, utcnow(),
+                                           progress=lambda n: bar.advance(task, n))
+    out.print(t("cli.rescored", crm.settings.locale, fans=result.fans, interactions=result.interactions,
+                moves=len(result.tier_moves)), highlight=False)
+
+
+@app.command()
+@command
+async def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    top: Annotated[int, typer.Option("--top", min=0, help="How many top fans to show.")] = 10,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate at this ISO-8601 time.")] = None,
+) -> None:
+    """Fans per tier, true fans against the goal (1000 true fans), and the top fans."""
+    async with open_crm(_config()) as crm:
+        async with crm.sessions() as session:
+            data = await community_stats(session, crm.settings, _now(now), top=top)
+    if as_json:
+        _print_json(data)
+    else:
+        render_cli.stats(out, data, crm.settings.locale)
+
+
+@app.command()
+@command
+async def pin(
+    query: Annotated[str, typer.Argument(help="The fan (id, platform:id or name).")],
+    tier: Annotated[str | None, typer.Argument(help="Tier to pin to (e.g. 摯友); omit with --unpin.")] = None,
+    unpin: Annotated[bool, typer.Option("--unpin", help="Remove the pin; the score decides again.")] = False,
+    by: Annotated[str, typer.Option("--by", help="Who pins (recorded).")] = "cli",
+) -> None:
+    """Pin a fan to a tier (a close-friends list the score does not override), or unpin."""
+    if (tier is None) != unpin:
+        raise CrmError("give a tier to pin to, or --unpin")
+    async with open_crm(_config()) as crm:
+        async with crm.sessions.begin() as session:
+            found = await find_fan(session, query)
+            key = None if unpin else crm.settings.tiers.resolve(tier or "")
+            await pin_tier(session, crm.settings, found.id, key, by=by, now=utcnow())
+            name = crm.settings.tiers.name(found.tier, crm.settings.locale)
+    out.print(t("cli.pinned", crm.settings.locale, id=found.id, name=found.display_name, tier=name), highlight=False)
 
 
 def main() -> None:

@@ -57,6 +57,8 @@ class LineConfig:
     monthly_quota: int = 200
     reply_token_ttl_seconds: float = 50.0
     profile_refresh_hours: float = 24.0
+    send_max_attempts: int = 4
+    send_backoff_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ class DiscordConfig:
     gateway_url: str = "wss://gateway.discord.gg/"
     tier_role_ids: dict[str, int] = field(default_factory=dict)
     note_prefix: str = "!note"
+    cumulative_tier_roles: bool = False
+    sync_commands: bool = True
+    defer_after_seconds: float = 1.5
+    role_sync_seconds: float = 60.0
+    ready_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ class DigestConfig:
 class ScoringConfig:
     half_life_days: float = 90.0
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    purchase_per_unit: dict[str, float] = field(default_factory=lambda: {"TWD": 0.01})
+    purchase_per_unit: dict[str, float] = field(default_factory=lambda: {"TWD": 0.005})
     daily_caps: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DAILY_CAPS))
     cooldown_seconds: dict[str, float] = field(default_factory=lambda: {"message": 60.0})
 

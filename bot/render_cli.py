@@ -56,3 +56,18 @@ def fan_card(console: Console, d: dict[str, Any], locale: str) -> None:
             amount = f"{i['amount']} {i['currency']}" if i["amount"] is not None else ""
             table.add_row(i["at"][:16], i["platform"], i["kind"], amount, i["summary"] or "")
         console.print(table)
+
+
+def stats(console: Console, data: dict[str, Any], locale: str) -> None:
+    goal = data["true_fans"]
+    console.print(t("cli.stats_goal", locale, tier=goal["tier"], count=goal["count"], goal=goal["goal"],
+                    pct=goal["progress_pct"]), highlight=False)
+    console.print(t("cli.stats_tiers", locale, fans=data["fans"]), highlight=False)
+    table = Table()
+    table.add_column(t("cli.col_tier", locale))
+    table.add_column("#", justify="right")
+    for tier in reversed(data["tiers"]):
+        table.add_row(tier["name"], str(tier["count"]))
+    console.print(table)
+    if data["top"]:
+        fans_table(console, data["top"], locale)

@@ -10,7 +10,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import insert_ignore
+from crm.db import bulk_insert, insert_ignore, next_ids
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
@@ -52,12 +52,18 @@ async def resolve_identities(
                 "display_name": display, "name_key": name_key(display), "opted_out": False,
                 "score_base": 0.0, "tier": settings.tiers.lowest, "first_seen_at": lo, "last_seen_at": hi,
             })
-        created: list[int] = []
-        for start in range(0, len(fan_rows), CHUNK):
-            result = await session.execute(
-                insert(Fan).returning(Fan.id, sort_by_parameter_order=True), fan_rows[start : start + CHUNK]
-            )
-            created.extend(int(r[0]) for r in result)
+        created = await next_ids(session, table(Fan), len(fan_rows))
+        if created is not None:
+            for row, fan_id in zip(fan_rows, created, strict=True):
+                row["id"] = fan_id
+            await bulk_insert(session, table(Fan), fan_rows)
+        else:
+            created = []
+            for start in range(0, len(fan_rows), CHUNK):
+                result = await session.execute(
+                    insert(Fan).returning(Fan.id, sort_by_parameter_order=True), fan_rows[start : start + CHUNK]
+                )
+                created.extend(int(r[0]) for r in result)
         id_rows = []
         for (platform, external_id), fan_id in zip(missing, created, strict=True):
             seen_name = names[(platform, external_id)]

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
+from crm.db import bulk_insert
 from crm.errors import BadInput
 from crm.identity import resolve_identities
 from crm.models import Fan, Interaction, table
@@ -200,10 +201,11 @@ async def record_many(
             last_seen[fan.fan_id] = item.occurred_at
         results[n] = Recorded("stored", fan.fan_id, points, fan.new)
 
-    for start in range(0, len(rows), CHUNK * 2):
-        await session.execute(insert(table(Interaction)), rows[start : start + CHUNK * 2])
+    step = CHUNK * 4
+    for start in range(0, len(rows), step):
+        await bulk_insert(session, table(Interaction), rows[start : start + step])
         if progress:
-            progress(min(CHUNK * 2, len(rows) - start))
+            progress(min(step, len(rows) - start))
     if delta:
         await session.execute(
             update(fans_t)

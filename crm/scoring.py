@@ -12,6 +12,7 @@ O(1) (add one term, in any order of arrival) and ``ORDER BY score_base`` is toda
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,19 +35,19 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "message": 0.1,
     "reaction": 0.05,
     "dm_in": 0.1,
-    "share": 5.0,
-    "referral": 8.0,
-    "checkin": 3.0,
-    "event_checkin": 8.0,
-    "purchase": 10.0,
+    "share": 2.5,
+    "referral": 4.0,
+    "checkin": 1.5,
+    "event_checkin": 4.0,
+    "purchase": 5.0,
 }
 DEFAULT_DAILY_CAPS: dict[str, float] = {
     "message": 0.25,
     "reaction": 0.1,
     "dm_in": 0.1,
-    "share": 10.0,
-    "referral": 24.0,
-    "checkin": 3.0,
+    "share": 5.0,
+    "referral": 12.0,
+    "checkin": 1.5,
 }
 
 
@@ -55,7 +56,7 @@ class ScoringRules:
     """Weights, caps and decay; built from the ``[scoring]`` config section."""
 
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    purchase_per_unit: Mapping[str, float] = field(default_factory=lambda: {"TWD": 0.01})
+    purchase_per_unit: Mapping[str, float] = field(default_factory=lambda: {"TWD": 0.005})
     daily_caps: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_DAILY_CAPS))
     cooldown_seconds: Mapping[str, float] = field(default_factory=lambda: {"message": 60.0})
     half_life_days: float = 90.0
@@ -63,7 +64,7 @@ class ScoringRules:
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return _zone(self.timezone)
 
     def base_points(self, kind: str, amount: Decimal | None, currency: str | None) -> float:
         """Points before caps: the kind's weight, plus the per-unit weight for purchases."""
@@ -74,6 +75,11 @@ class ScoringRules:
 
     def local_day(self, at: datetime) -> date:
         return at.astimezone(self.tz).date()
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 def exponent(at: datetime, epoch: datetime, half_life_days: float) -> float:
@@ -112,10 +118,10 @@ class Allowance:
     earned: dict[tuple[int, str, date], float] = field(default_factory=dict)
     awarded_at: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
 
-    def note_existing(self, fan_id: int, kind: str, at: datetime, points: float) -> None:
+    def note_existing(self, fan_id: int, kind: str, at: datetime, points: float, day: date | None = None) -> None:
         if points <= 0:
             return
-        key = (fan_id, kind, self.rules.local_day(at))
+        key = (fan_id, kind, day or self.rules.local_day(at))
         self.earned[key] = self.earned.get(key, 0.0) + points
         if kind in self.rules.cooldown_seconds:
             bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), at)
@@ -133,12 +139,13 @@ class Allowance:
                 return 0.0
         cap = self.rules.daily_caps.get(kind)
         points = base
+        day = None
         if cap is not None:
-            key = (fan_id, kind, self.rules.local_day(at))
-            points = max(0.0, min(base, cap - self.earned.get(key, 0.0)))
+            day = self.rules.local_day(at)
+            points = max(0.0, min(base, cap - self.earned.get((fan_id, kind, day), 0.0)))
             if points <= 1e-12:
                 return 0.0
-        self.note_existing(fan_id, kind, at, points)
+        self.note_existing(fan_id, kind, at, points, day)
         return points
 
     @property

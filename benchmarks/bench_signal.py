@@ -20,7 +20,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from benchmarks.community import Community, message_count_ranking, precision_recall, simulate, true_fan_keys
+from benchmarks.community import (
+    Community,
+    Mix,
+    message_count_ranking,
+    precision_recall,
+    simulate,
+    true_fan_keys,
+)
 from bot.importer import ImportRow, import_rows, parse_row
 from crm.db import make_engine, make_sessionmaker, migrate
 from crm.models import Fan, Identity
@@ -52,7 +59,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--days", type=int, default=180)
+    parser.add_argument("--true-fans", type=int, default=Mix.true_fans)
+    parser.add_argument("--spammers", type=int, default=Mix.spammers)
+    parser.add_argument("--lapsed", type=int, default=Mix.lapsed_true_fans)
+    parser.add_argument("--casual", type=int, default=Mix.casual)
     args = parser.parse_args()
+    mix = Mix(true_fans=args.true_fans, spammers=args.spammers, lapsed_true_fans=args.lapsed, casual=args.casual)
     settings = CrmSettings()
     rules = settings.tiers
     top_keys = set(rules.keys[rules.rank(rules.true_fan_tier):])
@@ -61,7 +73,7 @@ def main() -> None:
     worst_gap, worst_precision, spam_total = 1.0, 1.0, 0
     for seed in args.seeds:
         t0 = time.perf_counter()
-        community = simulate(seed=seed, days=args.days)
+        community = simulate(seed=seed, days=args.days, mix=mix)
         truth = true_fan_keys(community)
         tiers = asyncio.run(superfan_tiers(community, settings))
         ours = {k for k, tier in tiers.items() if tier in top_keys}

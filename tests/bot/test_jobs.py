@@ -1,0 +1,30 @@
+"""The scheduled tier refresh: decay demotes quiet fans through the real job function."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from bot.app import Crm
+from bot.config import Config
+from bot.jobs import build_scheduler, refresh_tiers_job
+from crm.ingest import InteractionIn, record_many
+from crm.models import Fan
+
+
+async def test_refresh_job_demotes_after_months_of_silence(engine, sessions, settings, now):
+    crm = Crm(Config(), engine, sessions, settings)
+    async with sessions.begin() as s:
+        r = await record_many(s, [InteractionIn("line", "Uq", "purchase", now - timedelta(days=n), f"q{n}", "阿明",
+                                                amount=Decimal(2000), currency="TWD") for n in range(5)],
+                              settings, now)
+    assert await refresh_tiers_job(crm, clock=lambda: now) == 0
+    assert await refresh_tiers_job(crm, clock=lambda: now + timedelta(days=240)) == 1
+    async with sessions() as s:
+        fan = await s.get(Fan, r.results[0].fan_id)
+        assert fan is not None and fan.tier == "fan"
+
+
+def test_scheduler_has_the_tier_job(engine, sessions, settings):
+    scheduler = build_scheduler(Crm(Config(), engine, sessions, settings))
+    assert [job.id for job in scheduler.get_jobs()] == ["refresh_tiers"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -11,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.config import Config
 from crm.db import ensure_schema, make_engine, make_sessionmaker
 from crm.settings import CrmSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,3 +38,82 @@ async def open_crm(config: Config) -> AsyncIterator[Crm]:
         yield Crm(config, engine, make_sessionmaker(engine), config.crm_settings())
     finally:
         await engine.dispose()
+
+
+async def run(config: Config, *, stop: asyncio.Event | None = None,
+              on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the web app, the enabled adapters and the writer until ``stop`` is set or SIGINT/SIGTERM.
+
+    Shutdown runs in reverse order of start: Discord disconnects, the web server stops listening
+    and lets in-flight webhooks finish (each is answered only after its commit), LINE's pending
+    answers go out, and the writer commits whatever is still queued. So no acknowledged event is
+    lost and none is acknowledged after the database is gone. A second signal during shutdown
+    falls back to the default action (exit at once).
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal() -> None:
+        log.info("shutting down (signal received)")
+        stop.set()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            pass
+    try:
+        async with open_crm(config) as crm, AsyncExitStack() as stack:
+            await _start(crm, stack, on_ready)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None] | None) -> None:
+    from bot.purchase_hook import PurchaseHook
+    from bot.web import WebServer, add_health_check, make_web_app
+    from bot.writer import GroupWriter
+
+    config = crm.config
+    writer = GroupWriter(crm.sessions, crm.settings)
+    await writer.start()
+    stack.push_async_callback(writer.close)
+
+    async def writer_health() -> str | None:
+        return None if writer.running else "writer stopped"
+
+    app = make_web_app(config.web)
+    add_health_check(app, "writer", writer_health)
+    routes = []
+    if config.line.enabled:
+        from bot.line_adapter import LineAdapter
+
+        line = LineAdapter.from_config(crm, writer)
+        await line.start()
+        stack.push_async_callback(line.close)
+        line.mount(app)
+        routes.append(f"LINE webhook {config.line.webhook_path}")
+    PurchaseHook(crm, writer, os.environ.get(config.web.purchase_secret_env) or None).mount(app)
+    routes.append(f"purchase hook {config.web.purchase_path}")
+    where = "web app off"
+    if config.web.enabled:
+        server = WebServer(app, config.web.host, config.web.port)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        where = f"{server.url} ({', '.join(routes)}, /healthz)"
+    elif config.line.enabled:
+        log.warning("[line] is enabled but [web] is not: LINE webhooks have nowhere to arrive")
+    if config.discord.enabled:
+        from bot.discord_adapter.client import start_discord
+
+        handle = await start_discord(crm)
+        stack.push_async_callback(handle.close)
+    log.info("superfan running: %s", where)
+    if on_ready is not None:
+        on_ready(where)

@@ -296,6 +296,44 @@ async def pin(
     out.print(t("cli.pinned", crm.settings.locale, id=found.id, name=found.display_name, tier=name), highlight=False)
 
 
+@app.command()
+@command
+async def run() -> None:
+    """Run the web app (LINE webhook, purchase hook, /healthz) and the enabled adapters until Ctrl-C."""
+    from bot.app import run as run_app
+
+    cfg = _config()
+    for name in ("bot", "crm"):
+        if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
+            logging.getLogger(name).setLevel(logging.INFO)
+    await run_app(cfg, on_ready=lambda where: err.print(
+        t("line.cli.running", cfg.creator.locale, where=where), highlight=False, markup=False, soft_wrap=True))
+
+
+@app.command("link-code")
+@command
+async def link_code(
+    who: Annotated[str, typer.Argument(help="discord:USER_ID (or any fan: id, platform:id, name).")],
+) -> None:
+    """Issue a one-time code; the fan sends `綁定 CODE` (or `link CODE`) to the LINE account to merge."""
+    from crm.fan_actions import ensure_fan, issue_link_code
+
+    platform, sep, external_id = who.strip().partition(":")
+    platform, external_id = platform.strip().lower(), external_id.strip()
+    async with open_crm(_config()) as crm:
+        now = utcnow()
+        async with crm.sessions.begin() as session:
+            if sep and platform == "discord":
+                if not external_id.isdigit():
+                    raise CrmError(f"{who!r}: a Discord user id is a number, e.g. discord:123456789012345678")
+                fan_id = await ensure_fan(session, crm.settings, platform="discord", external_id=external_id,
+                                          display_name=None, now=now)
+            else:
+                fan_id, platform = (await find_fan(session, who)).id, "cli"
+            code = await issue_link_code(session, fan_id, platform=platform, now=now)
+    out.print(t("line.cli.link_code", crm.settings.locale, code=code, fan=fan_id), highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

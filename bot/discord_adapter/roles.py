@@ -1,0 +1,226 @@
+"""Tier → Discord role sync: drain the tier-change outbox, and reconcile after downtime.
+
+Every tier change is a ``tier_changes`` row with ``roles_synced_at`` NULL until a sync has acted
+on it, whoever made it (a Discord message, a LINE purchase, an import, the decay job, a merge).
+:func:`sync_pending_roles` applies the fans' *current* tier (never a stale ``to_tier``), so
+replaying a change is harmless, and marks the rows. :func:`reconcile_roles` compares every member
+of the server with the CRM and fixes whatever drifted (roles changed by hand, changes made while
+the bot was down, fans erased).
+
+superfan owns the configured tier roles: a member holds exactly the role of their tier (and the
+lower tiers' with ``cumulative_tier_roles``); a member without a fan record holds none. A missing
+permission is logged and counted, never raised: the next reconcile repairs it once fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import discord
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.models import Fan, Identity, TierChange
+from crm.tiers import TierRules
+
+if TYPE_CHECKING:
+    from bot.app import Crm
+
+log = logging.getLogger(__name__)
+PLATFORM = "discord"
+CHUNK = 500
+PERMISSION_HINT = "give the bot Manage Roles and move its role above the tier roles"
+
+
+@dataclass
+class RoleReport:
+    """What a sync or reconcile did, for logs and tests."""
+
+    members: int = 0
+    added: int = 0
+    removed: int = 0
+    failed: int = 0
+    marked: int = 0
+
+
+def target_guild(client: discord.Client, guild_id: int, role_ids: Iterable[int]) -> discord.Guild | None:
+    """The configured server, or (``guild_id`` 0) the first server that has one of the tier roles."""
+    if guild_id:
+        return client.get_guild(guild_id)
+    wanted = set(role_ids)
+    return next((g for g in client.guilds if any(g.get_role(r) for r in wanted)), None)
+
+
+def tier_roles(guild: discord.Guild, role_ids: Mapping[str, int], rules: TierRules) -> dict[str, discord.Role]:
+    """Configured tier key → role of ``guild``; unknown tiers and deleted roles are logged and skipped."""
+    out: dict[str, discord.Role] = {}
+    for key, role_id in role_ids.items():
+        role = guild.get_role(role_id)
+        if key not in rules.keys:
+            log.warning("[discord] tier_role_ids has %r, which is not a tier (tiers: %s)", key, ", ".join(rules.keys))
+        elif role is None:
+            log.warning("[discord] tier_role_ids.%s = %s is not a role of server %s", key, role_id, guild.id)
+        else:
+            out[key] = role
+    return out
+
+
+def wanted_roles(tier: str | None, roles: Mapping[str, discord.Role], rules: TierRules,
+                 cumulative: bool) -> set[discord.Role]:
+    if tier is None:
+        return set()
+    if cumulative:
+        return {role for key, role in roles.items() if rules.rank(key) <= rules.rank(tier)}
+    return {roles[tier]} if tier in roles else set()
+
+
+async def apply_tier(member: discord.Member, tier: str | None, roles: Mapping[str, discord.Role],
+                     rules: TierRules, *, cumulative: bool, report: RoleReport) -> bool:
+    """Add/remove only what differs (idempotent). False means "try again later" (not a 403/404)."""
+    managed = set(roles.values())
+    want = wanted_roles(tier, roles, rules, cumulative)
+    have = {role for role in member.roles if role in managed}
+    add, remove = sorted(want - have), sorted(have - want)
+    reason = f"superfan tier: {tier or 'none'}"
+    try:
+        if add:
+            await member.add_roles(*add, reason=reason)
+            report.added += len(add)
+        if remove:
+            await member.remove_roles(*remove, reason=reason)
+            report.removed += len(remove)
+    except discord.Forbidden as exc:
+        report.failed += 1
+        log.warning("cannot change tier roles of member %s (%s): %s", member.id, exc.text or exc.status,
+                    PERMISSION_HINT)
+    except discord.NotFound:
+        log.info("member %s or a tier role disappeared during role sync", member.id)
+    except discord.HTTPException as exc:
+        report.failed += 1
+        log.warning("Discord refused a tier role change for member %s (HTTP %s); will retry", member.id, exc.status)
+        return False
+    return True
+
+
+async def _discord_tiers(session: AsyncSession, *conditions: ColumnElement[bool]) -> dict[str, str]:
+    rows = await session.execute(
+        select(Identity.external_id, Fan.tier).join(Fan, Fan.id == Identity.fan_id)
+        .where(Identity.platform == PLATFORM, *conditions)
+    )
+    return {str(eid): str(tier) for eid, tier in rows}
+
+
+async def _mark(crm: Crm, ids: list[int], now: datetime) -> None:
+    async with crm.sessions.begin() as session:
+        for start in range(0, len(ids), CHUNK):
+            await session.execute(update(TierChange).where(TierChange.id.in_(ids[start : start + CHUNK]))
+                                  .values(roles_synced_at=now).execution_options(synchronize_session=False))
+
+
+async def _member(guild: discord.Guild, user_id: int) -> discord.Member | None:
+    member = guild.get_member(user_id)
+    if member is not None or guild.chunked:
+        return member
+    try:
+        return await guild.fetch_member(user_id)
+    except discord.NotFound:
+        return None
+
+
+async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime | None = None) -> RoleReport:
+    """Apply tier changes not yet reflected in roles, then mark them (the outbox drain)."""
+    report = RoleReport()
+    config, rules = crm.config.discord, crm.settings.tiers
+    if not config.tier_role_ids:
+        return report
+    guild = target_guild(client, config.guild_id, config.tier_role_ids.values())
+    if guild is None:
+        log.warning("tier role sync: the bot is not in a server with the configured tier roles")
+        return report
+    roles = tier_roles(guild, config.tier_role_ids, rules)
+    after = 0
+    while True:
+        async with crm.sessions.begin() as session:
+            changes = list(await session.execute(
+                select(TierChange.id, TierChange.fan_id).where(TierChange.roles_synced_at.is_(None),
+                                                                TierChange.id > after)
+                .order_by(TierChange.id).limit(CHUNK)))
+            if not changes:
+                break
+            after = int(changes[-1][0])
+            fan_ids = sorted({int(fid) for _, fid in changes})
+            idents = list(await session.execute(
+                select(Identity.fan_id, Identity.external_id, Fan.tier).join(Fan, Fan.id == Identity.fan_id)
+                .where(Identity.platform == PLATFORM, Identity.fan_id.in_(fan_ids))))
+        retry: set[int] = set()
+        for fan_id, external_id, tier in idents:
+            member = await _member(guild, int(external_id)) if str(external_id).isdigit() else None
+            if member is None or member.bot:
+                continue
+            report.members += 1
+            ok = await apply_tier(member, tier, roles, rules, cumulative=config.cumulative_tier_roles, report=report)
+            if not ok:
+                retry.add(int(fan_id))
+        done = [int(cid) for cid, fid in changes if int(fid) not in retry]
+        await _mark(crm, done, now or client_now(client))
+        report.marked += len(done)
+    return report
+
+
+async def reconcile_roles(client: discord.Client, crm: Crm, *, now: datetime | None = None) -> RoleReport:
+    """Make every member's tier roles match the CRM; marks the tier changes it covered as synced."""
+    report = RoleReport()
+    config, rules = crm.config.discord, crm.settings.tiers
+    if not config.tier_role_ids:
+        return report
+    guild = target_guild(client, config.guild_id, config.tier_role_ids.values())
+    if guild is None:
+        log.warning("role reconcile: the bot is not in a server with the configured tier roles")
+        return report
+    roles = tier_roles(guild, config.tier_role_ids, rules)
+    if not guild.chunked:
+        await guild.chunk()
+    members = [m for m in guild.members if not m.bot]
+    tiers: dict[str, str] = {}
+    async with crm.sessions.begin() as session:
+        high = (await session.execute(select(func.max(TierChange.id)))).scalar()
+        ids = [str(m.id) for m in members]
+        for start in range(0, len(ids), CHUNK):
+            tiers.update(await _discord_tiers(session, Identity.external_id.in_(ids[start : start + CHUNK])))
+    for member in members:
+        report.members += 1
+        await apply_tier(member, tiers.get(str(member.id)), roles, rules,
+                         cumulative=config.cumulative_tier_roles, report=report)
+    if high is not None:
+        async with crm.sessions.begin() as session:
+            result = await session.execute(
+                update(TierChange).where(TierChange.roles_synced_at.is_(None), TierChange.id <= high)
+                .values(roles_synced_at=now or client_now(client)).execution_options(synchronize_session=False))
+            report.marked = int(getattr(result, "rowcount", 0) or 0)
+    log.info("tier roles reconciled: %d members, %d added, %d removed, %d failed",
+             report.members, report.added, report.removed, report.failed)
+    return report
+
+
+async def clear_roles(member: discord.Member, crm: Crm) -> RoleReport:
+    """Remove every tier role from a member whose fan record is gone (``/forget-me``)."""
+    report = RoleReport()
+    config = crm.config.discord
+    if config.tier_role_ids and member.guild is not None:
+        roles = tier_roles(member.guild, config.tier_role_ids, crm.settings.tiers)
+        await apply_tier(member, None, roles, crm.settings.tiers, cumulative=False, report=report)
+    return report
+
+
+def client_now(client: discord.Client) -> datetime:
+    """The bot's clock when it has one (tests inject it), else the wall clock."""
+    clock = getattr(client, "clock", None)
+    if clock is not None:
+        return clock()
+    from crm.clock import utcnow
+
+    return utcnow()

@@ -1,0 +1,169 @@
+"""The LINE adapter: the webhook route, the sender and the profile refresher, wired together.
+
+One request: verify and parse → plan each event → hand every op to the group-commit writer and
+wait for the commit → 200. Only then, in the background, answer fans (reply token first) and
+refresh display names, so LINE's retry clock is never spent waiting on LINE's own API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from linebot.v3.webhook import WebhookParser
+
+from bot.line_adapter import render
+from bot.line_adapter.events import Plan, plan_event
+from bot.line_adapter.profiles import Profiles
+from bot.line_adapter.sender import LineSender, mask
+from bot.line_adapter.webhook import SIGNATURE_HEADER, BadWebhook, verify_and_parse
+from bot.web import BodyTooLarge, add_health_check, bad_request, read_body
+from bot.writer import GroupWriter, Outcome, WriterClosed
+from crm.clock import Clock, utcnow
+from crm.ingest import Recorded
+
+if TYPE_CHECKING:
+    from bot.app import Crm
+
+log = logging.getLogger(__name__)
+
+
+class LineAdapter:
+    """Everything LINE-specific that runs inside ``superfan run``."""
+
+    def __init__(self, crm: Crm, writer: GroupWriter, sender: LineSender, channel_secret: str, *,
+                 monotonic: Callable[[], float] = time.monotonic, clock: Clock = utcnow) -> None:
+        self.crm = crm
+        self.writer = writer
+        self.sender = sender
+        self.locale = crm.config.creator.locale
+        self.keywords = tuple(crm.config.checkin.keywords)
+        self._parser = WebhookParser(channel_secret)
+        self._monotonic = monotonic
+        self.profiles = Profiles(sender, writer, crm.sessions, crm.settings, clock=clock,
+                                 refresh=timedelta(hours=crm.config.line.profile_refresh_hours))
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def from_config(cls, crm: Crm, writer: GroupWriter, **kwargs: Any) -> LineAdapter:
+        """Build from ``[line]``: secrets from their environment variables, never from the file."""
+        cfg = crm.config.line
+        sender = LineSender(cfg.api_base, crm.config.secret(cfg.channel_access_token_env),
+                            monthly_quota=cfg.monthly_quota, timezone=crm.config.creator.timezone,
+                            reply_ttl=cfg.reply_token_ttl_seconds, max_attempts=cfg.send_max_attempts,
+                            backoff=cfg.send_backoff_seconds)
+        return cls(crm, writer, sender, crm.config.secret(cfg.channel_secret_env), **kwargs)
+
+    def mount(self, app: web.Application) -> None:
+        app.router.add_post(self.crm.config.line.webhook_path, self.handle)
+        add_health_check(app, "line", self._health)
+
+    async def start(self) -> None:
+        await self.sender.start()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Finish background answers (bounded), then close the API client."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout)
+        except TimeoutError:
+            log.warning("LINE: %d background sends did not finish in %.0fs; cancelled", len(self._tasks), timeout)
+            for task in list(self._tasks):
+                task.cancel()
+        await self.sender.close()
+
+    async def drain(self) -> None:
+        """Wait until every background answer and profile refresh has finished (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _health(self) -> str | None:
+        return None if self.writer.running else "writer stopped"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``POST [line] webhook_path``: 200 only once the events are committed."""
+        received_at = self._monotonic()
+        if request.content_type != "application/json":
+            return bad_request("content type must be application/json")
+        try:
+            body = await read_body(request)
+            events = verify_and_parse(self._parser, body, request.headers.get(SIGNATURE_HEADER))
+        except BodyTooLarge:
+            return bad_request("body too large")
+        except BadWebhook as exc:
+            log.warning("LINE webhook refused: %s", exc.reason)
+            return bad_request(exc.reason)
+        plans: list[Plan] = []
+        for event in events:
+            plan = plan_event(event, received_at=received_at, settings=self.crm.settings,
+                              checkin_keywords=self.keywords)
+            if plan is not None:
+                plans.append(plan)
+        try:
+            outcomes = await self.writer.submit([op for plan in plans for op in plan.ops])
+        except WriterClosed:
+            return web.json_response({"error": "shutting down"}, status=503)
+        except Exception:
+            log.exception("LINE webhook: %d events could not be stored; LINE will redeliver", len(events))
+            return web.json_response({"error": "storage unavailable"}, status=500)
+        self._after_commit(plans, outcomes)
+        return web.json_response({"stored": sum(isinstance(o, Recorded) and o.status == "stored"
+                                                for o in outcomes)})
+
+    def _after_commit(self, plans: Sequence[Plan], outcomes: Sequence[Outcome]) -> None:
+        start = 0
+        answers: list[tuple[Plan, list[Any]]] = []
+        for plan in plans:
+            mine = outcomes[start : start + len(plan.ops)]
+            start += len(plan.ops)
+            inbound = plan.inbound
+            stored = [o for o in mine if isinstance(o, Recorded) and o.status == "stored"]
+            if plan.keep_token and stored and inbound.reply_token and inbound.user_id:
+                self.sender.remember_token(inbound.user_id, inbound.reply_token, inbound.received_at)
+            messages = render.answer(plan, mine, self.locale)
+            if messages:
+                answers.append((plan, messages))
+            for user_id in self._users(plan, mine):
+                if self.profiles.due(user_id):
+                    self._spawn(self.profiles.refresh(user_id))
+        if answers:
+            self._spawn(self._answer_in_order(answers))
+
+    @staticmethod
+    def _users(plan: Plan, outcomes: Sequence[Outcome]) -> set[str]:
+        users = {op.external_id for op, o in zip(plan.ops, outcomes, strict=True)
+                 if isinstance(o, Recorded) and o.status == "stored" and hasattr(op, "external_id")}
+        if plan.respond == "command" and plan.inbound.user_id:
+            users.add(plan.inbound.user_id)
+        return users
+
+    async def _answer_in_order(self, answers: list[tuple[Plan, list[Any]]]) -> None:
+        """One request's answers one after another, so a fan reads them in the order they asked."""
+        for plan, messages in answers:
+            await self._answer(plan, messages)
+
+    async def _answer(self, plan: Plan, messages: list[Any]) -> None:
+        inbound = plan.inbound
+        try:
+            sent = await self.sender.reply_or_push(
+                inbound.user_id or "", messages, reply_token=inbound.reply_token,
+                received_at=inbound.received_at, push=plan.push_fallback and inbound.chat == "user")
+        except Exception as exc:
+            log.warning("LINE: could not answer %s event %s for %s: %s", inbound.type, inbound.event_id,
+                        mask(inbound.user_id or ""), exc)
+            return
+        log.debug("LINE: answered %s event %s via %s", inbound.type, inbound.event_id, sent.via)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("LINE background task failed", exc_info=task.exception())

@@ -1,0 +1,249 @@
+"""The group-commit writer: every webhook's writes go through one task, many requests per transaction.
+
+A webhook may only answer 200 once its events are durable, but one fsync per request caps a burst
+at a few hundred requests a second on SQLite. So requests hand their work to :class:`GroupWriter`
+and wait; one task takes *everything* pending, applies it in one transaction, commits, and only
+then releases each waiting request. Under load groups grow by themselves (whatever queued during
+the previous commit), at rest a lone request is committed at once: no timer, no added latency.
+
+Work is a list of ops: an :class:`~crm.ingest.InteractionIn` (the fast, set-based path through
+``record_many``) or an :class:`Action` (a command such as a check-in, run in a savepoint so its
+expected failure cannot undo the rest of the group). If a group fails as a whole, its ops are
+retried one per transaction, so one bad event cannot sink the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm.clock import Clock, utcnow
+from crm.errors import CrmError
+from crm.ingest import InteractionIn, Recorded, record_many
+from crm.settings import CrmSettings
+
+log = logging.getLogger(__name__)
+
+#: Upper bound of ops in one transaction, so a huge backlog still commits in bounded steps.
+MAX_GROUP_OPS = 5000
+
+
+@dataclass(frozen=True)
+class Action:
+    """A unit of work run inside the writer's transaction; ``run(session, now)`` returns its outcome.
+
+    A :class:`~crm.errors.CrmError` raised by ``run`` is its outcome too (the savepoint is rolled
+    back and the error is handed to the caller to show); anything else fails the group.
+    """
+
+    name: str
+    run: Callable[[AsyncSession, datetime], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An op that could not be applied on its own either; it was logged and skipped."""
+
+    reason: str
+
+
+Op = InteractionIn | Action
+Outcome = Recorded | Rejected | Any
+
+
+class WriterClosed(RuntimeError):
+    """The writer is shutting down and takes no new work (answer 503 and let the sender retry)."""
+
+
+@dataclass
+class _Work:
+    ops: Sequence[Op]
+    future: asyncio.Future[list[Outcome]]
+    results: list[Outcome] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+def transient(exc: BaseException) -> bool:
+    """Errors worth a redelivery (the database was unreachable or busy), as opposed to bad data."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+
+
+class GroupWriter:
+    """One task that commits queued work in groups; ``naive=True`` commits every op on its own.
+
+    ``naive`` exists for the benchmark's baseline; it is never what production runs.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings, *,
+                 clock: Clock = utcnow, naive: bool = False, max_group_ops: int = MAX_GROUP_OPS) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._clock = clock
+        self._naive = naive
+        self._max_ops = max_group_ops
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.groups = 0
+        self.ops = 0
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="superfan-writer")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, ops: Sequence[Op]) -> list[Outcome]:
+        """Queue ``ops`` and return their outcomes, in order, once they are committed.
+
+        Raises :class:`WriterClosed` during shutdown, and a transient database error if the ops
+        could not be committed (the caller answers 5xx so the platform redelivers).
+        """
+        if not ops:
+            return []
+        if not self.running:
+            raise WriterClosed("the writer is not running")
+        work = _Work(list(ops), asyncio.get_running_loop().create_future())
+        work.future.add_done_callback(_retrieve)
+        self._queue.put_nowait(work)
+        return await asyncio.shield(work.future)
+
+    async def close(self) -> None:
+        """Stop taking work, commit everything already queued, then end the task."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._queue.put_nowait(_STOP)
+        await self._task
+        self._task = None
+
+    async def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            group: list[_Work] = []
+            count = 0
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    group.append(item)
+                    count += len(item.ops)
+                if stopping or count >= self._max_ops or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if group:
+                try:
+                    await self._commit(group)
+                except Exception as exc:  # never let the one writer die
+                    log.exception("writer: unexpected failure committing %d requests", len(group))
+                    for work in group:
+                        _fail(work, exc)
+
+    async def _commit(self, group: list[_Work]) -> None:
+        self.groups += 1
+        self.ops += sum(len(w.ops) for w in group)
+        if self._naive:
+            await self._one_by_one(group)
+            return
+        ops = [op for work in group for op in work.ops]
+        try:
+            async with self._sessions.begin() as session:
+                outcomes = await self._apply(session, ops, self._clock())
+        except Exception as exc:
+            if len(ops) == 1 and transient(exc):
+                log.warning("writer: commit failed (%s); the request will be redelivered", type(exc).__name__)
+                _fail(group[0], exc)
+                return
+            log.warning("writer: a group of %d ops failed (%s: %s); retrying them one by one",
+                        len(ops), type(exc).__name__, exc)
+            await self._one_by_one(group)
+            return
+        start = 0
+        for work in group:
+            _resolve(work, outcomes[start : start + len(work.ops)])
+            start += len(work.ops)
+
+    async def _apply(self, session: AsyncSession, ops: Sequence[Op], now: datetime) -> list[Outcome]:
+        """Run ops in order: consecutive interactions as one ``record_many``, actions in savepoints."""
+        outcomes: list[Outcome] = []
+        batch: list[InteractionIn] = []
+
+        async def flush() -> None:
+            if batch:
+                outcomes.extend((await record_many(session, batch, self._settings, now)).results)
+                batch.clear()
+
+        for op in ops:
+            if isinstance(op, InteractionIn):
+                batch.append(op)
+                continue
+            await flush()
+            try:
+                async with session.begin_nested():
+                    outcomes.append(await op.run(session, now))
+            except CrmError as exc:
+                outcomes.append(exc)
+        await flush()
+        return outcomes
+
+    async def _one_by_one(self, group: list[_Work]) -> None:
+        """Each op in its own transaction: bad data is rejected alone, a dead database fails the request."""
+        for work in group:
+            outcomes: list[Outcome] = []
+            failure: BaseException | None = None
+            for op in work.ops:
+                try:
+                    async with self._sessions.begin() as session:
+                        (outcome,) = await self._apply(session, [op], self._clock())
+                except Exception as exc:
+                    if transient(exc):
+                        failure = exc
+                        break
+                    log.error("writer: skipped %s that cannot be stored: %s: %s", _describe(op),
+                              type(exc).__name__, exc, exc_info=not isinstance(exc, CrmError))
+                    outcome = Rejected(f"{type(exc).__name__}: {exc}")
+                outcomes.append(outcome)
+            if failure is not None:
+                _fail(work, failure)
+            else:
+                _resolve(work, outcomes)
+
+
+def _describe(op: Op) -> str:
+    if isinstance(op, InteractionIn):
+        return f"{op.platform} {op.kind} event {op.source_event_id}"
+    return f"action {op.name}"
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a failure as seen even when its request went away (no "never retrieved" noise)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _resolve(work: _Work, outcomes: list[Outcome]) -> None:
+    if not work.future.done():
+        work.future.set_result(outcomes)
+
+
+def _fail(work: _Work, exc: BaseException) -> None:
+    if not work.future.done():
+        work.future.set_exception(exc)

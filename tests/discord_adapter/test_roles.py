@@ -1,0 +1,124 @@
+"""Tier → role sync: tier changes from anywhere reach Discord, reconcile repairs drift, 403s don't crash."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.app import Crm
+from bot.discord_adapter.client import SuperfanBot
+from bot.discord_adapter.roles import reconcile_roles
+from bot.sandbox.discord_emulator import DiscordEmulator
+from crm.clock import utcnow
+from crm.fan_actions import ensure_fan
+from crm.models import TierChange
+from crm.tiers_service import pin
+from tests.discord_adapter.conftest import (
+    CLOSE_FRIEND_ROLE,
+    FAN,
+    FAN2,
+    FAN_TIER_ROLE,
+    GUILD,
+    MOD,
+    MOD_ROLE,
+    STAFF,
+    STAFF_ROLE,
+    SUPERFAN_ROLE,
+    eventually,
+    running,
+    slash,
+)
+
+
+async def _pin(crm: Crm, user: int, tier: str | None) -> int:
+    """A tier change made outside Discord (the CLI, a LINE purchase, the decay job)."""
+    async with crm.sessions.begin() as session:
+        fan_id = await ensure_fan(session, crm.settings, platform="discord", external_id=str(user),
+                                  display_name=None, now=utcnow())
+        await pin(session, crm.settings, fan_id, tier, by="cli", now=utcnow())
+    return fan_id
+
+
+async def _unsynced(crm: Crm) -> list[int]:
+    async with crm.sessions() as session:
+        return list((await session.execute(select(TierChange.id).where(TierChange.roles_synced_at.is_(None))))
+                    .scalars())
+
+
+async def _roles_are(emu: DiscordEmulator, user: int, expected: list[int]) -> bool:
+    return emu.member_roles(GUILD, user) == expected
+
+
+@pytest.mark.parametrize("discord_overrides", [{"role_sync_seconds": 0.1}])
+async def test_tier_changes_made_elsewhere_reach_roles_and_are_marked(
+    emu: DiscordEmulator, bot: SuperfanBot, crm: Crm
+) -> None:
+    await _pin(crm, FAN, "superfan")
+    await eventually(lambda: _roles_are(emu, FAN, [SUPERFAN_ROLE]))
+    await eventually(lambda: _none(crm))
+    await _pin(crm, FAN, "fan")
+    await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE]))
+    puts = [r for r in emu.requests if r.method == "PUT" and "/roles/" in r.path]
+    assert len(puts) == 2
+
+
+async def _none(crm: Crm) -> bool:
+    return await _unsynced(crm) == []
+
+
+async def test_reconcile_repairs_drift_after_downtime_and_is_idempotent(emu: DiscordEmulator, crm: Crm) -> None:
+    emu.world.guilds[GUILD].members[FAN].roles.append(CLOSE_FRIEND_ROLE)  # given by hand, not the fan's tier
+    emu.world.guilds[GUILD].members[MOD].roles.append(SUPERFAN_ROLE)  # MOD has no fan record at all
+    await _pin(crm, FAN, "fan")
+    await _pin(crm, FAN2, "superfan")
+    async with crm.sessions.begin() as session:  # as if synced long ago, then drifted while the bot was down
+        await session.execute(update(TierChange).values(roles_synced_at=utcnow()))
+
+    async with running(crm) as handle:
+        report = await handle.reconcile_roles()
+        assert (report.added, report.removed, report.failed) == (2, 2, 0)
+        assert emu.member_roles(GUILD, FAN) == [FAN_TIER_ROLE]
+        assert emu.member_roles(GUILD, FAN2) == [SUPERFAN_ROLE]
+        assert emu.member_roles(GUILD, MOD) == [MOD_ROLE]
+        assert emu.member_roles(GUILD, STAFF) == [STAFF_ROLE]
+        await eventually(lambda: _cache_caught_up(handle.client))
+        before = len(emu.requests)
+        again = await handle.reconcile_roles()
+        assert (again.added, again.removed) == (0, 0)
+        assert not [r for r in emu.requests[before:] if "/roles/" in r.path]
+
+
+async def _cache_caught_up(bot: SuperfanBot) -> bool:
+    member = bot.get_guild(GUILD).get_member(FAN)
+    return [r.id for r in member.roles[1:]] == [FAN_TIER_ROLE]
+
+
+async def test_missing_permission_is_logged_not_a_crash(
+    emu: DiscordEmulator, bot: SuperfanBot, crm: Crm, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bot.discord_adapter.roles")
+    emu.fail_next("PUT", "/roles/", 403)
+    pinned = await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="superfan")
+    assert "pinned" in pinned["content"]
+    await eventually(lambda: _warned(caplog))
+    assert emu.member_roles(GUILD, FAN) == []
+    await eventually(lambda: _none(crm))
+    assert "checked in" in (await slash(emu, "checkin", FAN2))["content"].lower()
+    fixed = await reconcile_roles(bot, crm)  # once the creator fixed the bot's permissions
+    assert fixed.added == 1 and emu.member_roles(GUILD, FAN) == [SUPERFAN_ROLE]
+
+
+async def _warned(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("Manage Roles" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("discord_overrides", [{"cumulative_tier_roles": True}])
+async def test_cumulative_roles_give_every_tier_up_to_the_fans(
+    emu: DiscordEmulator, bot: SuperfanBot, crm: Crm
+) -> None:
+    await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="close_friend")
+    await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE, SUPERFAN_ROLE, CLOSE_FRIEND_ROLE]))
+    await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="fan")
+    await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE]))

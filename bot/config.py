@@ -294,6 +294,21 @@ def problems(cfg: Config) -> list[str]:
                 errors.append(f"line is enabled but environment variable {env} is not set")
     if cfg.discord.enabled and not os.environ.get(cfg.discord.token_env):
         errors.append(f"discord is enabled but environment variable {cfg.discord.token_env} is not set")
+    errors += _discord_problems(cfg)
+    return errors
+
+
+def _discord_problems(cfg: Config) -> list[str]:
+    d, errors = cfg.discord, []
+    if not 0 <= d.defer_after_seconds <= 2.5:
+        errors.append("discord.defer_after_seconds must be between 0 and 2.5 (Discord waits 3 seconds)")
+    if d.role_sync_seconds <= 0 or d.ready_timeout_seconds <= 0:
+        errors.append("discord.role_sync_seconds and discord.ready_timeout_seconds must be positive")
+    keys = {lv.get("key") for lv in cfg.tiers.levels if isinstance(lv, dict)}
+    unknown = sorted(set(d.tier_role_ids) - keys)
+    if unknown:
+        errors.append(f"discord.tier_role_ids has {', '.join(unknown)}, which are not tier keys "
+                      f"({', '.join(sorted(k for k in keys if k))})")
     return errors
 
 

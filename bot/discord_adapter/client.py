@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import aiohttp
 import discord
 from discord.ext import commands
 from sqlalchemy.exc import IntegrityError
@@ -207,7 +208,26 @@ def _explain(exc: BaseException | None, config: DiscordConfig) -> str:
                 "developer portal (Bot → Reset Token) into that environment variable.")
     if exc is None:
         return "the Discord client stopped before it was ready"
+    network = _network_cause(exc)
+    if network is not None:
+        return f"could not connect to Discord (gateway {config.gateway_url}, API {config.api_base}): {network}"
     return f"could not start the Discord bot: {type(exc).__name__}: {exc}"
+
+
+def _network_cause(exc: BaseException) -> BaseException | None:
+    """The connection error behind ``exc``, if any.
+
+    discord.py 2.7 reconnecting after a first connection that never opened fails with an
+    AttributeError raised while handling the real cause, so the chain is searched.
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError | aiohttp.ClientError | discord.GatewayNotFound | discord.ConnectionClosed):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _log_exit(task: asyncio.Task[None]) -> None:

@@ -8,6 +8,7 @@ import discord
 import pytest
 
 from bot.app import Crm
+from bot.config import ConfigError, parse
 from bot.discord_adapter.client import DiscordStartError, SuperfanBot, intents, start_discord
 from bot.discord_adapter.cogs import discover
 from bot.discord_adapter.endpoints import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, configure_endpoints
@@ -82,7 +83,15 @@ async def test_token_defaults_to_the_configured_environment_variable(
                                                 "ready_timeout_seconds": 0.5}])
 async def test_unreachable_gateway_gives_up_with_a_clear_error(emu: DiscordEmulator, crm: Crm) -> None:
     try:
-        with pytest.raises(DiscordStartError, match=r"did not become ready within 0s \(gateway ws://127.0.0.1:9"):
+        with pytest.raises(DiscordStartError, match=r"gateway ws://127\.0\.0\.1:9/gateway"):
             await asyncio.wait_for(start_discord(crm, token="test-token", guild_ready_timeout=0.05), STEP)
     finally:
         configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+
+
+def test_config_rejects_discord_values_that_cannot_work() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse({"discord": {"tier_role_ids": {"vip": 1, "fan": 2}, "defer_after_seconds": 3.0}})
+    lines = str(exc.value).splitlines()
+    assert any("defer_after_seconds must be between 0 and 2.5" in line for line in lines)
+    assert any("tier_role_ids has vip" in line for line in lines)

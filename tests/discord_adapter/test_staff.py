@@ -60,6 +60,8 @@ async def test_every_staff_command_is_refused_to_fans_and_nothing_runs(
 ) -> None:
     for user in (FAN, FAN2):
         assert await _call_all(emu, user) == [REFUSAL] * (len(STAFF_CALLS) + 1)
+    zh = await slash(emu, "stats", FAN, locale="zh-TW")
+    assert zh["content"] == "抱歉，這個指令只有工作人員可以使用 🙏" and zh["flags"] & 64
     assert await count_fans(crm) == 0
     assert SUPERFAN_ROLE not in emu.member_roles(GUILD, FAN)
 

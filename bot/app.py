@@ -109,11 +109,18 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
         where = f"{server.url} ({', '.join(routes)}, /healthz)"
     elif config.line.enabled:
         log.warning("[line] is enabled but [web] is not: LINE webhooks have nowhere to arrive")
+    extra_jobs = {}
     if config.discord.enabled:
         from bot.discord_adapter.client import start_discord
 
         handle = await start_discord(crm)
         stack.push_async_callback(handle.close)
+        extra_jobs["reconcile_roles"] = handle.reconcile_roles
+    from bot.jobs import build_scheduler
+
+    scheduler = build_scheduler(crm, extra=extra_jobs)
+    scheduler.start()
+    stack.callback(scheduler.shutdown, wait=False)
     log.info("superfan running: %s", where)
     if on_ready is not None:
         on_ready(where)

@@ -41,10 +41,13 @@ class Action:
 
     A :class:`~crm.errors.CrmError` raised by ``run`` is its outcome too (the savepoint is rolled
     back and the error is handed to the caller to show); anything else fails the group.
+    ``ordered=False`` (bookkeeping such as a display-name refresh) lets the writer run it after
+    the group's interactions instead of splitting their one ``record_many`` in two.
     """
 
     name: str
     run: Callable[[AsyncSession, datetime], Awaitable[Any]]
+    ordered: bool = True
 
 
 @dataclass(frozen=True)
@@ -182,26 +185,41 @@ class GroupWriter:
             start += len(work.ops)
 
     async def _apply(self, session: AsyncSession, ops: Sequence[Op], now: datetime) -> list[Outcome]:
-        """Run ops in order: consecutive interactions as one ``record_many``, actions in savepoints."""
-        outcomes: list[Outcome] = []
-        batch: list[InteractionIn] = []
+        """Run ops in order: consecutive interactions as one ``record_many``, actions in savepoints.
+
+        Unordered actions wait until the end, so they do not break up the interactions' batch.
+        """
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        batch: list[int] = []
+        later: list[int] = []
 
         async def flush() -> None:
             if batch:
-                outcomes.extend((await record_many(session, batch, self._settings, now)).results)
+                done = await record_many(session, [ops[n] for n in batch], self._settings, now)  # type: ignore[misc]
+                for n, result in zip(batch, done.results, strict=True):
+                    outcomes[n] = result
                 batch.clear()
 
-        for op in ops:
-            if isinstance(op, InteractionIn):
-                batch.append(op)
-                continue
-            await flush()
+        async def act(n: int) -> None:
+            action = ops[n]
+            assert isinstance(action, Action)
             try:
                 async with session.begin_nested():
-                    outcomes.append(await op.run(session, now))
+                    outcomes[n] = await action.run(session, now)
             except CrmError as exc:
-                outcomes.append(exc)
+                outcomes[n] = exc
+
+        for n, op in enumerate(ops):
+            if isinstance(op, InteractionIn):
+                batch.append(n)
+            elif not op.ordered:
+                later.append(n)
+            else:
+                await flush()
+                await act(n)
         await flush()
+        for n in later:
+            await act(n)
         return outcomes
 
     async def _one_by_one(self, group: list[_Work]) -> None:

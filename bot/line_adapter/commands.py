@@ -9,6 +9,7 @@ turns into LINE messages. A redelivered webhook event is noticed by its marker a
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -69,8 +70,8 @@ def parse_text(text: str, checkin_keywords: Sequence[str], *, private: bool = Tr
         for names, command in ((ME, "me"), (OPTOUT, "optout"), (FORGET, "forget"), (MY_CODE, "my_code")):
             if low in names:
                 return Command(command)
-    for keyword in checkin_keywords:
-        code = _after(said, normalise(keyword))
+    for keyword in _normalised(tuple(checkin_keywords)):
+        code = _after(said, keyword)
         if code is not None:
             return Command("checkin", code or None)
     if private:
@@ -80,6 +81,11 @@ def parse_text(text: str, checkin_keywords: Sequence[str], *, private: bool = Tr
                 if code:
                     return Command(command, code)
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _normalised(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(normalise(k) for k in keywords)
 
 
 def _after(said: str, word: str) -> str | None:

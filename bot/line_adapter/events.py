@@ -37,7 +37,8 @@ from linebot.v3.webhooks import (
     UserSource,
 )
 
-from bot.line_adapter.commands import PLATFORM, action_for, parse_postback, parse_text
+from bot.line_adapter.commands import PLATFORM, Command, action_for, parse_postback, parse_text
+from bot.line_adapter.webhook import TextIn
 from bot.writer import Op
 from crm.errors import BadInput
 from crm.ingest import InteractionIn, validate
@@ -113,9 +114,14 @@ def message_text(event: MessageEvent) -> str:
     return f"[{message.type}]"
 
 
-def plan_event(event: Event, *, received_at: float, settings: CrmSettings,
+def plan_event(event: Event | TextIn, *, received_at: float, settings: CrmSettings,
                checkin_keywords: Sequence[str]) -> Plan | None:
     """The plan for one parsed event, or None for events superfan does not keep (logged)."""
+    if isinstance(event, TextIn):
+        inbound = Inbound(event.event_id, "message", event.chat, event.user_id,
+                          datetime.fromtimestamp(event.timestamp / 1000, UTC), event.reply_token,
+                          event.redelivery, received_at)
+        return _message(Plan(inbound), event.text, True, settings, checkin_keywords)
     chat, user_id = _chat(event)
     inbound = Inbound(
         event_id=event.webhook_event_id, type=event.type, chat=chat, user_id=user_id,
@@ -144,32 +150,48 @@ def plan_event(event: Event, *, received_at: float, settings: CrmSettings,
     if not user_id:
         log.debug("LINE %s event %s has no user id; skipped", event.type, inbound.event_id)
         return None
-    command = None
     if isinstance(event, MessageEvent):
-        if isinstance(event.message, TextMessageContent):
-            command = parse_text(event.message.text, checkin_keywords, private=chat == "user")
-        if command is None:
-            item = _interaction(inbound, "dm_in" if chat == "user" else "message", message_text(event))
-            plan.ops = [item] if item else []
-            plan.keep_token = chat == "user"
-            return plan if plan.ops else None
-    elif isinstance(event, PostbackEvent):
+        is_text = isinstance(event.message, TextMessageContent)
+        return _message(plan, message_text(event), is_text, settings, checkin_keywords)
+    if isinstance(event, PostbackEvent):
         command = parse_postback(event.postback.data)
         if command is None:
-            item = _interaction(inbound, "postback", event.postback.data[:100])
-            plan.ops = [item] if item else []
-            return plan if plan.ops else None
-    elif isinstance(event, FollowEvent | UnfollowEvent):
-        follow = isinstance(event, FollowEvent)
-        unblocked = isinstance(event, FollowEvent) and event.follow.is_unblocked
-        item = _interaction(inbound, "follow" if follow else "unfollow", "unblocked" if unblocked else None)
-        plan.ops = [item] if item else []
-        plan.respond = ("welcome_back" if unblocked else "welcome") if follow else None
-        return plan if plan.ops else None
-    else:
-        log.debug("LINE %s event %s is not used by superfan; skipped", event.type, inbound.event_id)
+            return _store(plan, "postback", event.postback.data[:100])
+        return _command(plan, command, settings)
+    if isinstance(event, FollowEvent):
+        unblocked = event.follow.is_unblocked
+        plan.respond = "welcome_back" if unblocked else "welcome"
+        return _store(plan, "follow", "unblocked" if unblocked else None)
+    if isinstance(event, UnfollowEvent):
+        return _store(plan, "unfollow")
+    log.debug("LINE %s event %s is not used by superfan; skipped", event.type, inbound.event_id)
+    return None
+
+
+def _message(plan: Plan, text: str, is_text: bool, settings: CrmSettings,
+             checkin_keywords: Sequence[str]) -> Plan | None:
+    inbound = plan.inbound
+    if not inbound.user_id:
+        log.debug("LINE message %s has no user id; skipped", inbound.event_id)
         return None
-    plan.ops = [action_for(command, user_id=user_id, event_id=inbound.event_id,
+    private = inbound.chat == "user"
+    command = parse_text(text, checkin_keywords, private=private) if is_text else None
+    if command is not None:
+        return _command(plan, command, settings)
+    plan.keep_token = private
+    return _store(plan, "dm_in" if private else "message", text)
+
+
+def _store(plan: Plan, kind: str, text: str | None = None) -> Plan | None:
+    item = _interaction(plan.inbound, kind, text)
+    plan.ops = [item] if item else []
+    return plan if plan.ops else None
+
+
+def _command(plan: Plan, command: Command, settings: CrmSettings) -> Plan:
+    inbound = plan.inbound
+    assert inbound.user_id
+    plan.ops = [action_for(command, user_id=inbound.user_id, event_id=inbound.event_id,
                            occurred_at=inbound.occurred_at, settings=settings)]
     plan.respond = "command"
     plan.push_fallback = True

@@ -80,7 +80,8 @@ class Profiles:
         if profile is None:
             return
         self.fetched += 1
-        await self._writer.submit([Action("line profile", _store(user_id, profile.display_name, self._settings))])
+        await self._writer.submit([Action("line profile", _store(user_id, profile.display_name, self._settings),
+                                          ordered=False)])
         log.debug("LINE profile of %s refreshed", mask(user_id))
 
 

@@ -172,11 +172,10 @@ class GroupWriter:
                 outcomes = await self._apply(session, ops, self._clock())
         except Exception as exc:
             if len(ops) == 1 and transient(exc):
-                log.warning("writer: commit failed (%s); the request will be redelivered", type(exc).__name__)
+                log.warning("writer: commit failed (%s); the request will be redelivered", brief(exc))
                 _fail(group[0], exc)
                 return
-            log.warning("writer: a group of %d ops failed (%s: %s); retrying them one by one",
-                        len(ops), type(exc).__name__, exc)
+            log.warning("writer: a group of %d ops failed (%s); retrying them one by one", len(ops), brief(exc))
             await self._one_by_one(group)
             return
         start = 0
@@ -235,14 +234,21 @@ class GroupWriter:
                     if transient(exc):
                         failure = exc
                         break
-                    log.error("writer: skipped %s that cannot be stored: %s: %s", _describe(op),
-                              type(exc).__name__, exc, exc_info=not isinstance(exc, CrmError))
+                    log.error("writer: skipped %s that cannot be stored (%s)", _describe(op), brief(exc),
+                              exc_info=not isinstance(exc, CrmError | DBAPIError))
                     outcome = Rejected(f"{type(exc).__name__}: {exc}")
                 outcomes.append(outcome)
             if failure is not None:
                 _fail(work, failure)
             else:
                 _resolve(work, outcomes)
+
+
+def brief(exc: BaseException) -> str:
+    """An error for the log without SQL parameters (they can hold what fans wrote)."""
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {exc.orig}"
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _describe(op: Op) -> str:

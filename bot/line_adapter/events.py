@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from linebot.v3.webhooks import (
     Event,
+    EventMode,
     FollowEvent,
     GroupSource,
     JoinEvent,
@@ -116,7 +117,20 @@ def message_text(event: MessageEvent) -> str:
 
 def plan_event(event: Event | TextIn, *, received_at: float, settings: CrmSettings,
                checkin_keywords: Sequence[str]) -> Plan | None:
-    """The plan for one parsed event, or None for events superfan does not keep (logged)."""
+    """The plan for one parsed event, or None for events superfan does not keep (logged).
+
+    In standby mode another channel (a chat tool or module) is answering the fan, so the event
+    is recorded but superfan stays silent.
+    """
+    plan = _plan(event, received_at, settings, checkin_keywords)
+    standby = event.standby if isinstance(event, TextIn) else event.mode == EventMode.STANDBY
+    if plan is not None and standby:
+        plan.respond, plan.push_fallback, plan.keep_token = None, False, False
+    return plan
+
+
+def _plan(event: Event | TextIn, received_at: float, settings: CrmSettings,
+          checkin_keywords: Sequence[str]) -> Plan | None:
     if isinstance(event, TextIn):
         inbound = Inbound(event.event_id, "message", event.chat, event.user_id,
                           datetime.fromtimestamp(event.timestamp / 1000, UTC), event.reply_token,

@@ -99,6 +99,7 @@ class TextIn:
     chat: str  # user | group | room
     user_id: str | None
     text: str
+    standby: bool = False
 
 
 def text_message(raw: dict[str, Any]) -> TextIn | None:
@@ -127,7 +128,7 @@ def text_message(raw: dict[str, Any]) -> TextIn | None:
         return None
     if chat not in ("user", "group", "room"):
         return None
-    return TextIn(event_id, timestamp, redelivery, token, chat, user_id, text)
+    return TextIn(event_id, timestamp, redelivery, token, chat, user_id, text, raw["mode"] == "standby")
 
 
 def _strs(*values: Any) -> bool:

@@ -198,3 +198,38 @@ async def test_healthz(rig: LineRig) -> None:
     async with rig.http.get(rig.url + "/healthz") as resp:
         assert resp.status == 200
         assert json.loads(await resp.text())["status"] == "ok"
+
+
+def test_the_fast_text_path_plans_exactly_what_the_sdk_path_plans() -> None:
+    """Text messages skip pydantic for speed; what they become must not depend on that."""
+    from linebot.v3.webhooks import Event, RoomSource
+
+    from bot.line_adapter.events import plan_event
+    from bot.line_adapter.webhook import parse_event
+    from crm.ingest import InteractionIn
+    from crm.settings import CrmSettings
+
+    room = MessageEvent(source=RoomSource(room_id="R" + "2" * 32, user_id=FAN), reply_token="rt", **base(),
+                        message=StickerMessageContent(id="1", package_id="1", sticker_id="2",
+                                                      sticker_resource_type="STATIC", quote_token="q"))
+    texts = [
+        text_event(FAN, "普通的留言 👋"), text_event(FAN, "打卡 MEET01"), text_event(FAN, "我的資料", redelivery=True),
+        text_event(user(2), "group talk", group="C" + "1" * 32), text_event(user(2), "打卡", group="C" + "1" * 32),
+    ]
+    standby = text_event(FAN, "我的資料").to_dict() | {"mode": "standby"}
+    raws = [e.to_dict() for e in texts] + [standby]
+    for raw in raws:
+        fast, full = parse_event(raw), Event.from_dict(raw)
+        assert not isinstance(fast, Event), "text messages take the fast path"
+        plans = [plan_event(e, received_at=1.0, settings=CrmSettings(), checkin_keywords=["打卡"]) for e in (fast, full)]
+        a, b = plans
+        assert a is not None and b is not None
+        assert (a.inbound, a.respond, a.push_fallback, a.keep_token) == (b.inbound, b.respond, b.push_fallback,
+                                                                         b.keep_token)
+        assert [op if isinstance(op, InteractionIn) else op.name for op in a.ops] == \
+            [op if isinstance(op, InteractionIn) else op.name for op in b.ops]
+    assert plan_event(parse_event(standby), received_at=1.0, settings=CrmSettings(),
+                      checkin_keywords=[]).respond is None  # another channel answers in standby
+    for broken in ({**raws[0], "timestamp": "1700000000000"}, {**raws[0], "message": {"type": "text", "id": "1"}}):
+        assert parse_event(broken) is None  # not fast-tracked, and the SDK refuses it too
+    assert isinstance(parse_event(room.to_dict()), MessageEvent)

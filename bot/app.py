@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -109,7 +109,7 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
         where = f"{server.url} ({', '.join(routes)}, /healthz)"
     elif config.line.enabled:
         log.warning("[line] is enabled but [web] is not: LINE webhooks have nowhere to arrive")
-    extra_jobs = {}
+    extra_jobs: dict[str, Callable[[], Awaitable[object]]] = {}
     if config.discord.enabled:
         from bot.discord_adapter.client import start_discord
 
@@ -121,6 +121,7 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
     scheduler = build_scheduler(crm, extra=extra_jobs)
     scheduler.start()
     stack.callback(scheduler.shutdown, wait=False)
-    log.info("superfan running: %s", where)
     if on_ready is not None:
         on_ready(where)
+    else:
+        log.info("superfan running: %s", where)

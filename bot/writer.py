@@ -188,20 +188,18 @@ class GroupWriter:
 
         Unordered actions wait until the end, so they do not break up the interactions' batch.
         """
-        outcomes: list[Outcome | None] = [None] * len(ops)
-        batch: list[int] = []
-        later: list[int] = []
+        outcomes: list[Outcome] = [None] * len(ops)
+        batch: list[tuple[int, InteractionIn]] = []
+        later: list[tuple[int, Action]] = []
 
         async def flush() -> None:
             if batch:
-                done = await record_many(session, [ops[n] for n in batch], self._settings, now)  # type: ignore[misc]
-                for n, result in zip(batch, done.results, strict=True):
+                done = await record_many(session, [item for _, item in batch], self._settings, now)
+                for (n, _), result in zip(batch, done.results, strict=True):
                     outcomes[n] = result
                 batch.clear()
 
-        async def act(n: int) -> None:
-            action = ops[n]
-            assert isinstance(action, Action)
+        async def act(n: int, action: Action) -> None:
             try:
                 async with session.begin_nested():
                     outcomes[n] = await action.run(session, now)
@@ -210,15 +208,15 @@ class GroupWriter:
 
         for n, op in enumerate(ops):
             if isinstance(op, InteractionIn):
-                batch.append(n)
+                batch.append((n, op))
             elif not op.ordered:
-                later.append(n)
+                later.append((n, op))
             else:
                 await flush()
-                await act(n)
+                await act(n, op)
         await flush()
-        for n in later:
-            await act(n)
+        for n, action in later:
+            await act(n, action)
         return outcomes
 
     async def _one_by_one(self, group: list[_Work]) -> None:

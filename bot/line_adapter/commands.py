@@ -37,12 +37,12 @@ MARKER_JOB = "line:command"
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,31}")
 
-ME = ("我的資料", "me", "my data")
-OPTOUT = ("停止追蹤", "optout", "opt out", "opt-out")
-FORGET = ("刪除我的資料", "forget me", "forgetme", "forget-me")
-MY_CODE = ("推薦碼", "my code", "refcode", "referral code")
-LINK = ("綁定", "link")
-REFER = ("推薦", "ref")
+ME: tuple[str, ...] = ("我的資料", "me", "my data")
+OPTOUT: tuple[str, ...] = ("停止追蹤", "optout", "opt out", "opt-out")
+FORGET: tuple[str, ...] = ("刪除我的資料", "forget me", "forgetme", "forget-me")
+MY_CODE: tuple[str, ...] = ("推薦碼", "my code", "refcode", "referral code")
+LINK: tuple[str, ...] = ("綁定", "link")
+REFER: tuple[str, ...] = ("推薦", "ref")
 
 
 @dataclass(frozen=True)

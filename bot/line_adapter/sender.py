@@ -9,6 +9,7 @@ retried with bounded backoff; other 4xx fail at once with LINE's reason logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -203,8 +204,8 @@ class LineSender:
                 batch = ids[start : start + MULTICAST_BATCH]
                 key = str(uuid.uuid5(base, str(n)))
                 request = MulticastRequest(to=batch, messages=list(messages))
-                await self._counted("multicast", f"{len(batch)} fans", 0, lambda r=request, k=key:
-                                    self.api.multicast(r, x_line_retry_key=k, _request_timeout=self._timeout))
+                await self._counted("multicast", f"{len(batch)} fans", 0, functools.partial(
+                    self.api.multicast, request, x_line_retry_key=key, _request_timeout=self._timeout))
                 sent += len(batch)
         except LineSendError as exc:
             if exc.status and exc.status < 500 and exc.status != 429:

@@ -29,6 +29,7 @@ from crm.tiers import TierRules
 
 if TYPE_CHECKING:
     from bot.app import Crm
+    from bot.config import DiscordConfig
 
 log = logging.getLogger(__name__)
 PLATFORM = "discord"
@@ -131,17 +132,27 @@ async def _member(guild: discord.Guild, user_id: int) -> discord.Member | None:
         return None
 
 
+def _role_context(
+    client: discord.Client, crm: Crm, what: str
+) -> tuple[discord.Guild, dict[str, discord.Role], DiscordConfig, TierRules] | None:
+    """Target server, its tier roles, config and rules; None (logged as ``what``) when there's nothing to do."""
+    config, rules = crm.config.discord, crm.settings.tiers
+    if not config.tier_role_ids:
+        return None
+    guild = target_guild(client, config.guild_id, config.tier_role_ids.values())
+    if guild is None:
+        log.warning("%s: the bot is not in a server with the configured tier roles", what)
+        return None
+    return guild, tier_roles(guild, config.tier_role_ids, rules), config, rules
+
+
 async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime | None = None) -> RoleReport:
     """Apply tier changes not yet reflected in roles, then mark them (the outbox drain)."""
     report = RoleReport()
-    config, rules = crm.config.discord, crm.settings.tiers
-    if not config.tier_role_ids:
+    context = _role_context(client, crm, "tier role sync")
+    if context is None:
         return report
-    guild = target_guild(client, config.guild_id, config.tier_role_ids.values())
-    if guild is None:
-        log.warning("tier role sync: the bot is not in a server with the configured tier roles")
-        return report
-    roles = tier_roles(guild, config.tier_role_ids, rules)
+    guild, roles, config, rules = context
     after = 0
     while True:
         async with crm.sessions.begin() as session:
@@ -174,14 +185,10 @@ async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime 
 async def reconcile_roles(client: discord.Client, crm: Crm, *, now: datetime | None = None) -> RoleReport:
     """Make every member's tier roles match the CRM; marks the tier changes it covered as synced."""
     report = RoleReport()
-    config, rules = crm.config.discord, crm.settings.tiers
-    if not config.tier_role_ids:
+    context = _role_context(client, crm, "role reconcile")
+    if context is None:
         return report
-    guild = target_guild(client, config.guild_id, config.tier_role_ids.values())
-    if guild is None:
-        log.warning("role reconcile: the bot is not in a server with the configured tier roles")
-        return report
-    roles = tier_roles(guild, config.tier_role_ids, rules)
+    guild, roles, config, rules = context
     if not guild.chunked:
         await guild.chunk()
     members = [m for m in guild.members if not m.bot]

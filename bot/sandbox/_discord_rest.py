@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox._discord_gateway import Gateway, InteractionHandle
+from bot.sandbox._discord_gateway import Gateway
+from bot.sandbox._discord_http import (
+    ApiError,
+    Handler,
+    RecordedRequest,
+    error,
+    json_response,
+    no_content,
+    record_request,
+)
 from bot.sandbox._discord_objects import (
     THREAD_TYPES,
     Channel,
@@ -21,6 +29,7 @@ from bot.sandbox._discord_objects import (
     World,
     apply_edit,
 )
+from bot.sandbox._discord_rest_interactions import InteractionRoutes
 
 _DEFAULT_ERRORS: dict[int, Payload] = {
     400: {"message": "400: Bad Request", "code": 0},
@@ -30,19 +39,6 @@ _DEFAULT_ERRORS: dict[int, Payload] = {
     429: {"message": "You are being rate limited.", "retry_after": 0.05, "global": False, "code": 0},
     500: {"message": "500: Internal Server Error", "code": 0},
 }
-_RESPONSE_FLAGS = 64 | 4096 | 32768  # EPHEMERAL | SUPPRESS_NOTIFICATIONS | IS_COMPONENTS_V2
-_TRUE = ("1", "true", "True")
-
-
-@dataclass
-class RecordedRequest:
-    """One REST call as the bot made it; ``path`` is relative to ``api_base``."""
-
-    method: str
-    path: str
-    json: Any
-    query: dict[str, str] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,35 +50,7 @@ class _Fault:
     json: Payload
 
 
-Handler = Callable[[RecordedRequest, re.Match[str]], Awaitable[web.Response]]
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """discord.py only decodes bodies whose content type is exactly ``application/json`` (no charset)."""
-    return web.Response(
-        body=json.dumps(data).encode(),
-        status=status,
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-def error(status: int, code: int, message: str) -> web.Response:
-    return json_response({"message": message, "code": code}, status)
-
-
-class ApiError(Exception):
-    """Raised by lookups so handlers read straight-line; becomes a Discord-shaped error body."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.response = error(status, code, message)
-
-
-def no_content() -> web.Response:
-    return web.Response(status=204)
-
-
-class RestApi:
+class RestApi(InteractionRoutes):
     def __init__(
         self,
         world: World,
@@ -138,7 +106,7 @@ class RestApi:
         self._faults.append(_Fault(method.upper(), path_contains, status, times, body))
 
     async def handle(self, request: web.Request) -> web.Response:
-        rec = await _record(request)
+        rec = await record_request(request)
         self.requests.append(rec)
         try:
             return self._injected_fault(rec) or await self._route(rec)
@@ -194,14 +162,6 @@ class RestApi:
             raise ApiError(404, 10007, "Unknown Member")
         return guild, member
 
-    def _hook(self, m: re.Match[str]) -> InteractionHandle:
-        found = None
-        if int(m["app"]) == self.world.application_id:
-            found = next((h for h in self.world.interactions.values() if h.token == m["token"]), None)
-        if found is None:
-            raise ApiError(404, 10015, "Unknown Webhook")
-        return found
-
     # --- users, application, commands ---------------------------------------------------------
     async def _get_gateway(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
@@ -244,95 +204,6 @@ class RestApi:
         if rec.method == "PUT":
             return json_response(self.world.store_commands(scope, rec.json or []))
         return json_response(self.world.commands.get(scope, []))
-
-    # --- interactions and their webhooks ------------------------------------------------------
-    async def _callback(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
-        handle = self.world.interactions.get(int(m["iid"]))
-        now = asyncio.get_running_loop().time()
-        deadline = self.interaction_deadline
-        late = handle is not None and deadline is not None and now - handle.dispatched_at > deadline
-        if handle is None or handle.token != m["token"] or late:
-            raise ApiError(404, 10062, "Unknown interaction")
-        if handle.callback is not None:
-            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
-        body = rec.json or {}
-        kind, data = body.get("type"), body.get("data") or {}
-        message: Payload | None = None
-        if kind in (4, 5):
-            flags = (data.get("flags") or 0) & _RESPONSE_FLAGS | (128 if kind == 5 else 0)
-            handle.original = message = self._interaction_message(handle, {**data, "flags": flags})
-        elif kind == 7 and "message" in handle.payload:
-            message = self.world.messages.get(int(handle.payload["message"]["id"]), handle.payload["message"])
-            apply_edit(message, data)
-        handle._record_callback(body, now)
-        if rec.query.get("with_response") not in _TRUE:
-            return no_content()
-        interaction: Payload = {"id": str(handle.id), "type": handle.payload["type"]}
-        resource: Payload = {"type": kind}
-        if message is not None:
-            interaction.update(
-                response_message_id=message["id"],
-                response_message_loading=kind == 5,
-                response_message_ephemeral=bool(message["flags"] & 64),
-            )
-            resource["message"] = message
-        return json_response({"interaction": interaction, "resource": resource})
-
-    def _interaction_message(self, handle: InteractionHandle, body: Payload) -> Payload:
-        app_id = str(self.world.application_id)
-        metadata = {
-            "id": str(handle.id),
-            "type": handle.payload["type"],
-            "user": self.world.user_payload(handle.user_id),
-            "authorizing_integration_owners": {},
-        }
-        channel_id = int(handle.payload["channel_id"])
-        return self.world.bot_message(
-            channel_id, body, webhook_id=app_id, application_id=app_id, interaction_metadata=metadata
-        )
-
-    async def _followup(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
-        handle = self._hook(m)
-        body = rec.json or {}
-        handle.followups.append(body)
-        message = self._interaction_message(handle, body)
-        handle._touch()
-        return json_response(message) if rec.query.get("wait") in _TRUE else no_content()
-
-    async def _webhook(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
-        handle = self._hook(m)
-        if rec.method == "DELETE":
-            return no_content()
-        app_id = str(self.world.application_id)
-        return json_response(
-            {
-                "id": app_id,
-                "type": 3,
-                "name": self.world.bot.name,
-                "avatar": None,
-                "token": handle.token,
-                "application_id": app_id,
-                "channel_id": handle.payload["channel_id"],
-                "guild_id": handle.payload.get("guild_id"),
-            }
-        )
-
-    async def _webhook_message(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
-        handle = self._hook(m)
-        if m["m"] == "@original":
-            message = handle.original or handle.payload.get("message")
-        else:
-            message = self.world.messages.get(int(m["m"]))
-        if message is None:
-            raise ApiError(404, 10008, "Unknown Message")
-        if rec.method == "DELETE":
-            self.world.messages.pop(int(message["id"]), None)
-            return no_content()
-        if rec.method == "PATCH":
-            handle.edits.append(rec.json or {})
-            apply_edit(message, rec.json or {})
-            handle._touch()
-        return json_response(message)
 
     # --- channels and messages ----------------------------------------------------------------
     async def _get_channel(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
@@ -426,20 +297,3 @@ class RestApi:
 
     async def _guild_invites(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
         return json_response([self.world.invite_payload(i) for i in self._guild(m).invites.values()])
-
-
-async def _record(request: web.Request) -> RecordedRequest:
-    path = "/" + request.match_info["tail"]
-    body: Any = None
-    files: list[str] = []
-    if request.content_type == "application/json":
-        body = await request.json()
-    elif request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if part.name == "payload_json":
-                body = json.loads(await part.text())
-            else:
-                files.append(getattr(part, "filename", None) or part.name or "")
-                await part.read()
-    return RecordedRequest(request.method, path, body, dict(request.query), files)

@@ -9,40 +9,22 @@ helpers then play user activity into the gateway and REST calls are recorded for
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox._discord_gateway import (
-    RESUMABLE_CLOSE_CODE,
-    Gateway,
-    InteractionHandle,
-    command_data,
-    interaction_payload,
-    resolve_users,
-    slash_data,
-)
-from bot.sandbox._discord_objects import (
-    DEFAULT_EVERYONE_PERMISSIONS,
-    Channel,
-    Guild,
-    Invite,
-    Member,
-    Payload,
-    Role,
-    World,
-    emoji_payload,
-    iso_now,
-)
+from bot.sandbox._discord_builders import WorldBuilders
+from bot.sandbox._discord_gateway import RESUMABLE_CLOSE_CODE, Gateway, InteractionHandle
+from bot.sandbox._discord_interactions import InteractionDispatch
+from bot.sandbox._discord_objects import Payload, World, emoji_payload, iso_now
 from bot.sandbox._discord_rest import RecordedRequest, RestApi
 
 __all__ = ["DiscordEmulator", "InteractionHandle", "RecordedRequest"]
 
 
-class DiscordEmulator:
+class DiscordEmulator(WorldBuilders, InteractionDispatch):
     """An aiohttp server on 127.0.0.1 speaking enough Discord for discord.py to run against it."""
 
     def __init__(
@@ -131,84 +113,6 @@ class DiscordEmulator:
     @property
     def application_id(self) -> int:
         return self.world.application_id
-
-    # --- world builders (call before the bot connects; GUILD_CREATE carries this state) ------
-    def add_guild(
-        self,
-        guild_id: int | None = None,
-        name: str = "Test Guild",
-        *,
-        owner_id: int | None = None,
-        everyone_permissions: int | str = DEFAULT_EVERYONE_PERMISSIONS,
-    ) -> int:
-        """Create a guild with its @everyone role and the bot as a member."""
-        guild = Guild(guild_id or self.world.new_id(), name, owner_id)
-        guild.roles[guild.id] = Role(guild.id, "@everyone", int(everyone_permissions))
-        guild.members[self.bot_user_id] = Member(self.bot_user_id, [], iso_now())
-        self.world.guilds[guild.id] = guild
-        return guild.id
-
-    def set_owner(self, guild_id: int, user_id: int) -> None:
-        """Owners get every permission, which is how Discord satisfies "Manage Guild" for them."""
-        self.world.guilds[guild_id].owner_id = user_id
-
-    def add_channel(
-        self, guild_id: int, channel_id: int | None = None, name: str = "general", type: int = 0, **extra: Any
-    ) -> int:
-        """``type``: 0 text, 2 voice, 4 category, 5 news, 15 forum, 11 public thread (pass parent_id)."""
-        guild = self.world.guilds[guild_id]
-        channel = Channel(
-            channel_id or self.world.new_id(), name, type, guild_id, position=len(guild.channels)
-        )
-        channel.parent_id = extra.get("parent_id")
-        guild.channels[channel.id] = channel
-        return channel.id
-
-    def add_role(
-        self, guild_id: int, role_id: int | None = None, name: str = "role", permissions: int | str = "0"
-    ) -> int:
-        guild = self.world.guilds[guild_id]
-        role = Role(role_id or self.world.new_id(), name, int(permissions), position=len(guild.roles))
-        guild.roles[role.id] = role
-        return role.id
-
-    def add_member(
-        self,
-        guild_id: int,
-        user_id: int | None = None,
-        name: str | None = None,
-        roles: Iterable[int] = (),
-        bot: bool = False,
-        *,
-        permissions: int | None = None,
-        nick: str | None = None,
-        joined_at: str | None = None,
-    ) -> int:
-        """``permissions`` overrides the computed value sent in interaction ``member.permissions``."""
-        user = self.world.user(user_id or self.world.new_id(), name, bot=bot)
-        if name:
-            user.name = name
-        member = Member(user.id, list(roles), joined_at or iso_now(), nick=nick, permissions=permissions)
-        self.world.guilds[guild_id].members[user.id] = member
-        return user.id
-
-    def add_user(self, user_id: int, name: str | None = None, *, bot: bool = False) -> int:
-        """A user outside any guild, e.g. a DM-only contact."""
-        return self.world.user(user_id, name, bot=bot).id
-
-    def add_invite(
-        self, guild_id: int, code: str, inviter_id: int, uses: int = 0, *, channel_id: int | None = None
-    ) -> Payload:
-        """An invite for GET /guilds/{g}/invites; ``member_add(via_invite=code)`` bumps ``uses``."""
-        guild = self.world.guilds[guild_id]
-        channel_id = channel_id or next(c.id for c in guild.channels.values() if c.type == 0)
-        invite = Invite(code, guild_id, channel_id, inviter_id, uses)
-        guild.invites[code] = invite
-        return self.world.invite_payload(invite)
-
-    def set_dms_closed(self, user_id: int, closed: bool = True) -> None:
-        """Bot DMs to this user then fail with 403/50007 like a user with DMs disabled."""
-        self.world.user(user_id).dms_closed = closed
 
     # --- gateway control ---------------------------------------------------------------------
     @property
@@ -347,90 +251,6 @@ class DiscordEmulator:
         self.world.guilds[guild_id].members.pop(user_id, None)
         data = {"guild_id": str(guild_id), "user": self.world.user_payload(user_id)}
         return await self.dispatch("GUILD_MEMBER_REMOVE", data)
-
-    # --- interactions ------------------------------------------------------------------------
-    async def invoke_slash(
-        self,
-        name: str,
-        *,
-        user_id: int,
-        channel_id: int,
-        guild_id: int | None = None,
-        options: Sequence[Payload] | Mapping[str, Any] = (),
-        subcommand: str | None = None,
-        locale: str = "zh-TW",
-    ) -> InteractionHandle:
-        """``options``: raw option dicts, or ``{name: value}`` typed from the synced command.
-
-        ``subcommand`` may be ``"sub"`` or ``"group sub"``. ``data.id``/``data.guild_id`` come
-        from the commands the bot synced, which is what discord.py's CommandTree routes on.
-        """
-        guild_id = guild_id or self._guild_of(channel_id)
-        data = slash_data(self.world, name, guild_id, options, subcommand)
-        return await self._interact(2, data, user_id, channel_id, guild_id, locale)
-
-    async def invoke_user_context(
-        self,
-        name: str,
-        target_user_id: int,
-        *,
-        user_id: int,
-        channel_id: int,
-        guild_id: int | None = None,
-        locale: str = "zh-TW",
-    ) -> InteractionHandle:
-        guild_id = guild_id or self._guild_of(channel_id)
-        data = command_data(self.world, name, 2, guild_id)
-        data["target_id"] = str(target_user_id)
-        data["resolved"] = resolve_users(self.world, [target_user_id], guild_id)
-        return await self._interact(2, data, user_id, channel_id, guild_id, locale)
-
-    async def click_button(
-        self,
-        custom_id: str,
-        message_id: int,
-        user_id: int,
-        *,
-        channel_id: int | None = None,
-        values: Sequence[str] | None = None,
-        locale: str = "zh-TW",
-    ) -> InteractionHandle:
-        """Component interaction on a message the bot sent; ``values`` makes it a string select."""
-        message = self.world.messages.get(message_id)
-        if message is None:
-            if channel_id is None:
-                raise KeyError(f"message {message_id} unknown; pass channel_id")
-            message = self.world.message_payload(channel_id, self.bot_user_id, "", message_id=message_id)
-        channel_id = int(message["channel_id"])
-        data: Payload = {"custom_id": custom_id, "component_type": 2 if values is None else 3}
-        if values is not None:
-            data["values"] = list(values)
-        guild_id = self._guild_of(channel_id)
-        return await self._interact(3, data, user_id, channel_id, guild_id, locale, message=message)
-
-    async def _interact(
-        self,
-        kind: int,
-        data: Payload,
-        user_id: int,
-        channel_id: int,
-        guild_id: int | None,
-        locale: str,
-        *,
-        message: Payload | None = None,
-    ) -> InteractionHandle:
-        payload = interaction_payload(self.world, kind, data, user_id, channel_id, guild_id, locale)
-        if message is not None:
-            payload["message"] = message
-        loop_time = asyncio.get_running_loop().time()
-        handle = InteractionHandle(int(payload["id"]), payload["token"], payload, loop_time)
-        self.world.interactions[handle.id] = handle
-        await self.dispatch("INTERACTION_CREATE", payload)
-        return handle
-
-    def _guild_of(self, channel_id: int) -> int | None:
-        channel = self.world.channel(channel_id)
-        return channel.guild_id if channel else None
 
     # --- REST inspection ---------------------------------------------------------------------
     @property

@@ -120,5 +120,7 @@ async def test_cumulative_roles_give_every_tier_up_to_the_fans(
 ) -> None:
     await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="close_friend")
     await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE, SUPERFAN_ROLE, CLOSE_FRIEND_ROLE]))
+    assert emu.member_roles(GUILD, FAN) == [FAN_TIER_ROLE, SUPERFAN_ROLE, CLOSE_FRIEND_ROLE]
     await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="fan")
     await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE]))
+    assert emu.member_roles(GUILD, FAN) == [FAN_TIER_ROLE]

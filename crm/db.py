@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Table, TypeDecorator, event, text
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import Insert
@@ -46,6 +47,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a large import stay hot
+        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -121,41 +124,52 @@ async def ensure_schema(engine: AsyncEngine, url: str, *, auto_migrate: bool = T
 
 
 def _sqlite_datetime(value: datetime) -> str:
-    utc = value.astimezone(UTC) if value.tzinfo else value
-    return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]], chunk: int = 2000) -> None:
-    """Insert many rows with one prepared statement per chunk.
+def _same(value: datetime) -> Any:
+    return value
 
-    On SQLite the rows go straight to the driver's ``executemany`` (datetimes pre-rendered the
-    way SQLAlchemy stores them), skipping per-parameter processing that otherwise costs more
-    than SQLite's own insert; on PostgreSQL a Core ``executemany`` is already batched by asyncpg.
+
+def datetime_encoder(session: AsyncSession) -> Callable[[datetime], Any]:
+    """How :func:`insert_rows` wants datetimes: SQLAlchemy's SQLite text form, or as they are."""
+    return _sqlite_datetime if session.get_bind().dialect.name == "sqlite" else _same
+
+
+async def insert_rows(session: AsyncSession, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]],
+                      chunk: int = 2000, *, ignore_conflicts_on: Sequence[str] = ()) -> None:
+    """Insert many rows (tuples in ``columns`` order, datetimes from :func:`datetime_encoder`).
+
+    On SQLite the tuples go straight to the driver's ``executemany``, skipping per-parameter
+    processing that otherwise costs more than SQLite's own insert; on PostgreSQL a Core
+    ``executemany`` is already batched by asyncpg. ``ignore_conflicts_on`` names a unique key whose
+    duplicates are skipped (``ON CONFLICT DO NOTHING``).
     """
     if not rows:
         return
     if session.get_bind().dialect.name != "sqlite":
+        stmt = (insert_ignore(session, table, *ignore_conflicts_on) if ignore_conflicts_on else table.insert())
         for start in range(0, len(rows), chunk):
-            await session.execute(table.insert(), rows[start : start + chunk])
+            await session.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows[start : start + chunk]])
         return
-    columns = list(rows[0])
-    times = {c for c in columns if isinstance(table.c[c].type, DateTime | TypeDecorator)}
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
-           f"VALUES ({', '.join('?' for _ in columns)})")
-    rendered: dict[datetime, str] = {}
-
-    def value(column: str, v: Any) -> Any:
-        if column in times and v is not None:
-            text_value = rendered.get(v)
-            if text_value is None:
-                text_value = rendered[v] = _sqlite_datetime(v)
-            return text_value
-        return v
-
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+    if ignore_conflicts_on:
+        sql += f" ON CONFLICT ({', '.join(ignore_conflicts_on)}) DO NOTHING"
     conn = await session.connection()
     for start in range(0, len(rows), chunk):
-        params = [tuple(value(c, r[c]) for c in columns) for r in rows[start : start + chunk]]
-        await conn.exec_driver_sql(sql, params)
+        await conn.exec_driver_sql(sql, rows[start : start + chunk])
+
+
+async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """:func:`insert_rows` for rows as dicts (all with the same keys)."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    enc = datetime_encoder(session)
+    tuples = [tuple(enc(v) if isinstance(v, datetime) else v for v in (r[c] for c in columns)) for r in rows]
+    await insert_rows(session, table, columns, tuples)
 
 
 async def next_ids(session: AsyncSession, table: Table, count: int) -> list[int] | None:

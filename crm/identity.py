@@ -10,7 +10,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import bindparam, delete, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import bulk_insert, insert_ignore, next_ids
+from crm.db import bulk_insert, datetime_encoder, insert_rows, next_ids
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
@@ -18,6 +18,7 @@ from crm.settings import CrmSettings
 
 CHUNK = 400
 Key = tuple[str, str]
+IDENTITY_COLUMNS = ("fan_id", "platform", "external_id", "display_name", "name_key", "created_at")
 
 
 @dataclass(frozen=True)
@@ -64,18 +65,14 @@ async def resolve_identities(
                     insert(Fan).returning(Fan.id, sort_by_parameter_order=True), fan_rows[start : start + CHUNK]
                 )
                 created.extend(int(r[0]) for r in result)
+        enc = datetime_encoder(session)
         id_rows = []
         for (platform, external_id), fan_id in zip(missing, created, strict=True):
             seen_name = names[(platform, external_id)]
-            id_rows.append({
-                "fan_id": fan_id, "platform": platform, "external_id": external_id,
-                "display_name": seen_name, "name_key": name_key(seen_name) if seen_name else None,
-                "created_at": now,
-            })
-        for start in range(0, len(id_rows), CHUNK):
-            await session.execute(
-                insert_ignore(session, Identity, "platform", "external_id"), id_rows[start : start + CHUNK]
-            )
+            id_rows.append((fan_id, platform, external_id, seen_name, name_key(seen_name) if seen_name else None,
+                            enc(now)))
+        await insert_rows(session, table(Identity), IDENTITY_COLUMNS, id_rows,
+                          ignore_conflicts_on=("platform", "external_id"))
         mine = await _lookup(session, missing)
         orphans = [fid for k, fid in zip(missing, created, strict=True) if mine[k].fan_id != fid]
         if orphans:

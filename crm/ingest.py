@@ -10,25 +10,31 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
-from crm.db import bulk_insert
+from crm.db import datetime_encoder, insert_rows
 from crm.errors import BadInput
 from crm.identity import resolve_identities
 from crm.models import Fan, Interaction, table
-from crm.scoring import Allowance, base_term, score_state
+from crm.scoring import Allowance, score_state, term_function
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, reevaluate
 
 fans_t = table(Fan)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+MAX_AMOUNT = Decimal("1e12")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CHUNK = 500
+ID_CHUNK = 5000
+ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "recorded_at", "points", "amount_cents", "currency",
+               "summary", "source_event_id")
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,7 @@ class InteractionIn:
         return "h:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     status: str  # stored | duplicate | opted_out
     fan_id: int
     points: float = 0.0
@@ -99,29 +104,25 @@ def validate(item: InteractionIn) -> InteractionIn:
     if item.source_event_id is not None and len(item.source_event_id) > 128:
         raise BadInput("event id longer than 128 characters")
     amount = item.amount
-    if amount is not None:
+    if amount is not None and not isinstance(amount, Decimal):
         try:
             amount = Decimal(amount)
         except (InvalidOperation, TypeError, ValueError):
             raise BadInput(f"bad amount {item.amount!r}") from None
-        if not amount.is_finite() or amount < 0 or amount > Decimal("1e12"):
+    if amount is not None:
+        if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
             raise BadInput(f"amount {item.amount} out of range")
     currency = item.currency.strip().upper() if item.currency else None
-    if currency and not re.fullmatch(r"[A-Z]{3}", currency):
+    if currency and not _CURRENCY.match(currency):
         raise BadInput(f"bad currency {item.currency!r} (ISO 4217, e.g. TWD)")
     if item.kind == "purchase" and amount is not None and not currency:
         raise BadInput("a purchase amount needs a currency")
-    return InteractionIn(
-        platform=item.platform,
-        external_id=item.external_id.strip(),
-        kind=item.kind,
-        occurred_at=as_utc(item.occurred_at),
-        source_event_id=item.source_event_id,
-        display_name=item.display_name,
-        amount=amount,
-        currency=currency,
-        text=item.text,
-    )
+    external_id = item.external_id.strip()
+    at = item.occurred_at if item.occurred_at.tzinfo is UTC else as_utc(item.occurred_at)
+    if (external_id == item.external_id and at is item.occurred_at and amount is item.amount
+            and currency == item.currency):
+        return item
+    return replace(item, external_id=external_id, occurred_at=at, amount=amount, currency=currency)
 
 
 async def record(session: AsyncSession, item: InteractionIn, settings: CrmSettings, now: datetime) -> Recorded:
@@ -145,6 +146,9 @@ async def record_many(
     """
     clean = [validate(i) for i in items]
     state = await score_state(session, settings.scoring)
+    term = term_function(state.epoch, state.half_life_days)
+    enc = datetime_encoder(session)
+    recorded_at = enc(now)
     event_ids = [i.event_id() for i in clean]
     seen = await _existing_event_ids(session, clean, event_ids)
 
@@ -163,7 +167,7 @@ async def record_many(
     allowance = Allowance(settings.scoring)
     await _load_allowance(session, allowance, clean, fans)
 
-    rows: list[dict[str, object]] = []
+    rows: list[tuple[object, ...]] = []
     results: list[Recorded | None] = [None] * len(clean)
     delta: dict[int, float] = {}
     last_seen: dict[int, datetime] = {}
@@ -178,32 +182,22 @@ async def record_many(
             results[n] = Recorded("duplicate", fan.fan_id)
             continue
         seen.add((item.platform, eid))
-        points = allowance.award(
-            fan.fan_id, item.kind, item.occurred_at,
-            settings.scoring.base_points(item.kind, item.amount, item.currency),
-        )
-        rows.append({
-            "fan_id": fan.fan_id,
-            "platform": item.platform,
-            "kind": item.kind,
-            "occurred_at": item.occurred_at,
-            "recorded_at": now,
-            "points": points,
-            "amount_cents": None if item.amount is None else int((item.amount * 100).to_integral_value()),
-            "currency": item.currency,
-            "summary": _summary(item.text, settings),
-            "source_event_id": eid,
-        })
-        delta[fan.fan_id] = delta.get(fan.fan_id, 0.0) + base_term(
-            points, item.occurred_at, state.epoch, state.half_life_days
-        )
+        ts = item.occurred_at.timestamp()
+        points = allowance.award(fan.fan_id, item.kind, ts,
+                                 settings.scoring.base_points(item.kind, item.amount, item.currency))
+        rows.append((
+            fan.fan_id, item.platform, item.kind, enc(item.occurred_at), recorded_at, points,
+            None if item.amount is None else int((item.amount * 100).to_integral_value()),
+            item.currency, _summary(item.text, settings), eid,
+        ))
+        delta[fan.fan_id] = delta.get(fan.fan_id, 0.0) + term(points, ts)
         if fan.fan_id not in last_seen or last_seen[fan.fan_id] < item.occurred_at:
             last_seen[fan.fan_id] = item.occurred_at
         results[n] = Recorded("stored", fan.fan_id, points, fan.new)
 
     step = CHUNK * 4
     for start in range(0, len(rows), step):
-        await bulk_insert(session, table(Interaction), rows[start : start + step])
+        await insert_rows(session, table(Interaction), ROW_COLUMNS, rows[start : start + step])
         if progress:
             progress(min(step, len(rows) - start))
     if delta:
@@ -239,11 +233,11 @@ async def _existing_event_ids(
     found: set[tuple[str, str]] = set()
     for platform, ids in by_platform.items():
         ordered = sorted(ids)
-        for start in range(0, len(ordered), CHUNK):
+        for start in range(0, len(ordered), ID_CHUNK):
             rows = await session.execute(
                 select(Interaction.source_event_id).where(
                     Interaction.platform == platform,
-                    Interaction.source_event_id.in_(ordered[start : start + CHUNK]),
+                    Interaction.source_event_id.in_(ordered[start : start + ID_CHUNK]),
                 )
             )
             found.update((platform, e) for e in rows.scalars())
@@ -271,4 +265,4 @@ async def _load_allowance(session: AsyncSession, allowance: Allowance, items: Se
             )
         )
         for fan_id, kind, at, points in rows:
-            allowance.note_existing(fan_id, kind, at, points)
+            allowance.note_existing(fan_id, kind, at.timestamp(), points)

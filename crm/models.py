@@ -96,7 +96,6 @@ class Interaction(Base):
     __table_args__ = (
         UniqueConstraint("platform", "source_event_id"),
         Index(None, "fan_id", "occurred_at"),
-        Index(None, "fan_id", "kind", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -51,7 +51,7 @@ async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
             allowance = Allowance(settings.scoring)
             current_fan = fan_id
         amount = None if cents is None else Decimal(cents) / 100
-        points = allowance.award(fan_id, kind, at, settings.scoring.base_points(kind, amount, currency))
+        points = allowance.award(fan_id, kind, at.timestamp(), settings.scoring.base_points(kind, amount, currency))
         bases[fan_id] = bases.get(fan_id, 0.0) + base_term(points, at, state.epoch, state.half_life_days)
         if abs(points - old) > 1e-12:
             changed.append({"iid": iid, "p": points})

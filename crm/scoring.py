@@ -14,9 +14,9 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -68,18 +68,38 @@ class ScoringRules:
 
     def base_points(self, kind: str, amount: Decimal | None, currency: str | None) -> float:
         """Points before caps: the kind's weight, plus the per-unit weight for purchases."""
-        points = float(self.weights.get(kind, 0.0))
-        if kind == "purchase" and amount is not None and currency:
+        points = self.weights.get(kind, 0.0)
+        if amount is not None and currency and kind == "purchase":
             points += float(amount) * float(self.purchase_per_unit.get(currency.upper(), 0.0))
-        return max(points, 0.0)
+        return points if points > 0.0 else 0.0
 
     def local_day(self, at: datetime) -> date:
-        return at.astimezone(self.tz).date()
+        return _local_day(self.timezone, int(at.timestamp()) // 900)
+
+    def local_day_ts(self, ts: float) -> date:
+        return _local_day(self.timezone, int(ts) // 900)
 
 
 @functools.cache
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _local_day(zone: str, quarter_hour: int) -> date:
+    """Local date of a 15-minute slot: every UTC offset in use is a multiple of 15 minutes."""
+    return datetime.fromtimestamp(quarter_hour * 900, UTC).astimezone(_zone(zone)).date()
+
+
+def term_function(epoch: datetime, half_life_days: float) -> Callable[[float, float], float]:
+    """A fast ``base_term`` for one epoch and a POSIX timestamp, for loops over many interactions."""
+    epoch_ts = epoch.timestamp()
+    span = half_life_days * DAY_SECONDS
+
+    def term(points: float, ts: float) -> float:
+        return points * 2.0 ** ((ts - epoch_ts) / span) if points else 0.0
+
+    return term
 
 
 def exponent(at: datetime, epoch: datetime, half_life_days: float) -> float:
@@ -111,41 +131,41 @@ class Allowance:
     """What a fan has already earned, per kind: points per local day and times of awarded events.
 
     One instance follows a batch of interactions so that caps and cooldowns hold across the batch
-    and against what is already stored.
+    and against what is already stored. Times are POSIX timestamps (floats): this runs per row.
     """
 
     rules: ScoringRules
     earned: dict[tuple[int, str, date], float] = field(default_factory=dict)
-    awarded_at: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
+    awarded_at: dict[tuple[int, str], list[float]] = field(default_factory=dict)
 
-    def note_existing(self, fan_id: int, kind: str, at: datetime, points: float, day: date | None = None) -> None:
+    def note_existing(self, fan_id: int, kind: str, ts: float, points: float, day: date | None = None) -> None:
         if points <= 0:
             return
-        key = (fan_id, kind, day or self.rules.local_day(at))
+        key = (fan_id, kind, day or self.rules.local_day_ts(ts))
         self.earned[key] = self.earned.get(key, 0.0) + points
         if kind in self.rules.cooldown_seconds:
-            bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), at)
+            bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), ts)
 
-    def award(self, fan_id: int, kind: str, at: datetime, base: float) -> float:
-        """Points actually granted for one interaction, and remember them."""
+    def award(self, fan_id: int, kind: str, ts: float, base: float) -> float:
+        """Points actually granted for one interaction at timestamp ``ts``, and remember them."""
         if base <= 0:
             return 0.0
         cooldown = self.rules.cooldown_seconds.get(kind)
         if cooldown:
-            times = self.awarded_at.get((fan_id, kind), [])
-            i = bisect.bisect_left(times, at)
-            window = timedelta(seconds=cooldown)
-            if (i < len(times) and times[i] - at < window) or (i > 0 and at - times[i - 1] < window):
-                return 0.0
+            times = self.awarded_at.get((fan_id, kind))
+            if times:
+                i = bisect.bisect_left(times, ts)
+                if (i < len(times) and times[i] - ts < cooldown) or (i > 0 and ts - times[i - 1] < cooldown):
+                    return 0.0
         cap = self.rules.daily_caps.get(kind)
         points = base
         day = None
         if cap is not None:
-            day = self.rules.local_day(at)
+            day = self.rules.local_day_ts(ts)
             points = max(0.0, min(base, cap - self.earned.get((fan_id, kind, day), 0.0)))
             if points <= 1e-12:
                 return 0.0
-        self.note_existing(fan_id, kind, at, points, day)
+        self.note_existing(fan_id, kind, ts, points, day)
         return points
 
     @property

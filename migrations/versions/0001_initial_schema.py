@@ -172,7 +172,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('platform', 'source_event_id', name=op.f('uq_interactions_platform_source_event_id'))
     )
     with op.batch_alter_table('interactions', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_interactions_fan_id_kind_occurred_at'), ['fan_id', 'kind', 'occurred_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_interactions_fan_id_occurred_at'), ['fan_id', 'occurred_at'], unique=False)
 
     op.create_table('link_codes',
@@ -236,7 +235,6 @@ def downgrade() -> None:
     op.drop_table('link_codes')
     with op.batch_alter_table('interactions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_interactions_fan_id_occurred_at'))
-        batch_op.drop_index(batch_op.f('ix_interactions_fan_id_kind_occurred_at'))
 
     op.drop_table('interactions')
     with op.batch_alter_table('identities', schema=None) as batch_op:

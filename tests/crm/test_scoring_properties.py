@@ -46,7 +46,7 @@ def test_daily_caps_and_cooldown_hold_for_any_burst(offsets, kind):
     awarded: list[datetime] = []
     for off in offsets:
         at = start + timedelta(seconds=off)
-        points = allowance.award(7, kind, at, rules.base_points(kind, None, None))
+        points = allowance.award(7, kind, at.timestamp(), rules.base_points(kind, None, None))
         day = rules.local_day(at)
         per_day[day] = per_day.get(day, 0.0) + points
         if points > 0:

@@ -124,9 +124,9 @@ async def ensure_schema(engine: AsyncEngine, url: str, *, auto_migrate: bool = T
 
 
 def _sqlite_datetime(value: datetime) -> str:
-    if value.tzinfo is not None and value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop "+00:00"
 
 
 def _same(value: datetime) -> Any:

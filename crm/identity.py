@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import bindparam, delete, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import bulk_insert, datetime_encoder, insert_rows, next_ids
@@ -17,6 +17,7 @@ from crm.names import clean_display_name, name_key
 from crm.settings import CrmSettings
 
 CHUNK = 400
+LOOKUP_CHUNK = 5000
 Key = tuple[str, str]
 IDENTITY_COLUMNS = ("fan_id", "platform", "external_id", "display_name", "name_key", "created_at")
 
@@ -26,6 +27,9 @@ class FanRef:
     fan_id: int
     opted_out: bool
     new: bool = False
+    identity_id: int | None = None
+    identity_name: str | None = None
+    fan_name: str | None = None
 
 
 async def resolve_identities(
@@ -80,41 +84,41 @@ async def resolve_identities(
         for k, fid in zip(missing, created, strict=True):
             found[k] = FanRef(mine[k].fan_id, mine[k].opted_out, new=mine[k].fan_id == fid)
     fresh = set(missing)
-    await _refresh_names(session, {k: n for k, n in names.items() if n and k not in fresh})
+    await _refresh_names(session, {k: n for k, n in names.items() if n and k not in fresh}, found)
     return found
 
 
 async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
+    """Identities by (platform, external_id): ``platform = ? AND external_id IN (…)`` per platform,
+    which SQLite answers from the unique index (a row-value ``IN`` list would scan the table)."""
+    by_platform: dict[str, list[str]] = {}
+    for platform, external_id in keys:
+        by_platform.setdefault(platform, []).append(external_id)
     out: dict[Key, FanRef] = {}
-    for start in range(0, len(keys), CHUNK):
-        rows = await session.execute(
-            select(Identity.platform, Identity.external_id, Identity.fan_id, Fan.opted_out)
-            .join(Fan, Fan.id == Identity.fan_id)
-            .where(tuple_(Identity.platform, Identity.external_id).in_(keys[start : start + CHUNK]))
-        )
-        for platform, external_id, fan_id, opted_out in rows:
-            out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out))
+    for platform, ids in by_platform.items():
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            rows = await session.execute(
+                select(Identity.external_id, Identity.fan_id, Fan.opted_out, Identity.id, Identity.display_name,
+                       Fan.display_name)
+                .join(Fan, Fan.id == Identity.fan_id)
+                .where(Identity.platform == platform, Identity.external_id.in_(ids[start : start + LOOKUP_CHUNK]))
+            )
+            for external_id, fan_id, opted_out, ident_id, ident_name, fan_name in rows:
+                out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out), False, int(ident_id),
+                                                      ident_name, fan_name)
     return out
 
 
-async def _refresh_names(session: AsyncSession, names: dict[Key, str | None]) -> None:
+async def _refresh_names(session: AsyncSession, names: dict[Key, str | None], found: dict[Key, FanRef]) -> None:
     """Keep display names fresh; the fan's own name follows when it was this identity's old name."""
-    if not names:
-        return
     stale: list[dict[str, object]] = []
-    keys = list(names)
-    for start in range(0, len(keys), CHUNK):
-        rows = await session.execute(
-            select(Identity.id, Identity.platform, Identity.external_id, Identity.display_name,
-                   Identity.fan_id, Fan.display_name)
-            .join(Fan, Fan.id == Identity.fan_id)
-            .where(tuple_(Identity.platform, Identity.external_id).in_(keys[start : start + CHUNK]))
-        )
-        for ident_id, platform, external_id, old, fan_id, fan_name in rows:
-            new = clean_display_name(names[(platform, external_id)], old or "")
-            if new and new != old:
-                stale.append({"iid": ident_id, "fid": fan_id, "new": new, "key": name_key(new),
-                              "follow": fan_name == old or old is None and fan_name.startswith(f"{platform}:")})
+    for (platform, external_id), seen in names.items():
+        ref = found[(platform, external_id)]
+        old, fan_name = ref.identity_name, ref.fan_name or ""
+        new = clean_display_name(seen, old or "")
+        if new and new != old:
+            stale.append({"iid": ref.identity_id, "fid": ref.fan_id, "new": new, "key": name_key(new),
+                          "follow": fan_name == old or old is None and fan_name.startswith(f"{platform}:")})
     if not stale:
         return
     await session.execute(

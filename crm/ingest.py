@@ -31,6 +31,7 @@ fans_t = table(Fan)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_AMOUNT = Decimal("1e12")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_GOOD_IDENTS: set[str] = set()
 CHUNK = 500
 ID_CHUNK = 5000
 ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "recorded_at", "points", "amount_cents", "currency",
@@ -91,13 +92,23 @@ class BulkResult:
         return len({r.fan_id for r in self.results if r.new_fan})
 
 
+def _is_ident(text: str | None) -> bool:
+    if text in _GOOD_IDENTS:
+        return True
+    if not text or not _IDENT.match(text):
+        return False
+    if len(_GOOD_IDENTS) < 4096:
+        _GOOD_IDENTS.add(text)
+    return True
+
+
 def validate(item: InteractionIn) -> InteractionIn:
     """Check one interaction; returns it normalised or raises :class:`BadInput` naming the problem."""
-    if not _IDENT.match(item.platform or ""):
+    if not _is_ident(item.platform):
         raise BadInput(f"bad platform {item.platform!r} (lowercase letters, e.g. line, discord)")
     if not item.external_id or len(item.external_id) > 128:
         raise BadInput("external_id is empty or longer than 128 characters")
-    if not _IDENT.match(item.kind or ""):
+    if not _is_ident(item.kind):
         raise BadInput(f"bad kind {item.kind!r} (e.g. message, purchase, checkin)")
     if item.occurred_at.tzinfo is None:
         raise BadInput("occurred_at needs a UTC offset")
@@ -152,16 +163,22 @@ async def record_many(
     event_ids = [i.event_id() for i in clean]
     seen = await _existing_event_ids(session, clean, event_ids)
 
+    order = sorted(range(len(clean)), key=lambda n: clean[n].occurred_at)
     latest_name: dict[tuple[str, str], str | None] = {}
-    span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    first: dict[tuple[str, str], datetime] = {}
+    last: dict[tuple[str, str], datetime] = {}
     for item in clean:
         key = (item.platform, item.external_id)
         if item.display_name:
             latest_name[key] = item.display_name
         else:
             latest_name.setdefault(key, None)
-        lo, hi = span.get(key, (item.occurred_at, item.occurred_at))
-        span[key] = (min(lo, item.occurred_at), max(hi, item.occurred_at))
+    for n in order:
+        item = clean[n]
+        key = (item.platform, item.external_id)
+        first.setdefault(key, item.occurred_at)
+        last[key] = item.occurred_at
+    span = {key: (first[key], last[key]) for key in first}
     fans = await resolve_identities(session, latest_name, span, settings, now)
 
     allowance = Allowance(settings.scoring)
@@ -171,7 +188,6 @@ async def record_many(
     results: list[Recorded | None] = [None] * len(clean)
     delta: dict[int, float] = {}
     last_seen: dict[int, datetime] = {}
-    order = sorted(range(len(clean)), key=lambda n: clean[n].occurred_at)
     for n in order:
         item, eid = clean[n], event_ids[n]
         fan = fans[(item.platform, item.external_id)]
@@ -232,6 +248,9 @@ async def _existing_event_ids(
         by_platform.setdefault(item.platform, set()).add(eid)
     found: set[tuple[str, str]] = set()
     for platform, ids in by_platform.items():
+        stored = await session.execute(select(Interaction.id).where(Interaction.platform == platform).limit(1))
+        if stored.first() is None:
+            continue  # nothing stored on this platform yet (a first import): nothing can be a duplicate
         ordered = sorted(ids)
         for start in range(0, len(ordered), ID_CHUNK):
             rows = await session.execute(

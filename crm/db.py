@@ -139,27 +139,38 @@ def datetime_encoder(session: AsyncSession) -> Callable[[datetime], Any]:
 
 
 async def insert_rows(session: AsyncSession, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]],
-                      chunk: int = 2000, *, ignore_conflicts_on: Sequence[str] = ()) -> None:
+                      chunk: int = 2000, *, ignore_conflicts_on: Sequence[str] = ()) -> set[tuple[Any, ...]] | None:
     """Insert many rows (tuples in ``columns`` order, datetimes from :func:`datetime_encoder`).
 
     On SQLite the tuples go straight to the driver's ``executemany``, skipping per-parameter
     processing that otherwise costs more than SQLite's own insert; on PostgreSQL a Core
     ``executemany`` is already batched by asyncpg. ``ignore_conflicts_on`` names a unique key whose
-    duplicates are skipped (``ON CONFLICT DO NOTHING``).
+    duplicates are skipped (``ON CONFLICT DO NOTHING``); on PostgreSQL, where a concurrent writer
+    can win that race, the keys actually inserted are returned (``None``: all of them).
     """
     if not rows:
-        return
+        return None
     if session.get_bind().dialect.name != "sqlite":
-        stmt = (insert_ignore(session, table, *ignore_conflicts_on) if ignore_conflicts_on else table.insert())
+        if not ignore_conflicts_on:
+            for start in range(0, len(rows), chunk):
+                await session.execute(table.insert(), [dict(zip(columns, r, strict=True))
+                                                       for r in rows[start : start + chunk]])
+            return None
+        stmt = insert_ignore(session, table, *ignore_conflicts_on).returning(
+            *(table.c[c] for c in ignore_conflicts_on))
+        inserted: set[tuple[Any, ...]] = set()
         for start in range(0, len(rows), chunk):
-            await session.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows[start : start + chunk]])
-        return
+            result = await session.execute(stmt, [dict(zip(columns, r, strict=True))
+                                                  for r in rows[start : start + chunk]])
+            inserted.update(tuple(r) for r in result)
+        return inserted
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
     if ignore_conflicts_on:
         sql += f" ON CONFLICT ({', '.join(ignore_conflicts_on)}) DO NOTHING"
     conn = await session.connection()
     for start in range(0, len(rows), chunk):
         await conn.exec_driver_sql(sql, rows[start : start + chunk])
+    return None
 
 
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,9 @@ class FanRef:
     identity_id: int | None = None
     identity_name: str | None = None
     fan_name: str | None = None
+    tier: str | None = None
+    tier_pinned: str | None = None
+    score_base: float = 0.0
 
 
 async def resolve_identities(
@@ -82,7 +85,7 @@ async def resolve_identities(
         if orphans:
             await session.execute(delete(Fan).where(Fan.id.in_(orphans)))
         for k, fid in zip(missing, created, strict=True):
-            found[k] = FanRef(mine[k].fan_id, mine[k].opted_out, new=mine[k].fan_id == fid)
+            found[k] = replace(mine[k], new=mine[k].fan_id == fid)
     fresh = set(missing)
     await _refresh_names(session, {k: n for k, n in names.items() if n and k not in fresh}, found)
     return found
@@ -91,6 +94,8 @@ async def resolve_identities(
 async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
     """Identities by (platform, external_id): ``platform = ? AND external_id IN (…)`` per platform,
     which SQLite answers from the unique index (a row-value ``IN`` list would scan the table)."""
+    identities, fans = table(Identity), table(Fan)
+    ic, fc = identities.c, fans.c
     by_platform: dict[str, list[str]] = {}
     for platform, external_id in keys:
         by_platform.setdefault(platform, []).append(external_id)
@@ -98,14 +103,14 @@ async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
     for platform, ids in by_platform.items():
         for start in range(0, len(ids), LOOKUP_CHUNK):
             rows = await session.execute(
-                select(Identity.external_id, Identity.fan_id, Fan.opted_out, Identity.id, Identity.display_name,
-                       Fan.display_name)
-                .join(Fan, Fan.id == Identity.fan_id)
-                .where(Identity.platform == platform, Identity.external_id.in_(ids[start : start + LOOKUP_CHUNK]))
+                select(ic.external_id, ic.fan_id, fc.opted_out, ic.id, ic.display_name, fc.display_name,
+                       fc.tier, fc.tier_pinned, fc.score_base)
+                .select_from(identities.join(fans, fc.id == ic.fan_id))
+                .where(ic.platform == platform, ic.external_id.in_(ids[start : start + LOOKUP_CHUNK]))
             )
-            for external_id, fan_id, opted_out, ident_id, ident_name, fan_name in rows:
+            for external_id, fan_id, opted_out, ident_id, ident_name, fan_name, tier, pinned, base in rows:
                 out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out), False, int(ident_id),
-                                                      ident_name, fan_name)
+                                                      ident_name, fan_name, tier, pinned, float(base))
     return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.clock import as_utc
 from crm.db import datetime_encoder, insert_rows
 from crm.errors import BadInput
-from crm.identity import resolve_identities
+from crm.identity import FanRef, resolve_identities
 from crm.models import Fan, Interaction, table
-from crm.scoring import Allowance, score_state, term_function
+from crm.scoring import DAY_SECONDS, Allowance, current_epoch, term_function
 from crm.settings import CrmSettings
-from crm.tiers_service import TierMove, reevaluate
+from crm.tiers_service import TierMove, apply_moves
 
 fans_t = table(Fan)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -156,8 +156,8 @@ async def record_many(
     owns the transaction: nothing is committed here.
     """
     clean = [validate(i) for i in items]
-    state = await score_state(session, settings.scoring)
-    term = term_function(state.epoch, state.half_life_days)
+    epoch, half_life = await current_epoch(session, settings.scoring)
+    term = term_function(epoch, half_life)
     enc = datetime_encoder(session)
     recorded_at = enc(now)
     event_ids = [i.event_id() for i in clean]
@@ -182,9 +182,10 @@ async def record_many(
     fans = await resolve_identities(session, latest_name, span, settings, now)
 
     allowance = Allowance(settings.scoring)
-    await _load_allowance(session, allowance, clean, fans)
+    await _load_allowance(session, allowance, clean, fans, settings)
 
     rows: list[tuple[object, ...]] = []
+    stored_at: list[tuple[int, float]] = []  # per row: its result index and score term
     results: list[Recorded | None] = [None] * len(clean)
     delta: dict[int, float] = {}
     last_seen: dict[int, datetime] = {}
@@ -206,30 +207,69 @@ async def record_many(
             None if item.amount is None else int((item.amount * 100).to_integral_value()),
             item.currency, _summary(item.text, settings), eid,
         ))
-        delta[fan.fan_id] = delta.get(fan.fan_id, 0.0) + term(points, ts)
+        contribution = term(points, ts)
+        stored_at.append((n, contribution))
+        delta[fan.fan_id] = delta.get(fan.fan_id, 0.0) + contribution
         if fan.fan_id not in last_seen or last_seen[fan.fan_id] < item.occurred_at:
             last_seen[fan.fan_id] = item.occurred_at
         results[n] = Recorded("stored", fan.fan_id, points, fan.new)
 
     step = CHUNK * 4
     for start in range(0, len(rows), step):
-        await insert_rows(session, table(Interaction), ROW_COLUMNS, rows[start : start + step])
+        chunk = rows[start : start + step]
+        inserted = await insert_rows(session, table(Interaction), ROW_COLUMNS, chunk,
+                                     ignore_conflicts_on=("platform", "source_event_id"))
+        if inserted is not None and len(inserted) < len(chunk):
+            _lost_races(chunk, stored_at[start : start + step], inserted, results, delta)
         if progress:
-            progress(min(step, len(rows) - start))
-    if delta:
-        await session.execute(
-            update(fans_t)
-            .where(fans_t.c.id == bindparam("fid"))
-            .values(
-                score_base=fans_t.c.score_base + bindparam("delta"),
-                last_seen_at=case(
-                    (fans_t.c.last_seen_at < bindparam("seen"), bindparam("seen")), else_=fans_t.c.last_seen_at
-                ),
-            ),
-            [{"fid": fid, "delta": d, "seen": last_seen[fid]} for fid, d in delta.items()],
-        )
-    moves = await reevaluate(session, settings, now, fan_ids=list(delta), reason="score")
+            progress(len(chunk))
+    await _apply_deltas(session, delta, last_seen)
+    refs = {ref.fan_id: ref for ref in fans.values()}
+    divisor = 2.0 ** ((now.timestamp() - epoch.timestamp()) / (half_life * DAY_SECONDS))
+    moves = []
+    for fan_id, d in delta.items():
+        ref = refs[fan_id]
+        current = ref.tier or settings.tiers.lowest
+        target = settings.tiers.evaluate(current, (ref.score_base + d) / divisor, ref.tier_pinned)
+        if target != current:
+            moves.append(TierMove(fan_id, current, target, "score"))
+    await apply_moves(session, moves, now, actor=None)
     return BulkResult([r for r in results if r is not None], moves)
+
+
+def _lost_races(chunk: list[tuple[object, ...]], meta: list[tuple[int, float]], inserted: set[tuple[object, ...]],
+                results: list[Recorded | None], delta: dict[int, float]) -> None:
+    """Rows a concurrent writer stored first (PostgreSQL): report them as duplicates, take back points."""
+    for row, (n, contribution) in zip(chunk, meta, strict=True):
+        if (row[1], row[9]) not in inserted:
+            fan_id = cast(int, row[0])
+            results[n] = Recorded("duplicate", fan_id)
+            delta[fan_id] = delta.get(fan_id, 0.0) - contribution
+
+
+async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, datetime]) -> None:
+    """Add each fan's new score terms and move last-seen forward (never back), set-based."""
+    if not delta:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        enc = datetime_encoder(session)
+        conn = await session.connection()
+        await conn.exec_driver_sql(
+            "UPDATE fans SET score_base = score_base + ?, "
+            "last_seen_at = CASE WHEN last_seen_at < ? THEN ? ELSE last_seen_at END WHERE id = ?",
+            [(d, enc(last_seen[fid]), enc(last_seen[fid]), fid) for fid, d in delta.items()],
+        )
+        return
+    await session.execute(
+        update(fans_t)
+        .where(fans_t.c.id == bindparam("fid"))
+        .values(
+            score_base=fans_t.c.score_base + bindparam("delta"),
+            last_seen_at=case((fans_t.c.last_seen_at < bindparam("seen"), bindparam("seen")),
+                              else_=fans_t.c.last_seen_at),
+        ),
+        [{"fid": fid, "delta": d, "seen": last_seen[fid]} for fid, d in delta.items()],
+    )
 
 
 def _summary(text: str | None, settings: CrmSettings) -> str | None:
@@ -247,40 +287,49 @@ async def _existing_event_ids(
     for item, eid in zip(items, event_ids, strict=True):
         by_platform.setdefault(item.platform, set()).add(eid)
     found: set[tuple[str, str]] = set()
+    ints = table(Interaction)
     for platform, ids in by_platform.items():
-        stored = await session.execute(select(Interaction.id).where(Interaction.platform == platform).limit(1))
-        if stored.first() is None:
-            continue  # nothing stored on this platform yet (a first import): nothing can be a duplicate
+        if len(ids) >= ID_CHUNK:  # a bulk import: one probe may save many lookups
+            stored = await session.execute(select(Interaction.id).where(Interaction.platform == platform).limit(1))
+            if stored.first() is None:
+                continue  # nothing stored on this platform yet: nothing can be a duplicate
         ordered = sorted(ids)
         for start in range(0, len(ordered), ID_CHUNK):
             rows = await session.execute(
-                select(Interaction.source_event_id).where(
-                    Interaction.platform == platform,
-                    Interaction.source_event_id.in_(ordered[start : start + ID_CHUNK]),
-                )
+                select(ints.c.source_event_id).where(
+                    ints.c.platform == platform, ints.c.source_event_id.in_(ordered[start : start + ID_CHUNK]))
             )
             found.update((platform, e) for e in rows.scalars())
     return found
 
 
 async def _load_allowance(session: AsyncSession, allowance: Allowance, items: Sequence[InteractionIn],
-                          fans: dict) -> None:
-    """Feed caps and cooldowns with what existing fans already earned around the batch's times."""
-    kinds = allowance.window_kinds
-    known = sorted({f.fan_id for f in fans.values() if not f.new})
-    relevant = [i for i in items if i.kind in kinds]
-    if not known or not relevant:
+                          fans: dict[tuple[str, str], FanRef], settings: CrmSettings) -> None:
+    """Feed caps and cooldowns with what existing fans already earned on the batch's local days.
+
+    Caps count per local day and cooldowns are shorter than a day, so the window is the batch's
+    local days (plus the longest cooldown at either end); only awarded rows matter, and a cap
+    bounds how many there are per fan and day.
+    """
+    kinds = allowance.window_kinds & {i.kind for i in items}
+    relevant = [i for i in items if i.kind in kinds and not fans[(i.platform, i.external_id)].new]
+    if not relevant:
         return
-    lo = min(i.occurred_at for i in relevant) - timedelta(days=2)
-    hi = max(i.occurred_at for i in relevant) + timedelta(days=2)
+    known = sorted({fans[(i.platform, i.external_id)].fan_id for i in relevant})
+    tz = settings.scoring.tz
+    margin = timedelta(seconds=max(settings.scoring.cooldown_seconds.values(), default=0.0))
+    first_day = min(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,
+                                                                             microsecond=0)
+    last_day = max(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,
+                                                                            microsecond=0)
+    lo = first_day - margin
+    hi = last_day + timedelta(days=1) + margin
     for start in range(0, len(known), CHUNK):
+        c = table(Interaction).c
         rows = await session.execute(
-            select(Interaction.fan_id, Interaction.kind, Interaction.occurred_at, Interaction.points).where(
-                Interaction.fan_id.in_(known[start : start + CHUNK]),
-                Interaction.kind.in_(sorted(kinds)),
-                Interaction.points > 0,
-                Interaction.occurred_at >= lo,
-                Interaction.occurred_at <= hi,
+            select(c.fan_id, c.kind, c.occurred_at, c.points).where(
+                c.fan_id.in_(known[start : start + CHUNK]), c.occurred_at >= lo, c.occurred_at < hi,
+                c.kind.in_(sorted(kinds)), c.points > 0,
             )
         )
         for fan_id, kind, at, points in rows:

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.models import Fan, Interaction, table
-from crm.scoring import Allowance, base_term, rebase_if_needed, score_state
+from crm.scoring import Allowance, base_term, forget_epoch, rebase_if_needed, score_state
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, reevaluate
 
@@ -36,6 +36,7 @@ async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
     state = await score_state(session, settings.scoring)
     state.half_life_days = settings.scoring.half_life_days
     await session.flush()
+    forget_epoch()
     await rebase_if_needed(session, state, now)
     total = int((await session.execute(select(func.count()).select_from(Interaction))).scalar_one())
     stmt = (select(Interaction.id, Interaction.fan_id, Interaction.kind, Interaction.occurred_at,

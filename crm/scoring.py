@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -185,6 +186,30 @@ async def score_state(session: AsyncSession, rules: ScoringRules) -> ScoreState:
     return state
 
 
+_EPOCH_TTL_SECONDS = 10.0
+_epochs: dict[str, tuple[datetime, float, float]] = {}
+
+
+async def current_epoch(session: AsyncSession, rules: ScoringRules) -> tuple[datetime, float]:
+    """``(epoch, half_life_days)`` for the hot path, cached for a few seconds per database.
+
+    The row changes only on a rebase (centuries apart) or a rescore, which clear this process's
+    cache; another process picks the change up within the TTL.
+    """
+    key = str(session.get_bind().engine.url)
+    cached = _epochs.get(key)
+    if cached is not None and cached[2] > time.monotonic():
+        return cached[0], cached[1]
+    state = await score_state(session, rules)
+    _epochs[key] = (state.epoch, state.half_life_days, time.monotonic() + _EPOCH_TTL_SECONDS)
+    return state.epoch, state.half_life_days
+
+
+def forget_epoch() -> None:
+    """Drop cached epochs (after a rescore or rebase changed the row)."""
+    _epochs.clear()
+
+
 async def rebase_if_needed(session: AsyncSession, state: ScoreState, now: datetime) -> bool:
     """Move the epoch to ``now`` when terms approach float overflow; scales every score_base."""
     if exponent(now, state.epoch, state.half_life_days) < REBASE_EXPONENT:
@@ -193,6 +218,7 @@ async def rebase_if_needed(session: AsyncSession, state: ScoreState, now: dateti
     await session.execute(update(Fan).values(score_base=Fan.score_base * factor))
     state.epoch = now
     await session.flush()
+    forget_epoch()
     return True
 
 

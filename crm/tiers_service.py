@@ -58,11 +58,11 @@ async def reevaluate(
             target = settings.tiers.evaluate(tier, score_base / divisor, pinned)
             if target != tier:
                 moves.append(TierMove(int(fan_id), tier, target, reason))
-    await _apply(session, moves, now, actor=None)
+    await apply_moves(session, moves, now, actor=None)
     return moves
 
 
-async def _apply(session: AsyncSession, moves: Sequence[TierMove], now: datetime, actor: str | None) -> None:
+async def apply_moves(session: AsyncSession, moves: Sequence[TierMove], now: datetime, actor: str | None) -> None:
     if not moves:
         return
     await session.execute(
@@ -94,6 +94,6 @@ async def pin(
     if target == fan.tier:
         return None
     move = TierMove(fan.id, fan.tier, target, "pin" if tier else "unpin")
-    await _apply(session, [move], now, actor=by)
+    await apply_moves(session, [move], now, actor=by)
     await session.refresh(fan)
     return move

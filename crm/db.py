@@ -167,9 +167,10 @@ async def insert_rows(session: AsyncSession, table: Table, columns: Sequence[str
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
     if ignore_conflicts_on:
         sql += f" ON CONFLICT ({', '.join(ignore_conflicts_on)}) DO NOTHING"
-    conn = await session.connection()
+    driver = await sqlite_driver(session)
+    assert driver is not None
     for start in range(0, len(rows), chunk):
-        await conn.exec_driver_sql(sql, rows[start : start + chunk])
+        await driver.executemany(sql, rows[start : start + chunk])
     return None
 
 
@@ -193,3 +194,46 @@ async def next_ids(session: AsyncSession, table: Table, count: int) -> list[int]
         return None
     top = (await session.execute(text(f"SELECT coalesce(max(id), 0) FROM {table.name}"))).scalar_one()
     return list(range(int(top) + 1, int(top) + 1 + count))
+
+
+async def sqlite_driver(session: AsyncSession) -> Any | None:
+    """The aiosqlite connection under the session's transaction, or ``None`` on other databases.
+
+    Each SQLAlchemy statement on aiosqlite costs four hops to its worker thread (cursor, execute,
+    fetch, close); the hot path's few statements go to the driver directly in one hop each.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    raw = await (await session.connection()).get_raw_connection()
+    return raw.driver_connection
+
+
+def parse_sqlite_datetime(text: str) -> datetime:
+    """The inverse of the SQLite storage form: naive UTC text → aware UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+async def fetch_rows(session: AsyncSession, stmt: Any, *, datetime_columns: Sequence[int] = ()) -> list[tuple[Any, ...]]:
+    """All rows of a Core ``select`` as tuples, in one driver hop on SQLite.
+
+    No result processing happens, so the statement should select plain columns; the positions in
+    ``datetime_columns`` are returned as aware UTC datetimes on every database.
+    """
+    driver = await sqlite_driver(session)
+    if driver is None:
+        return [tuple(r) for r in await session.execute(stmt)]
+    compiled = stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    values = compiled.params
+    params = [_sqlite_datetime(v) if isinstance(v, datetime) else v
+              for v in (values[name] for name in compiled.positiontup or ())]
+    rows = await driver.execute_fetchall(compiled.string, params)
+    if not datetime_columns:
+        return [tuple(r) for r in rows]
+    out = []
+    for r in rows:
+        row = list(r)
+        for i in datetime_columns:
+            if row[i] is not None:
+                row[i] = parse_sqlite_datetime(row[i])
+        out.append(tuple(row))
+    return out

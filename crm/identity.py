@@ -10,7 +10,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import bulk_insert, datetime_encoder, insert_rows, next_ids
+from crm.db import bulk_insert, datetime_encoder, fetch_rows, insert_rows, next_ids
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
@@ -102,12 +102,12 @@ async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
     out: dict[Key, FanRef] = {}
     for platform, ids in by_platform.items():
         for start in range(0, len(ids), LOOKUP_CHUNK):
-            rows = await session.execute(
+            rows = await fetch_rows(session, (
                 select(ic.external_id, ic.fan_id, fc.opted_out, ic.id, ic.display_name, fc.display_name,
                        fc.tier, fc.tier_pinned, fc.score_base)
                 .select_from(identities.join(fans, fc.id == ic.fan_id))
                 .where(ic.platform == platform, ic.external_id.in_(ids[start : start + LOOKUP_CHUNK]))
-            )
+            ))
             for external_id, fan_id, opted_out, ident_id, ident_name, fan_name, tier, pinned, base in rows:
                 out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out), False, int(ident_id),
                                                       ident_name, fan_name, tier, pinned, float(base))

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
-from crm.db import datetime_encoder, insert_rows
+from crm.db import datetime_encoder, fetch_rows, insert_rows, sqlite_driver
 from crm.errors import BadInput
 from crm.identity import FanRef, resolve_identities
 from crm.models import Fan, Interaction, table
@@ -253,8 +253,9 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
         return
     if session.get_bind().dialect.name == "sqlite":
         enc = datetime_encoder(session)
-        conn = await session.connection()
-        await conn.exec_driver_sql(
+        driver = await sqlite_driver(session)
+        assert driver is not None
+        await driver.executemany(
             "UPDATE fans SET score_base = score_base + ?, "
             "last_seen_at = CASE WHEN last_seen_at < ? THEN ? ELSE last_seen_at END WHERE id = ?",
             [(d, enc(last_seen[fid]), enc(last_seen[fid]), fid) for fid, d in delta.items()],
@@ -295,11 +296,9 @@ async def _existing_event_ids(
                 continue  # nothing stored on this platform yet: nothing can be a duplicate
         ordered = sorted(ids)
         for start in range(0, len(ordered), ID_CHUNK):
-            rows = await session.execute(
-                select(ints.c.source_event_id).where(
-                    ints.c.platform == platform, ints.c.source_event_id.in_(ordered[start : start + ID_CHUNK]))
-            )
-            found.update((platform, e) for e in rows.scalars())
+            rows = await fetch_rows(session, select(ints.c.source_event_id).where(
+                ints.c.platform == platform, ints.c.source_event_id.in_(ordered[start : start + ID_CHUNK])))
+            found.update((platform, e) for (e,) in rows)
     return found
 
 
@@ -326,11 +325,9 @@ async def _load_allowance(session: AsyncSession, allowance: Allowance, items: Se
     hi = last_day + timedelta(days=1) + margin
     for start in range(0, len(known), CHUNK):
         c = table(Interaction).c
-        rows = await session.execute(
-            select(c.fan_id, c.kind, c.occurred_at, c.points).where(
-                c.fan_id.in_(known[start : start + CHUNK]), c.occurred_at >= lo, c.occurred_at < hi,
-                c.kind.in_(sorted(kinds)), c.points > 0,
-            )
-        )
+        rows = await fetch_rows(session, select(c.fan_id, c.kind, c.occurred_at, c.points).where(
+            c.fan_id.in_(known[start : start + CHUNK]), c.occurred_at >= lo, c.occurred_at < hi,
+            c.kind.in_(sorted(kinds)), c.points > 0,
+        ), datetime_columns=(2,))
         for fan_id, kind, at, points in rows:
             allowance.note_existing(fan_id, kind, at.timestamp(), points)

@@ -213,20 +213,41 @@ def parse_sqlite_datetime(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-async def fetch_rows(session: AsyncSession, stmt: Any, *, datetime_columns: Sequence[int] = ()) -> list[tuple[Any, ...]]:
-    """All rows of a Core ``select`` as tuples, in one driver hop on SQLite.
+_SQLITE_SQL: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 
-    No result processing happens, so the statement should select plain columns; the positions in
-    ``datetime_columns`` are returned as aware UTC datetimes on every database.
+
+def _sqlite_sql(stmt: Any, dialect: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQL text, positional parameter names and the statement's own literal values (cached)."""
+    cached = _SQLITE_SQL.get(stmt)
+    if cached is None:
+        compiled = stmt.compile(dialect=dialect)
+        cached = _SQLITE_SQL[stmt] = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+    return cached
+
+
+async def fetch_rows(session: AsyncSession, stmt: Any, params: dict[str, Any] | None = None, *,
+                     datetime_columns: Sequence[int] = ()) -> list[tuple[Any, ...]]:
+    """All rows of a Core ``select`` with named bind parameters, in one driver hop on SQLite.
+
+    Meant for statements built once at import time (their SQL is compiled once per process);
+    ``bindparam(name, expanding=True)`` takes a list. No result processing happens, so the
+    statement should select plain columns; the positions in ``datetime_columns`` come back as
+    aware UTC datetimes on every database.
     """
+    params = params or {}
     driver = await sqlite_driver(session)
     if driver is None:
-        return [tuple(r) for r in await session.execute(stmt)]
-    compiled = stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
-    values = compiled.params
-    params = [_sqlite_datetime(v) if isinstance(v, datetime) else v
-              for v in (values[name] for name in compiled.positiontup or ())]
-    rows = await driver.execute_fetchall(compiled.string, params)
+        return [tuple(r) for r in await session.execute(stmt, params)]
+    sql, names, literals = _sqlite_sql(stmt, session.get_bind().dialect)
+    args: list[Any] = []
+    for name in names:
+        value = params[name] if name in params else literals[name]
+        if isinstance(value, list | tuple | set | frozenset):
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)))
+            args.extend(value)
+        else:
+            args.append(_sqlite_datetime(value) if isinstance(value, datetime) else value)
+    rows = await driver.execute_fetchall(sql, args)
     if not datetime_columns:
         return [tuple(r) for r in rows]
     out = []

@@ -28,6 +28,12 @@ from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, apply_moves
 
 fans_t = table(Fan)
+_ic = table(Interaction).c
+_STORED_EVENT_IDS = select(_ic.source_event_id).where(
+    _ic.platform == bindparam("platform"), _ic.source_event_id.in_(bindparam("ids", expanding=True)))
+_AWARDED = select(_ic.fan_id, _ic.kind, _ic.occurred_at, _ic.points).where(
+    _ic.fan_id.in_(bindparam("fans", expanding=True)), _ic.occurred_at >= bindparam("lo"),
+    _ic.occurred_at < bindparam("hi"), _ic.kind.in_(bindparam("kinds", expanding=True)), _ic.points > 0)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_AMOUNT = Decimal("1e12")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -288,7 +294,6 @@ async def _existing_event_ids(
     for item, eid in zip(items, event_ids, strict=True):
         by_platform.setdefault(item.platform, set()).add(eid)
     found: set[tuple[str, str]] = set()
-    ints = table(Interaction)
     for platform, ids in by_platform.items():
         if len(ids) >= ID_CHUNK:  # a bulk import: one probe may save many lookups
             stored = await session.execute(select(Interaction.id).where(Interaction.platform == platform).limit(1))
@@ -296,8 +301,8 @@ async def _existing_event_ids(
                 continue  # nothing stored on this platform yet: nothing can be a duplicate
         ordered = sorted(ids)
         for start in range(0, len(ordered), ID_CHUNK):
-            rows = await fetch_rows(session, select(ints.c.source_event_id).where(
-                ints.c.platform == platform, ints.c.source_event_id.in_(ordered[start : start + ID_CHUNK])))
+            rows = await fetch_rows(session, _STORED_EVENT_IDS,
+                                    {"platform": platform, "ids": ordered[start : start + ID_CHUNK]})
             found.update((platform, e) for (e,) in rows)
     return found
 
@@ -324,10 +329,7 @@ async def _load_allowance(session: AsyncSession, allowance: Allowance, items: Se
     lo = first_day - margin
     hi = last_day + timedelta(days=1) + margin
     for start in range(0, len(known), CHUNK):
-        c = table(Interaction).c
-        rows = await fetch_rows(session, select(c.fan_id, c.kind, c.occurred_at, c.points).where(
-            c.fan_id.in_(known[start : start + CHUNK]), c.occurred_at >= lo, c.occurred_at < hi,
-            c.kind.in_(sorted(kinds)), c.points > 0,
-        ), datetime_columns=(2,))
+        rows = await fetch_rows(session, _AWARDED, {"fans": known[start : start + CHUNK], "lo": lo, "hi": hi,
+                                                    "kinds": sorted(kinds)}, datetime_columns=(2,))
         for fan_id, kind, at, points in rows:
             allowance.note_existing(fan_id, kind, at.timestamp(), points)

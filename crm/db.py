@@ -202,9 +202,14 @@ async def sqlite_driver(session: AsyncSession) -> Any | None:
     Each SQLAlchemy statement on aiosqlite costs four hops to its worker thread (cursor, execute,
     fetch, close); the hot path's few statements go to the driver directly in one hop each.
     """
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get("sqlite_driver")
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        return cached[1]
     if session.get_bind().dialect.name != "sqlite":
         return None
     raw = await (await session.connection()).get_raw_connection()
+    session.info["sqlite_driver"] = (session.sync_session.get_transaction(), raw.driver_connection)
     return raw.driver_connection
 
 

@@ -139,34 +139,49 @@ class Allowance:
     earned: dict[tuple[int, str, date], float] = field(default_factory=dict)
     awarded_at: dict[tuple[int, str], list[float]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._caps = dict(self.rules.daily_caps)
+        self._cooldowns = dict(self.rules.cooldown_seconds)
+        self._days: dict[int, date] = {}
+
+    def _day(self, ts: float) -> date:
+        quarter = int(ts) // 900
+        day = self._days.get(quarter)
+        if day is None:
+            day = self._days[quarter] = self.rules.local_day_ts(ts)
+        return day
+
     def note_existing(self, fan_id: int, kind: str, ts: float, points: float, day: date | None = None) -> None:
         if points <= 0:
             return
-        key = (fan_id, kind, day or self.rules.local_day_ts(ts))
+        key = (fan_id, kind, day or self._day(ts))
         self.earned[key] = self.earned.get(key, 0.0) + points
-        if kind in self.rules.cooldown_seconds:
+        if kind in self._cooldowns:
             bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), ts)
 
     def award(self, fan_id: int, kind: str, ts: float, base: float) -> float:
         """Points actually granted for one interaction at timestamp ``ts``, and remember them."""
         if base <= 0:
             return 0.0
-        cooldown = self.rules.cooldown_seconds.get(kind)
+        cooldown = self._cooldowns.get(kind)
         if cooldown:
             times = self.awarded_at.get((fan_id, kind))
             if times:
                 i = bisect.bisect_left(times, ts)
                 if (i < len(times) and times[i] - ts < cooldown) or (i > 0 and ts - times[i - 1] < cooldown):
                     return 0.0
-        cap = self.rules.daily_caps.get(kind)
-        points = base
-        day = None
-        if cap is not None:
-            day = self.rules.local_day_ts(ts)
-            points = max(0.0, min(base, cap - self.earned.get((fan_id, kind, day), 0.0)))
-            if points <= 1e-12:
-                return 0.0
-        self.note_existing(fan_id, kind, ts, points, day)
+        cap = self._caps.get(kind)
+        if cap is None:
+            self.note_existing(fan_id, kind, ts, base)
+            return base
+        key = (fan_id, kind, self._day(ts))
+        earned = self.earned.get(key, 0.0)
+        points = cap - earned if base > cap - earned else base
+        if points <= 1e-12:
+            return 0.0
+        self.earned[key] = earned + points
+        if cooldown:
+            bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), ts)
         return points
 
     @property

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.config import Config
+from bot.config import Config, require_secrets
 from crm.db import ensure_schema, make_engine, make_sessionmaker
 from crm.settings import CrmSettings
 
@@ -48,8 +48,10 @@ async def run(config: Config, *, stop: asyncio.Event | None = None,
     and lets in-flight webhooks finish (each is answered only after its commit), LINE's pending
     answers go out, and the writer commits whatever is still queued. So no acknowledged event is
     lost and none is acknowledged after the database is gone. A second signal during shutdown
-    falls back to the default action (exit at once).
+    falls back to the default action (exit at once). Raises :class:`~bot.config.ConfigError`
+    before connecting anything when an enabled adapter's secret is not in the environment.
     """
+    require_secrets(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bot import render_cli
 from bot.app import open_crm
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError, load_config, require_secrets
 from bot.i18n import t
 from bot.importer import import_rows, read_file
 from crm.clock import parse_iso, utcnow
@@ -57,9 +57,13 @@ def main_options(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _config() -> Config:
+def _config(*, need_secrets: bool = False) -> Config:
+    """The config, loaded once. Only commands that talk to LINE or Discord (``run``) pass
+    ``need_secrets``: then a missing secret is reported with every other problem in the file."""
     if _state["config"] is None:
-        _state["config"] = load_config(_state.get("config_path"))
+        _state["config"] = load_config(_state.get("config_path"), need_secrets=need_secrets)
+    elif need_secrets:
+        require_secrets(_state["config"])
     return _state["config"]
 
 
@@ -302,7 +306,7 @@ async def run() -> None:
     """Run the web app (LINE webhook, purchase hook, /healthz) and the enabled adapters until Ctrl-C."""
     from bot.app import run as run_app
 
-    cfg = _config()
+    cfg = _config(need_secrets=True)
     for name in ("bot", "crm"):
         if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)

@@ -1,7 +1,9 @@
 """superfan.toml → frozen, validated settings. Secrets come only from environment variables.
 
 Every problem is reported at start-up, one line each (unknown key, wrong type, missing secret for
-an enabled adapter), so a creator fixes the file once instead of once per error.
+an enabled adapter), so a creator fixes the file once instead of once per error. Secrets are only
+required where they are used: ``superfan run`` loads with ``need_secrets=True`` (or calls
+:func:`require_secrets`); offline commands (``fans``, ``import``, ``export`` …) work without them.
 """
 
 from __future__ import annotations
@@ -182,20 +184,25 @@ def config_path(explicit: str | None) -> Path | None:
     return default if default.exists() else None
 
 
-def load_config(explicit: str | None = None) -> Config:
+def load_config(explicit: str | None = None, *, need_secrets: bool = False) -> Config:
+    """Read and validate the config; with ``need_secrets``, missing secrets are problems too.
+
+    Secrets are needed only by what talks to LINE or Discord (``superfan run``), so every other
+    command works on a machine that holds the database but not the tokens.
+    """
     path = config_path(explicit)
     if path is None:
-        return validate(Config())
+        return validate(Config(), need_secrets=need_secrets)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, source=str(path))
+    return parse(data, source=str(path), need_secrets=need_secrets)
 
 
-def parse(data: dict[str, Any], source: str = "<config>") -> Config:
+def parse(data: dict[str, Any], source: str = "<config>", *, need_secrets: bool = False) -> Config:
     errors: list[str] = []
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
@@ -209,6 +216,8 @@ def parse(data: dict[str, Any], source: str = "<config>") -> Config:
         sections[name] = _section(hints[name], name, value, errors)
     cfg = Config(**sections, source=source)
     errors += problems(cfg)
+    if need_secrets:
+        errors += secret_problems(cfg)
     if errors:
         raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
     return cfg
@@ -243,8 +252,8 @@ def _type_problem(hint: Any, value: Any) -> str | None:
         if not isinstance(value, list):
             return f"must be a list, not {value!r}"
         if item is not typing.Any:
-            bad = [v for v in value if _type_problem(item, v)]
-            return f"has bad items {bad!r}" if bad else None
+            bad_items = [v for v in value if _type_problem(item, v)]
+            return f"has bad items {bad_items!r}" if bad_items else None
         return None
     if origin is dict:
         _, item = typing.get_args(hint)
@@ -257,15 +266,36 @@ def _type_problem(hint: Any, value: Any) -> str | None:
     return None
 
 
-def validate(cfg: Config) -> Config:
-    errors = problems(cfg)
+def validate(cfg: Config, *, need_secrets: bool = False) -> Config:
+    errors = problems(cfg) + (secret_problems(cfg) if need_secrets else [])
     if errors:
         raise ConfigError("\n".join(f"{cfg.source}: {e}" for e in errors))
     return cfg
 
 
+def require_secrets(cfg: Config) -> Config:
+    """Raise :class:`ConfigError` (one line per missing variable) unless every enabled adapter's
+    secrets are in the environment. ``superfan run`` calls this before connecting anything."""
+    errors = secret_problems(cfg)
+    if errors:
+        raise ConfigError("\n".join(f"{cfg.source}: {e}" for e in errors))
+    return cfg
+
+
+def secret_problems(cfg: Config) -> list[str]:
+    """The environment variables an enabled adapter needs but that are not set."""
+    errors: list[str] = []
+    if cfg.line.enabled:
+        for env in (cfg.line.channel_secret_env, cfg.line.channel_access_token_env):
+            if not os.environ.get(env):
+                errors.append(f"line is enabled but environment variable {env} is not set")
+    if cfg.discord.enabled and not os.environ.get(cfg.discord.token_env):
+        errors.append(f"discord is enabled but environment variable {cfg.discord.token_env} is not set")
+    return errors
+
+
 def problems(cfg: Config) -> list[str]:
-    """Cross-field checks, plus the secrets every enabled adapter needs."""
+    """Cross-field checks that hold whatever the command (secrets: :func:`secret_problems`)."""
     errors: list[str] = []
     try:
         ZoneInfo(cfg.creator.timezone)
@@ -288,12 +318,6 @@ def problems(cfg: Config) -> list[str]:
             cfg.crm_settings()
         except ValueError as exc:
             errors.append(f"tiers: {exc}")
-    if cfg.line.enabled:
-        for env in (cfg.line.channel_secret_env, cfg.line.channel_access_token_env):
-            if not os.environ.get(env):
-                errors.append(f"line is enabled but environment variable {env} is not set")
-    if cfg.discord.enabled and not os.environ.get(cfg.discord.token_env):
-        errors.append(f"discord is enabled but environment variable {cfg.discord.token_env} is not set")
     errors += _discord_problems(cfg)
     return errors
 

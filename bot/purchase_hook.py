@@ -21,16 +21,14 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.web import BodyTooLarge, bad_request, read_body
 from bot.writer import Action, GroupWriter, Op, Rejected, WriterClosed
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
-from crm.fan_actions import normalise_code
+from crm.fan_actions import fan_by_referral_code, primary_identity
 from crm.ingest import InteractionIn, Recorded, record_many, validate
-from crm.models import Fan, Identity
 from crm.settings import CrmSettings
 
 if TYPE_CHECKING:
@@ -120,13 +118,11 @@ def _by_referral_code(item: InteractionIn, settings: CrmSettings) -> Callable[..
     """Record the purchase on the identity of the fan whose personal code ``item.external_id`` is."""
 
     async def run(session: AsyncSession, now: datetime) -> Recorded:
-        row = (await session.execute(
-            select(Identity.platform, Identity.external_id).join(Fan, Fan.id == Identity.fan_id)
-            .where(Fan.referral_code == normalise_code(item.external_id)).order_by(Identity.id).limit(1)
-        )).first()
-        if row is None:
+        fan_id = await fan_by_referral_code(session, item.external_id)
+        identity = await primary_identity(session, fan_id) if fan_id is not None else None
+        if identity is None:
             raise BadInput("customer.referral_code is not any fan's code")
-        found = replace(item, platform=row[0], external_id=row[1])
+        found = replace(item, platform=identity[0], external_id=identity[1])
         return (await record_many(session, [found], settings, now)).results[0]
 
     return run

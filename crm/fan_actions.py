@@ -167,26 +167,44 @@ async def referral_code(session: AsyncSession, fan_id: int) -> str:
     return fan.referral_code
 
 
+async def fan_by_referral_code(session: AsyncSession, code: str) -> int | None:
+    """The fan whose personal referral code is ``code`` (typed in any case or width), or None."""
+    norm = normalise_code(code)
+    if not norm:
+        return None
+    return (await session.execute(select(Fan.id).where(Fan.referral_code == norm))).scalar_one_or_none()
+
+
+async def primary_identity(session: AsyncSession, fan_id: int) -> tuple[str, str] | None:
+    """The fan's oldest identity as (platform, external_id): where an interaction credited to the
+    fan as a whole (a referral, a purchase by referral code) is recorded. None for an unknown fan."""
+    row = (await session.execute(
+        select(Identity.platform, Identity.external_id).where(Identity.fan_id == fan_id)
+        .order_by(Identity.id).limit(1)
+    )).first()
+    return None if row is None else (row.platform, row.external_id)
+
+
 async def redeem_referral(session: AsyncSession, settings: CrmSettings, code: str, *, platform: str,
                           external_id: str, display_name: str | None, at: datetime, now: datetime,
                           source_event_id: str) -> int:
     """Credit the code's owner with one ``referral`` for this new fan; returns the owner's fan id."""
-    owner = (await session.execute(select(Fan).where(Fan.referral_code == normalise_code(code)))).scalar_one_or_none()
-    if owner is None:
+    owner = await fan_by_referral_code(session, code)
+    owner_identity = await primary_identity(session, owner) if owner is not None else None
+    if owner is None or owner_identity is None:
         raise BadInput("unknown referral code")
     fan_id = await ensure_fan(session, settings, platform=platform, external_id=external_id,
                               display_name=display_name, now=now)
-    if fan_id == owner.id:
+    if fan_id == owner:
         raise BadInput("you cannot use your own referral code")
     fan = await _fan(session, fan_id)
     if fan.referred_by is not None:
         raise BadInput("you have already used a referral code")
     if fan.first_seen_at < now - timedelta(days=NEW_FAN_DAYS):
         raise BadInput(f"referral codes are for new fans (first seen within {NEW_FAN_DAYS} days)")
-    fan.referred_by = owner.id
+    fan.referred_by = owner
     await session.flush()
-    ident = (await session.execute(select(Identity).where(Identity.fan_id == owner.id).order_by(Identity.id)
-                                   .limit(1))).scalar_one()
-    await record_many(session, [InteractionIn(ident.platform, ident.external_id, "referral", at,
+    owner_platform, owner_external_id = owner_identity
+    await record_many(session, [InteractionIn(owner_platform, owner_external_id, "referral", at,
                                               f"referral:{fan_id}", None, text=None)], settings, now)
-    return owner.id
+    return owner

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rapidfuzz import fuzz, process
@@ -19,6 +19,13 @@ from crm.settings import CrmSettings
 CHUNK = 400
 LOOKUP_CHUNK = 5000
 Key = tuple[str, str]
+_ic, _fc = table(Identity).c, table(Fan).c
+_IDENTITIES = (
+    select(_ic.external_id, _ic.fan_id, _fc.opted_out, _ic.id, _ic.display_name, _fc.display_name, _fc.tier,
+           _fc.tier_pinned, _fc.score_base)
+    .select_from(table(Identity).join(table(Fan), _fc.id == _ic.fan_id))
+    .where(_ic.platform == bindparam("platform"), _ic.external_id.in_(bindparam("ids", expanding=True)))
+)
 IDENTITY_COLUMNS = ("fan_id", "platform", "external_id", "display_name", "name_key", "created_at")
 
 
@@ -94,20 +101,14 @@ async def resolve_identities(
 async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
     """Identities by (platform, external_id): ``platform = ? AND external_id IN (…)`` per platform,
     which SQLite answers from the unique index (a row-value ``IN`` list would scan the table)."""
-    identities, fans = table(Identity), table(Fan)
-    ic, fc = identities.c, fans.c
     by_platform: dict[str, list[str]] = {}
     for platform, external_id in keys:
         by_platform.setdefault(platform, []).append(external_id)
     out: dict[Key, FanRef] = {}
     for platform, ids in by_platform.items():
         for start in range(0, len(ids), LOOKUP_CHUNK):
-            rows = await fetch_rows(session, (
-                select(ic.external_id, ic.fan_id, fc.opted_out, ic.id, ic.display_name, fc.display_name,
-                       fc.tier, fc.tier_pinned, fc.score_base)
-                .select_from(identities.join(fans, fc.id == ic.fan_id))
-                .where(ic.platform == platform, ic.external_id.in_(ids[start : start + LOOKUP_CHUNK]))
-            ))
+            rows = await fetch_rows(session, _IDENTITIES, {"platform": platform,
+                                                           "ids": ids[start : start + LOOKUP_CHUNK]})
             for external_id, fan_id, opted_out, ident_id, ident_name, fan_name, tier, pinned, base in rows:
                 out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out), False, int(ident_id),
                                                       ident_name, fan_name, tier, pinned, float(base))
@@ -226,3 +227,41 @@ async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
             ids.append(fid)
     fans = [await session.get(Fan, fid) for fid in ids]
     return [f for f in fans if f is not None]
+
+
+async def refresh_profile(session: AsyncSession, settings: CrmSettings, *, platform: str, external_id: str,
+                          display_name: str | None, now: datetime) -> None:
+    """Store a display name fetched from a platform's profile API, and when it was fetched.
+
+    The identity's name changes, and the fan's with it when the fan's name came from this
+    identity (the rule :func:`resolve_identities` applies to names seen on events). An unknown
+    identity or an opted-out fan is left alone, so a late profile answer never resurrects an
+    erased fan. ``settings`` is taken like every other identity writer's, for rules to come.
+    """
+    key = (platform, external_id)
+    found = await _lookup(session, [key])
+    ref = found.get(key)
+    if ref is None or ref.opted_out:
+        return
+    if display_name:
+        await _refresh_names(session, {key: display_name}, found)
+    identities = table(Identity)
+    await session.execute(update(identities).where(identities.c.id == ref.identity_id)
+                          .values(profile_refreshed_at=now))
+
+
+async def profile_due(session: AsyncSession, platform: str, external_id: str, now: datetime,
+                      max_age: timedelta) -> bool | None:
+    """Whether the identity's profile is worth fetching: True when it was never fetched or not
+    within ``max_age`` (the time is stored, so this holds across restarts), False when it is fresh
+    or the fan opted out, None when there is no such identity yet (nothing to store a name on:
+    ask again once the fan exists)."""
+    row = (await session.execute(
+        select(Identity.profile_refreshed_at, Fan.opted_out).join(Fan, Fan.id == Identity.fan_id)
+        .where(Identity.platform == platform, Identity.external_id == external_id)
+    )).first()
+    if row is None:
+        return None
+    if row.opted_out:
+        return False
+    return row.profile_refreshed_at is None or now - row.profile_refreshed_at >= max_age

@@ -237,6 +237,22 @@ class JobRun(Base):
     result: Mapped[str | None] = mapped_column(Text)
 
 
+class ProcessedEvent(Base):
+    """A platform event (a LINE command, …) that has been acted on: a redelivery finds it here.
+
+    Holds nothing personal beyond the platform's event id, so erasure leaves it alone.
+    """
+
+    __tablename__ = "processed_events"
+    __table_args__ = (UniqueConstraint("platform", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(128))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    result: Mapped[str | None] = mapped_column(Text)
+
+
 class ScoreState(Base):
     """One row: the epoch T0 that every fan's ``score_base`` is relative to (see crm.scoring)."""
 

@@ -3,8 +3,10 @@
 Parsing is forgiving the way fans type on phones: full-width letters and spaces (``ＣＨＥＣＫＩＮ``,
 ``打卡　ABC``), zero-width characters pasted along, any case. Each command runs as one writer
 :class:`~bot.writer.Action` in the webhook's transaction and returns an outcome that ``render``
-turns into LINE messages. A redelivered webhook event is noticed by its marker and answered with
-:class:`AlreadyHandled` (no second confirmation, no second effect).
+turns into LINE messages. Each command event is claimed in ``processed_events``
+(:func:`crm.processed_events.claim_event`) in the same transaction as its effect, so a
+redelivered webhook event is answered with :class:`AlreadyHandled` (no second confirmation, no
+second effect).
 """
 
 from __future__ import annotations
@@ -22,17 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.writer import Action
 from crm import fan_actions
-from crm.db import insert_ignore
 from crm.errors import BadInput
 from crm.identity import fan_by_identity
-from crm.models import JobRun, table
 from crm.privacy import erase_fan, set_opt_out
+from crm.processed_events import claim_event, set_event_result
 from crm.profiles import fan_documents
 from crm.settings import CrmSettings
 
 PLATFORM = "line"
-#: Marker job name in ``job_runs``: one row per handled command event makes redelivery harmless.
-MARKER_JOB = "line:command"
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,31}")
@@ -155,22 +154,29 @@ def action_for(command: Command, *, user_id: str, event_id: str, occurred_at: da
     """The writer action carrying out ``command`` for the LINE user ``user_id``."""
 
     async def run(session: AsyncSession, now: datetime) -> object:
-        if not await _first_time(session, event_id, now):
+        if not await claim_event(session, PLATFORM, event_id, now):
             return AlreadyHandled()
+        outcome: object
         try:
             async with session.begin_nested():
-                return await _execute(session, now, command, user_id, event_id, occurred_at, settings)
+                outcome = await _execute(session, now, command, user_id, event_id, occurred_at, settings)
         except BadInput as exc:
-            return Refused(command.name, str(exc))
+            outcome = Refused(command.name, str(exc))
+        await set_event_result(session, PLATFORM, event_id, _result(outcome))
+        return outcome
 
     return Action(f"line {command.name}", run)
 
 
-async def _first_time(session: AsyncSession, event_id: str, now: datetime) -> bool:
-    result = await session.execute(insert_ignore(session, table(JobRun), "job", "run_key"),
-                                   {"job": MARKER_JOB, "run_key": event_id[:64], "started_at": now,
-                                    "finished_at": now})
-    return bool(getattr(result, "rowcount", 0))
+def _result(outcome: object) -> str:
+    """What a handled command came to, kept beside its claim (no personal data: names, codes stay out)."""
+    if isinstance(outcome, Done):
+        return f"done:{outcome.command}"
+    if isinstance(outcome, AskConfirm):
+        return f"asked:{outcome.command}"
+    if isinstance(outcome, Refused):
+        return f"refused:{outcome.command}: {outcome.detail}"
+    return type(outcome).__name__
 
 
 async def _execute(session: AsyncSession, now: datetime, command: Command, user_id: str, event_id: str,

@@ -2,8 +2,9 @@
 
 Fetching a profile takes a round trip to LINE, so it never delays a webhook's 200: events are
 stored first (a new fan is briefly ``line:…abcd``) and the name follows in the background. The
-last refresh time lives on the identity (``profile_refreshed_at``), so a restart does not refetch
-everyone; opted-out and erased fans are never looked up.
+last refresh time is kept by the CRM (:func:`crm.identity.profile_due` /
+:func:`crm.identity.refresh_profile`), so a restart does not refetch everyone; opted-out and
+erased fans are never looked up.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.line_adapter.commands import PLATFORM
 from bot.line_adapter.sender import LineSender, mask
 from bot.writer import Action, GroupWriter
 from crm.clock import Clock, utcnow
-from crm.identity import resolve_identities
-from crm.models import Fan, Identity
+from crm.identity import profile_due, refresh_profile
 from crm.settings import CrmSettings
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,13 @@ class Profiles:
     async def _refresh_one(self, user_id: str) -> None:
         now = self._clock()
         async with self._sessions() as session:
-            row = (await session.execute(
-                select(Identity.profile_refreshed_at, Fan.opted_out).join(Fan, Fan.id == Identity.fan_id)
-                .where(Identity.platform == PLATFORM, Identity.external_id == user_id)
-            )).first()
-        if row is None:
+            due = await profile_due(session, PLATFORM, user_id, now, self._refresh)
+        if due is None:  # no fan yet (a command from someone never seen): look again on their next event
             return
-        refreshed_at, opted_out = row
-        if opted_out or (refreshed_at is not None and now - refreshed_at < self._refresh):
-            self._checked[user_id] = refreshed_at or now
+        self._checked[user_id] = now
+        if not due:
             return
         profile = await self._sender.profile(user_id)
-        self._checked[user_id] = now
         if profile is None:
             return
         self.fetched += 1
@@ -86,18 +80,10 @@ class Profiles:
 
 
 def _store(user_id: str, name: str, settings: CrmSettings) -> Callable[[AsyncSession, datetime], Awaitable[None]]:
-    """Write the name (and the fan's, when it was derived from this identity); never resurrect an erased fan."""
+    """The writer action storing a fetched name (the CRM leaves unknown, erased and opted-out fans alone)."""
 
     async def run(session: AsyncSession, now: datetime) -> None:
-        key = (PLATFORM, user_id)
-        row = (await session.execute(
-            select(Identity.id, Fan.opted_out).join(Fan, Fan.id == Identity.fan_id)
-            .where(Identity.platform == PLATFORM, Identity.external_id == user_id)
-        )).first()
-        if row is None or row[1]:
-            return
-        await resolve_identities(session, {key: name}, {key: (now, now)}, settings, now)
-        await session.execute(update(Identity).where(Identity.id == row[0]).values(profile_refreshed_at=now)
-                              .execution_options(synchronize_session=False))
+        await refresh_profile(session, settings, platform=PLATFORM, external_id=user_id, display_name=name,
+                              now=now)
 
     return run

@@ -129,13 +129,61 @@ def test_config_errors_are_reported_one_per_line(tmp_path, monkeypatch):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[database]\nurl = 5\ncolour = "red"\n[line]\nenabled = true\n[creator]\ntimezone = "Mars/Base"\n',
                    encoding="utf-8")
-    result = CliRunner().invoke(app, ["--config", str(cfg), "fans"])
+    result = CliRunner().invoke(app, ["--config", str(cfg), "run"])  # run needs the LINE secrets
     assert result.exit_code == 2
     lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert any("database.url must be str" in x for x in lines)
     assert any("unknown key database.colour" in x for x in lines)
     assert any("LINE_CHANNEL_SECRET" in x for x in lines)
+    assert any("LINE_CHANNEL_ACCESS_TOKEN" in x for x in lines)
     assert any("Mars/Base" in x for x in lines)
+    offline = CliRunner().invoke(app, ["--config", str(cfg), "fans"])
+    assert offline.exit_code == 2  # the file's own mistakes still stop every command …
+    assert "Mars/Base" in offline.stderr and "LINE_CHANNEL_SECRET" not in offline.stderr  # … secrets do not
+
+
+def _platforms_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A valid config with LINE and Discord switched on, on a machine without their secrets."""
+    for env in ("LINE_CHANNEL_SECRET", "LINE_CHANNEL_ACCESS_TOKEN", "DISCORD_TOKEN", "SUPERFAN_CONFIG"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "platforms.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "p.db"}"\n'
+                   '[line]\nenabled = true\n[discord]\nenabled = true\n[web]\nport = 0\n', encoding="utf-8")
+    return cfg
+
+
+def test_offline_commands_work_without_platform_secrets(tmp_path, monkeypatch):
+    cfg = _platforms_enabled(tmp_path, monkeypatch)
+
+    def ok(*args: str):
+        result = CliRunner().invoke(app, ["--config", str(cfg), *args])
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        return result
+
+    ok("migrate")
+    assert json.loads(ok("fans", "--json").stdout) == []
+    ok("import", str(EXAMPLE))
+    assert len(json.loads(ok("fans", "--json").stdout)) == 5
+    assert json.loads(ok("fan", "小慧", "--json").stdout)["display_name"] == "小慧"
+    ok("stats", "--json")
+    ok("pin", "小慧", "摯友")
+    ok("rescore")
+    ok("merge", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701", "discord:498765432109876543")
+    ok("export", "--out", str(tmp_path / "out.csv"))
+    ok("link-code", "discord:123456789012345678")  # issues a code in the database; LINE is not called
+
+
+def test_run_refuses_to_start_without_the_secrets_it_needs(tmp_path, monkeypatch):
+    cfg = _platforms_enabled(tmp_path, monkeypatch)
+    result = CliRunner().invoke(app, ["--config", str(cfg), "run"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {cfg}: line is enabled but environment variable LINE_CHANNEL_SECRET is not set",
+        f"error: {cfg}: line is enabled but environment variable LINE_CHANNEL_ACCESS_TOKEN is not set",
+        f"error: {cfg}: discord is enabled but environment variable DISCORD_TOKEN is not set",
+    ]
+    assert not (tmp_path / "p.db").exists()  # refused before touching the database
 
 
 def test_missing_config_file_and_bad_toml(tmp_path):

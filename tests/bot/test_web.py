@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import Crm, run
-from bot.config import Config, DatabaseConfig, WebConfig
+from bot.config import Config, ConfigError, DatabaseConfig, LineConfig, WebConfig
 from bot.purchase_hook import PurchaseHook, sign
 from bot.web import WebServer, make_web_app
 from bot.writer import Action, GroupWriter, Rejected, WriterClosed
@@ -235,3 +235,17 @@ async def test_run_serves_healthz_and_stops_cleanly(tmp_path: Path, monkeypatch:
     stop.set()
     await asyncio.wait_for(task, 10)
     assert "/line/webhook" not in where  # LINE is off unless enabled
+
+
+async def test_run_checks_the_enabled_adapters_secrets_before_connecting(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LINE_CHANNEL_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("LINE_CHANNEL_SECRET", "set")
+    db = tmp_path / "never.db"
+    config = Config(database=DatabaseConfig(url=f"sqlite+aiosqlite:///{db}"), web=WebConfig(port=0),
+                    line=LineConfig(enabled=True))
+    with pytest.raises(ConfigError) as exc:
+        await run(config)
+    assert str(exc.value).splitlines() == [
+        "built-in defaults: line is enabled but environment variable LINE_CHANNEL_ACCESS_TOKEN is not set"]
+    assert not db.exists()

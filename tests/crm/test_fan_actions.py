@@ -12,7 +12,9 @@ from crm.fan_actions import (
     checkin,
     create_event,
     ensure_fan,
+    fan_by_referral_code,
     issue_link_code,
+    primary_identity,
     redeem_link_code,
     redeem_referral,
     referral_code,
@@ -103,3 +105,27 @@ async def test_referral_credits_owner_once_and_never_self(sessions, settings, no
     async with sessions() as s:
         rows = (await s.execute(select(Interaction.fan_id, Interaction.kind, Interaction.points))).all()
     assert [(f, k) for f, k, _ in rows] == [(owner, "referral")] and rows[0][2] == settings.scoring.weights["referral"]
+
+
+async def test_referral_codes_are_found_however_they_are_typed(sessions, settings, now):
+    async with sessions.begin() as s:
+        owner = await ensure_fan(s, settings, platform="discord", external_id="7", display_name="Owner", now=now)
+        await ensure_fan(s, settings, platform="line", external_id="U7", display_name=None, now=now)
+        code = await referral_code(s, owner)
+    full_width = code.lower().translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)})
+    async with sessions() as s:
+        for typed in (code, code.lower(), f"  {code} ", full_width):
+            assert await fan_by_referral_code(s, typed) == owner, typed
+        for unknown in ("NOSUCH", "", "   "):
+            assert await fan_by_referral_code(s, unknown) is None
+
+
+async def test_primary_identity_is_the_oldest_and_survives_a_link(sessions, settings, now):
+    async with sessions.begin() as s:
+        discord = await ensure_fan(s, settings, platform="discord", external_id="7", display_name="Owner", now=now)
+        code = await issue_link_code(s, discord, platform="discord", now=now)
+        await redeem_link_code(s, settings, code, platform="line", external_id="U7", display_name=None, now=now)
+    async with sessions() as s:
+        assert await primary_identity(s, discord) == ("discord", "7")
+        assert await primary_identity(s, discord + 1000) is None
+

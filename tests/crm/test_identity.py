@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from crm.errors import AmbiguousFan, FanNotFound
-from crm.identity import find_fan
+from crm.fan_actions import ensure_fan
+from crm.identity import fan_by_identity, find_fan, profile_due, refresh_profile
 from crm.ingest import InteractionIn, record_many
+from crm.models import Identity
 
 
 @pytest.fixture
@@ -60,3 +63,57 @@ async def test_unknown_fan(sessions, people):
             await find_fan(s, "line:Unobody")
         with pytest.raises(FanNotFound):
             await find_fan(s, "完全不存在的人")
+
+
+# profiles fetched from a platform (LINE's profile API): refresh_profile / profile_due
+
+async def _names(s, platform, external_id):
+    fan = await fan_by_identity(s, platform, external_id)
+    ident = (await s.execute(select(Identity).where(Identity.platform == platform,
+                                                    Identity.external_id == external_id))).scalar_one()
+    return fan.display_name, ident.display_name, ident.name_key, ident.profile_refreshed_at
+
+
+async def test_a_fetched_name_replaces_the_placeholder_and_the_fan_follows(sessions, settings, now):
+    async with sessions.begin() as s:
+        await ensure_fan(s, settings, platform="line", external_id="U000abc123", display_name=None, now=now)
+    async with sessions() as s:
+        assert await profile_due(s, "line", "U000abc123", now, timedelta(hours=24)) is True
+    async with sessions.begin() as s:
+        await refresh_profile(s, settings, platform="line", external_id="U000abc123", display_name="ＭＩＫＡ",
+                              now=now)
+    async with sessions() as s:
+        assert await _names(s, "line", "U000abc123") == ("ＭＩＫＡ", "ＭＩＫＡ", "mika", now)
+        assert await find_fan(s, "mika")  # name_key kept in step: the new name is searchable
+        assert await profile_due(s, "line", "U000abc123", now + timedelta(hours=23), timedelta(hours=24)) is False
+        assert await profile_due(s, "line", "U000abc123", now + timedelta(hours=24), timedelta(hours=24)) is True
+
+
+async def test_a_fetched_name_leaves_a_name_that_came_from_elsewhere(sessions, settings, now, people):
+    async with sessions.begin() as s:
+        fan = await fan_by_identity(s, "line", "Uming")
+        fan.display_name = "阿明 (staff)"
+    async with sessions.begin() as s:
+        await refresh_profile(s, settings, platform="line", external_id="Uming", display_name="明明",
+                              now=now)
+        await refresh_profile(s, settings, platform="line", external_id="Uhui", display_name="小慧慧",
+                              now=now)
+    async with sessions() as s:
+        assert (await _names(s, "line", "Uming"))[:2] == ("阿明 (staff)", "明明")
+        assert (await _names(s, "line", "Uhui"))[:2] == ("小慧慧", "小慧慧")  # it followed the identity
+
+
+async def test_unknown_and_opted_out_fans_are_never_refreshed(sessions, settings, now, people):
+    async with sessions() as s:
+        assert await profile_due(s, "line", "Unobody", now, timedelta(hours=24)) is None
+    async with sessions.begin() as s:
+        await refresh_profile(s, settings, platform="line", external_id="Unobody", display_name="Ghost", now=now)
+        fan = await fan_by_identity(s, "line", "Ujoy")
+        fan.opted_out = True
+    async with sessions() as s:
+        assert await fan_by_identity(s, "line", "Unobody") is None  # a late answer creates no fan
+        assert await profile_due(s, "line", "Ujoy", now, timedelta(hours=24)) is False
+    async with sessions.begin() as s:
+        await refresh_profile(s, settings, platform="line", external_id="Ujoy", display_name="Joy", now=now)
+    async with sessions() as s:
+        assert await _names(s, "line", "Ujoy") == ("Joyce Lin", "Joyce Lin", "joycelin", None)

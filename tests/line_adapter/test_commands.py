@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bot.line_adapter.commands import Command, parse_postback, parse_text
 from crm.fan_actions import create_event, ensure_fan, issue_link_code, referral_code
 from crm.identity import fan_by_identity
-from crm.models import Fan, Interaction
+from crm.models import Fan, Interaction, JobRun, ProcessedEvent
 from tests.line_adapter.conftest import T0, LineRig, event_id, postback_event, text_event, user
 
 FAN = user(7)
@@ -96,6 +96,22 @@ async def test_a_redelivered_command_runs_and_answers_once(rig: LineRig) -> None
     await rig.post(text_event(FAN, "推薦碼", eid=eid, redelivery=True, reply_token=rig.emu.issue_reply_token(FAN)))
     assert len(rig.replies_to(FAN)) == 1
     assert rig.replies_to(FAN)[0].startswith("你的推薦碼：")
+    async with rig.sessions() as session:
+        handled = (await session.execute(select(ProcessedEvent.platform, ProcessedEvent.event_id,
+                                                ProcessedEvent.result))).all()
+        assert (await session.execute(select(JobRun))).first() is None  # scheduler markers stay the scheduler's
+    assert handled == [("line", eid, "done:my_code")]
+
+
+async def test_a_redelivered_refusal_is_not_refused_twice(rig: LineRig) -> None:
+    eid = event_id()
+    for redelivery in (False, True):
+        await rig.post(text_event(FAN, "綁定 NOSUCH", eid=eid, redelivery=redelivery,
+                                  reply_token=rig.emu.issue_reply_token(FAN)))
+    assert len(rig.replies_to(FAN)) == 1 and rig.replies_to(FAN)[0].startswith("這個綁定碼無法使用")
+    async with rig.sessions() as session:
+        result = (await session.execute(select(ProcessedEvent.result))).scalar_one()
+    assert result == "refused:link: unknown link code"
 
 
 async def test_link_code_from_discord_merges_the_line_fan(rig: LineRig) -> None:

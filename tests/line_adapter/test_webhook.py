@@ -24,10 +24,21 @@ from linebot.v3.webhooks import (
 from linebot.v3.webhooks.models import ContentProvider
 from sqlalchemy import select
 
+from bot.line_adapter.profiles import Profiles
 from crm.identity import fan_by_identity
 from crm.models import Interaction
 from crm.profiles import fan_documents
-from tests.line_adapter.conftest import T0, LineRig, base, body_of, event_id, sign, text_event, user
+from tests.line_adapter.conftest import (
+    T0,
+    LineRig,
+    base,
+    body_of,
+    event_id,
+    postback_event,
+    sign,
+    text_event,
+    user,
+)
 
 FAN = user(1)
 
@@ -71,6 +82,22 @@ async def test_display_names_are_fetched_at_most_once_a_day(rig: LineRig) -> Non
     async with rig.sessions() as session:
         fan = await fan_by_identity(session, "line", FAN)
     assert fan is not None and fan.display_name == "阿明明"
+
+
+async def test_a_restart_does_not_refetch_names_and_opted_out_fans_are_never_looked_up(rig: LineRig) -> None:
+    rig.emu.add_profile(FAN, "阿明")
+    await rig.post(text_event(FAN, "hi"))
+    assert rig.emu.profile_requests == 1
+
+    restarted = Profiles(rig.adapter.sender, rig.writer, rig.sessions, rig.crm.settings,
+                         clock=lambda: rig.clock[0] + timedelta(hours=23))
+    await restarted.refresh(FAN)  # nothing in memory, but the database knows the name is fresh
+    assert rig.emu.profile_requests == 1
+
+    await rig.post(postback_event(FAN, "action=optout&confirm=yes", reply_token=rig.emu.issue_reply_token(FAN)))
+    rig.clock[0] += timedelta(hours=25)
+    await rig.post(text_event(FAN, "我的資料", reply_token=rig.emu.issue_reply_token(FAN)))
+    assert rig.emu.profile_requests == 1
 
 
 async def test_bad_requests_get_400_and_nothing_is_stored(rig: LineRig) -> None:

@@ -203,3 +203,12 @@ def test_csv_export_columns_are_the_import_format(cli, tmp_path):
         header = next(csv.reader(fh))
     assert header[1:] == ["platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency",
                           "event_id", "text"]
+
+
+def test_shipped_example_finds_its_true_fans(cli):
+    """The README's first command: the 90-day example's eight committed fans are the 鐵粉, nobody else."""
+    example = EXAMPLE.parent / "community-90-days.csv"
+    cli("import", str(example))
+    top = json.loads(cli("fans", "--min-tier", "鐵粉", "--json", "--now", "2026-11-21T09:00:00+08:00").stdout)
+    assert len(top) == 8 and all(f["tier"] == "鐵粉" for f in top)
+    assert all({"purchase", "checkin"} <= set(f["score_breakdown"]) for f in top)

@@ -16,14 +16,13 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
+from crm.identity import fan_by_identity
 from crm.ingest import BulkResult, InteractionIn, record_many, validate
 from crm.merge import merge_fans
-from crm.models import Identity
 from crm.settings import CrmSettings
 
 COLUMNS = ("platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency",
@@ -121,10 +120,9 @@ async def import_rows(
             continue
         fan_ids: list[int] = []
         for platform, external_id in sorted(keys):
-            fid = (await session.execute(select(Identity.fan_id).where(
-                Identity.platform == platform, Identity.external_id == external_id))).scalar_one()
-            if fid not in fan_ids:
-                fan_ids.append(fid)
+            fan = await fan_by_identity(session, platform, external_id)
+            if fan is not None and fan.id not in fan_ids:
+                fan_ids.append(fan.id)
         for other in fan_ids[1:]:
             await merge_fans(session, settings, fan_ids[0], other, now=now)
             merges += 1

@@ -21,10 +21,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import discord
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.models import Fan, Identity, TierChange
+from crm import role_outbox
 from crm.tiers import TierRules
 
 if TYPE_CHECKING:
@@ -107,19 +105,9 @@ async def apply_tier(member: discord.Member, tier: str | None, roles: Mapping[st
     return True
 
 
-async def _discord_tiers(session: AsyncSession, *conditions: ColumnElement[bool]) -> dict[str, str]:
-    rows = await session.execute(
-        select(Identity.external_id, Fan.tier).join(Fan, Fan.id == Identity.fan_id)
-        .where(Identity.platform == PLATFORM, *conditions)
-    )
-    return {str(eid): str(tier) for eid, tier in rows}
-
-
 async def _mark(crm: Crm, ids: list[int], now: datetime) -> None:
     async with crm.sessions.begin() as session:
-        for start in range(0, len(ids), CHUNK):
-            await session.execute(update(TierChange).where(TierChange.id.in_(ids[start : start + CHUNK]))
-                                  .values(roles_synced_at=now).execution_options(synchronize_session=False))
+        await role_outbox.mark_synced(session, ids, now)
 
 
 async def _member(guild: discord.Guild, user_id: int) -> discord.Member | None:
@@ -156,17 +144,12 @@ async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime 
     after = 0
     while True:
         async with crm.sessions.begin() as session:
-            changes = list(await session.execute(
-                select(TierChange.id, TierChange.fan_id).where(TierChange.roles_synced_at.is_(None),
-                                                                TierChange.id > after)
-                .order_by(TierChange.id).limit(CHUNK)))
+            changes = await role_outbox.pending_changes(session, after=after, limit=CHUNK)
             if not changes:
                 break
-            after = int(changes[-1][0])
-            fan_ids = sorted({int(fid) for _, fid in changes})
-            idents = list(await session.execute(
-                select(Identity.fan_id, Identity.external_id, Fan.tier).join(Fan, Fan.id == Identity.fan_id)
-                .where(Identity.platform == PLATFORM, Identity.fan_id.in_(fan_ids))))
+            after = changes[-1][0]
+            fan_ids = sorted({fid for _, fid in changes})
+            idents = await role_outbox.platform_tiers(session, PLATFORM, fan_ids=fan_ids)
         retry: set[int] = set()
         for fan_id, external_id, tier in idents:
             member = await _member(guild, int(external_id)) if str(external_id).isdigit() else None
@@ -176,7 +159,7 @@ async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime 
             ok = await apply_tier(member, tier, roles, rules, cumulative=config.cumulative_tier_roles, report=report)
             if not ok:
                 retry.add(int(fan_id))
-        done = [int(cid) for cid, fid in changes if int(fid) not in retry]
+        done = [cid for cid, fid in changes if fid not in retry]
         await _mark(crm, done, now or client_now(client))
         report.marked += len(done)
     return report
@@ -194,20 +177,16 @@ async def reconcile_roles(client: discord.Client, crm: Crm, *, now: datetime | N
     members = [m for m in guild.members if not m.bot]
     tiers: dict[str, str] = {}
     async with crm.sessions.begin() as session:
-        high = (await session.execute(select(func.max(TierChange.id)))).scalar()
-        ids = [str(m.id) for m in members]
-        for start in range(0, len(ids), CHUNK):
-            tiers.update(await _discord_tiers(session, Identity.external_id.in_(ids[start : start + CHUNK])))
+        high = await role_outbox.latest_change_id(session)
+        rows = await role_outbox.platform_tiers(session, PLATFORM, external_ids=[str(m.id) for m in members])
+        tiers.update({eid: tier for _, eid, tier in rows})
     for member in members:
         report.members += 1
         await apply_tier(member, tiers.get(str(member.id)), roles, rules,
                          cumulative=config.cumulative_tier_roles, report=report)
     if high is not None:
         async with crm.sessions.begin() as session:
-            result = await session.execute(
-                update(TierChange).where(TierChange.roles_synced_at.is_(None), TierChange.id <= high)
-                .values(roles_synced_at=now or client_now(client)).execution_options(synchronize_session=False))
-            report.marked = int(getattr(result, "rowcount", 0) or 0)
+            report.marked = await role_outbox.mark_synced_through(session, high, now or client_now(client))
     log.info("tier roles reconciled: %d members, %d added, %d removed, %d failed",
              report.members, report.added, report.removed, report.failed)
     return report

@@ -22,10 +22,11 @@ from bot import render_cli
 from bot.app import open_crm
 from bot.config import Config, ConfigError, load_config, require_secrets
 from bot.i18n import t
+from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
 from crm.clock import parse_iso, utcnow
 from crm.db import migrate as run_migrations
-from crm.errors import AmbiguousFan, CrmError
+from crm.errors import CrmError
 from crm.identity import find_fan
 from crm.merge import merge_fans
 from crm.privacy import EXPORT_COLUMNS, export_rows
@@ -74,13 +75,9 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return asyncio.run(fn(*args, **kwargs))
-        except AmbiguousFan as exc:
-            err.print(t("cli.ambiguous", _locale(), query=exc.query), highlight=False)
-            for fid, name in exc.candidates:
-                err.print(f"  #{fid}  {name}", highlight=False)
-            raise typer.Exit(2) from None
         except (ConfigError, CrmError) as exc:
-            for line in str(exc).splitlines():
+            text = error_text(exc, _locale()) if isinstance(exc, CrmError) else str(exc)
+            for line in text.splitlines():
                 err.print(f"error: {line}", highlight=False, markup=False)
             raise typer.Exit(2) from None
         except (Failure, OSError) as exc:
@@ -109,7 +106,7 @@ def _now(text: str | None) -> datetime:
     try:
         return parse_iso(text)
     except ValueError as exc:
-        raise CrmError(f"--now: {exc}") from None
+        raise CrmError(f"--now: {exc}", code="cli.bad_now", value=text) from None
 
 
 def _print_json(data: Any) -> None:
@@ -202,7 +199,7 @@ async def export(
 ) -> None:
     """Export everything stored: interactions (csv/jsonl, re-importable) or full fan records (json)."""
     if fmt not in ("csv", "jsonl", "json"):
-        raise CrmError(f"--format must be csv, jsonl or json, not {fmt!r}")
+        raise CrmError(f"--format must be csv, jsonl or json, not {fmt!r}", code="cli.bad_format", format=fmt)
     async with open_crm(_config()) as crm:
         sink = out_path.open("w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") \
             if out_path else sys.stdout
@@ -290,7 +287,7 @@ async def pin(
 ) -> None:
     """Pin a fan to a tier (a close-friends list the score does not override), or unpin."""
     if (tier is None) != unpin:
-        raise CrmError("give a tier to pin to, or --unpin")
+        raise CrmError("give a tier to pin to, or --unpin", code="cli.pin_needs_tier")
     async with open_crm(_config()) as crm:
         async with crm.sessions.begin() as session:
             found = await find_fan(session, query)
@@ -329,7 +326,8 @@ async def link_code(
         async with crm.sessions.begin() as session:
             if sep and platform == "discord":
                 if not external_id.isdigit():
-                    raise CrmError(f"{who!r}: a Discord user id is a number, e.g. discord:123456789012345678")
+                    raise CrmError(f"{who!r}: a Discord user id is a number, e.g. discord:123456789012345678",
+                                   code="cli.bad_discord_id", who=who)
                 fan_id = await ensure_fan(session, crm.settings, platform="discord", external_id=external_id,
                                           display_name=None, now=now)
             else:

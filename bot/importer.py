@@ -46,16 +46,19 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise BadInput(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                    raise BadInput(f"{path}:{n}: not valid JSON ({exc.msg})", code="import.bad_json",
+                                   where=f"{path}:{n}") from None
                 if not isinstance(obj, dict):
-                    raise BadInput(f"{path}:{n}: each line must be a JSON object")
+                    raise BadInput(f"{path}:{n}: each line must be a JSON object", code="import.not_object",
+                                   where=f"{path}:{n}")
                 yield n, obj
         return
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise BadInput(f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+            raise BadInput(f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}",
+                           code="import.missing_columns", where=f"{path}:1", missing=missing, expected=list(COLUMNS))
         for row in reader:
             yield reader.line_num, row
 
@@ -68,16 +71,17 @@ def _text(obj: dict[str, Any], key: str) -> str:
 def parse_row(obj: dict[str, Any]) -> tuple[InteractionIn, str | None]:
     for key in REQUIRED:
         if not _text(obj, key):
-            raise BadInput(f"{key} is empty")
+            raise BadInput(f"{key} is empty", code="import.empty", column=key)
     try:
         at = parse_iso(_text(obj, "occurred_at"))
     except ValueError as exc:
-        raise BadInput(f"occurred_at {obj.get('occurred_at')!r} is not an ISO-8601 time with offset ({exc})") from None
+        raise BadInput(f"occurred_at {obj.get('occurred_at')!r} is not an ISO-8601 time with offset ({exc})",
+                       code="import.bad_time", value=_text(obj, "occurred_at")) from None
     amount_text = _text(obj, "amount").replace(",", "")
     try:
         amount = Decimal(amount_text) if amount_text else None
     except InvalidOperation:
-        raise BadInput(f"amount {amount_text!r} is not a number") from None
+        raise BadInput(f"amount {amount_text!r} is not a number", code="import.bad_amount", amount=amount_text) from None
     item = InteractionIn(
         platform=_text(obj, "platform").lower(), external_id=_text(obj, "external_id"),
         kind=_text(obj, "kind").lower(), occurred_at=at, source_event_id=_text(obj, "event_id") or None,
@@ -90,17 +94,18 @@ def parse_row(obj: dict[str, Any]) -> tuple[InteractionIn, str | None]:
 def read_file(path: Path) -> list[ImportRow]:
     """Parse and validate the whole file first; the first bad row raises naming file and line."""
     if not path.exists():
-        raise BadInput(f"{path}: file not found")
+        raise BadInput(f"{path}: file not found", code="import.file_not_found", path=str(path))
     rows: list[ImportRow] = []
     try:
         for line, obj in _records(path):
             try:
                 item, ref = parse_row(obj)
             except CrmError as exc:
-                raise BadInput(f"{path}:{line}: {exc}") from None
+                raise BadInput(f"{path}:{line}: {exc}", code="import.row", where=f"{path}:{line}", reason=exc) from None
             rows.append(ImportRow(line, item, ref))
     except UnicodeDecodeError:
-        raise BadInput(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from None
+        raise BadInput(f"{path}: not UTF-8 text (save the CSV as UTF-8)", code="import.not_utf8",
+                       path=str(path)) from None
     return rows
 
 

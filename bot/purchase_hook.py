@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.i18n.errors import error_text
 from bot.web import BodyTooLarge, bad_request, read_body
 from bot.writer import Action, GroupWriter, Op, Rejected, WriterClosed
 from crm.clock import parse_iso
@@ -58,29 +59,31 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
 def parse_purchase(data: Any, settings: CrmSettings) -> Op:
     """The purchase as an interaction (or, for a referral-code customer, an action that finds the fan)."""
     if not isinstance(data, dict):
-        raise BadInput("the body must be a JSON object")
+        raise BadInput("the body must be a JSON object", code="purchase.not_object")
     order = data.get("order_id")
     if isinstance(order, int) and not isinstance(order, bool):
         order = str(order)
     if not isinstance(order, str) or not order.strip() or len(order.strip()) > 100:
-        raise BadInput("order_id must be a string of 1–100 characters")
+        raise BadInput("order_id must be a string of 1–100 characters", code="purchase.order_id", max=100)
     amount_raw = data.get("amount")
     if isinstance(amount_raw, bool) or not isinstance(amount_raw, int | float | str):
-        raise BadInput("amount must be a number")
+        raise BadInput("amount must be a number", code="purchase.amount_type")
     try:
         amount = Decimal(str(amount_raw).replace(",", "").strip())
     except InvalidOperation:
-        raise BadInput(f"amount {amount_raw!r} is not a number") from None
+        raise BadInput(f"amount {amount_raw!r} is not a number", code="purchase.amount_bad",
+                       amount=str(amount_raw)) from None
     currency = data.get("currency")
     if not isinstance(currency, str):
-        raise BadInput("currency must be an ISO 4217 code such as TWD")
+        raise BadInput("currency must be an ISO 4217 code such as TWD", code="purchase.currency_type")
     at_raw = data.get("time")
     if not isinstance(at_raw, str):
-        raise BadInput("time must be an ISO-8601 time with an offset, e.g. 2026-11-22T20:15:00+08:00")
+        raise BadInput("time must be an ISO-8601 time with an offset, e.g. 2026-11-22T20:15:00+08:00",
+                       code="purchase.time_type")
     try:
         at = parse_iso(at_raw)
     except ValueError as exc:
-        raise BadInput(f"time: {exc}") from None
+        raise BadInput(f"time: {exc}", code="purchase.time_bad", time=at_raw) from None
     name = data.get("display_name")
     summary = data.get("summary")
     platform, external_id = _customer(data.get("customer"))
@@ -97,10 +100,12 @@ def parse_purchase(data: Any, settings: CrmSettings) -> Op:
 
 def _customer(customer: Any) -> tuple[str, str]:
     if not isinstance(customer, dict):
-        raise BadInput(f"customer must be an object with one of {', '.join(CUSTOMER_KEYS)}")
+        raise BadInput(f"customer must be an object with one of {', '.join(CUSTOMER_KEYS)}",
+                       code="purchase.customer_type", keys=list(CUSTOMER_KEYS))
     given = {k: v for k, v in customer.items() if k in CUSTOMER_KEYS and v not in (None, "")}
     if len(given) != 1:
-        raise BadInput(f"customer needs exactly one of {', '.join(CUSTOMER_KEYS)}")
+        raise BadInput(f"customer needs exactly one of {', '.join(CUSTOMER_KEYS)}", code="purchase.customer_count",
+                       keys=list(CUSTOMER_KEYS))
     ((key, value),) = given.items()
     value = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
     if key == "line_user_id" and _LINE_ID.fullmatch(value):
@@ -111,7 +116,7 @@ def _customer(customer: Any) -> tuple[str, str]:
         return "email", value.lower()
     if key == "referral_code" and 0 < len(value) <= 16:
         return "referral_code", value
-    raise BadInput(f"customer.{key} {value!r} is not valid")
+    raise BadInput(f"customer.{key} {value!r} is not valid", code="purchase.customer_bad", field=key, value=value)
 
 
 def _by_referral_code(item: InteractionIn, settings: CrmSettings) -> Callable[..., Awaitable[Recorded]]:
@@ -121,7 +126,7 @@ def _by_referral_code(item: InteractionIn, settings: CrmSettings) -> Callable[..
         fan_id = await fan_by_referral_code(session, item.external_id)
         identity = await primary_identity(session, fan_id) if fan_id is not None else None
         if identity is None:
-            raise BadInput("customer.referral_code is not any fan's code")
+            raise BadInput("customer.referral_code is not any fan's code", code="purchase.referral_code_unknown")
         found = replace(item, platform=identity[0], external_id=identity[1])
         return (await record_many(session, [found], settings, now)).results[0]
 
@@ -160,7 +165,7 @@ class PurchaseHook:
         try:
             op = parse_purchase(data, self.crm.settings)
         except CrmError as exc:
-            return bad_request(str(exc))
+            return self._refused(exc)
         try:
             (outcome,) = await self.writer.submit([op])
         except WriterClosed:
@@ -168,7 +173,15 @@ class PurchaseHook:
         except Exception:
             log.exception("purchase hook: the order could not be stored")
             return web.json_response({"error": "storage unavailable"}, status=500)
-        if isinstance(outcome, CrmError | Rejected):
-            return bad_request(str(outcome) if isinstance(outcome, CrmError) else outcome.reason)
+        if isinstance(outcome, CrmError):
+            return self._refused(outcome)
+        if isinstance(outcome, Rejected):
+            return bad_request(outcome.reason)
         assert isinstance(outcome, Recorded)
         return web.json_response({"status": outcome.status, "fan_id": outcome.fan_id})
+
+    def _refused(self, exc: CrmError) -> web.Response:
+        """400 for an order superfan cannot use: ``error`` (English, stable for scripts), ``code``, and
+        ``message`` in the creator's language for whoever reads it."""
+        return web.json_response({"error": str(exc), "code": exc.code,
+                                  "message": error_text(exc, self.crm.settings.locale)}, status=400)

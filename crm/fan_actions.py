@@ -53,7 +53,7 @@ async def ensure_fan(session: AsyncSession, settings: CrmSettings, *, platform: 
 async def _fan(session: AsyncSession, fan_id: int) -> Fan:
     fan = await session.get(Fan, fan_id)
     if fan is None:
-        raise BadInput(f"no fan #{fan_id}")
+        raise BadInput(f"no fan #{fan_id}", code="fan.unknown_id", fan_id=fan_id)
     return fan
 
 
@@ -114,9 +114,10 @@ async def create_event(session: AsyncSession, *, code: str, name: str, starts_at
     """A meetup fans check in to with ``code`` between ``starts_at`` and ``ends_at`` (±12 h)."""
     norm = normalise_code(code)
     if not norm or len(norm) > 32 or ends_at < starts_at:
-        raise BadInput("an event needs a code of 1–32 characters and an end after its start")
+        raise BadInput("an event needs a code of 1–32 characters and an end after its start", code="event.bad",
+                       max=32)
     if (await session.execute(select(Event.id).where(Event.code == norm))).first():
-        raise BadInput(f"event code {norm} is already used")
+        raise BadInput(f"event code {norm} is already used", code="event.code_taken", event_code=norm)
     event = Event(code=norm, name=name.strip()[:200] or norm, starts_at=starts_at, ends_at=ends_at,
                   created_at=now or starts_at)
     session.add(event)
@@ -139,13 +140,14 @@ async def redeem_link_code(session: AsyncSession, settings: CrmSettings, code: s
     """Merge the sender's record into the record that asked for ``code``; returns the kept fan id."""
     link = await session.get(LinkCode, normalise_code(code))
     if link is None:
-        raise BadInput("unknown link code")
+        raise BadInput("unknown link code", code="link.unknown")
     if link.used_at is not None:
-        raise BadInput("this link code was already used")
+        raise BadInput("this link code was already used", code="link.used")
     if link.expires_at < now:
-        raise BadInput("this link code has expired; ask for a new one")
+        raise BadInput("this link code has expired; ask for a new one", code="link.expired")
     if link.platform == platform:
-        raise BadInput(f"send the code from your other account, not from {platform}")
+        raise BadInput(f"send the code from your other account, not from {platform}", code="link.same_platform",
+                       platform=platform)
     sender = await ensure_fan(session, settings, platform=platform, external_id=external_id,
                               display_name=display_name, now=now)
     keep = link.fan_id
@@ -192,16 +194,17 @@ async def redeem_referral(session: AsyncSession, settings: CrmSettings, code: st
     owner = await fan_by_referral_code(session, code)
     owner_identity = await primary_identity(session, owner) if owner is not None else None
     if owner is None or owner_identity is None:
-        raise BadInput("unknown referral code")
+        raise BadInput("unknown referral code", code="referral.unknown")
     fan_id = await ensure_fan(session, settings, platform=platform, external_id=external_id,
                               display_name=display_name, now=now)
     if fan_id == owner:
-        raise BadInput("you cannot use your own referral code")
+        raise BadInput("you cannot use your own referral code", code="referral.self")
     fan = await _fan(session, fan_id)
     if fan.referred_by is not None:
-        raise BadInput("you have already used a referral code")
+        raise BadInput("you have already used a referral code", code="referral.already_used")
     if fan.first_seen_at < now - timedelta(days=NEW_FAN_DAYS):
-        raise BadInput(f"referral codes are for new fans (first seen within {NEW_FAN_DAYS} days)")
+        raise BadInput(f"referral codes are for new fans (first seen within {NEW_FAN_DAYS} days)",
+                       code="referral.not_new", days=NEW_FAN_DAYS)
     fan.referred_by = owner
     await session.flush()
     owner_platform, owner_external_id = owner_identity

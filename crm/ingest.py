@@ -111,29 +111,33 @@ def _is_ident(text: str | None) -> bool:
 def validate(item: InteractionIn) -> InteractionIn:
     """Check one interaction; returns it normalised or raises :class:`BadInput` naming the problem."""
     if not _is_ident(item.platform):
-        raise BadInput(f"bad platform {item.platform!r} (lowercase letters, e.g. line, discord)")
+        raise BadInput(f"bad platform {item.platform!r} (lowercase letters, e.g. line, discord)",
+                       code="platform.bad", platform=item.platform)
     if not item.external_id or len(item.external_id) > 128:
-        raise BadInput("external_id is empty or longer than 128 characters")
+        raise BadInput("external_id is empty or longer than 128 characters", code="external_id.bad", max=128)
     if not _is_ident(item.kind):
-        raise BadInput(f"bad kind {item.kind!r} (e.g. message, purchase, checkin)")
+        raise BadInput(f"bad kind {item.kind!r} (e.g. message, purchase, checkin)", code="kind.bad",
+                       kind=item.kind)
     if item.occurred_at.tzinfo is None:
-        raise BadInput("occurred_at needs a UTC offset")
+        raise BadInput("occurred_at needs a UTC offset", code="time.no_offset")
     if item.source_event_id is not None and len(item.source_event_id) > 128:
-        raise BadInput("event id longer than 128 characters")
+        raise BadInput("event id longer than 128 characters", code="event_id.too_long", max=128)
     amount = item.amount
     if amount is not None and not isinstance(amount, Decimal):
         try:
             amount = Decimal(amount)
         except (InvalidOperation, TypeError, ValueError):
-            raise BadInput(f"bad amount {item.amount!r}") from None
+            raise BadInput(f"bad amount {item.amount!r}", code="amount.bad", amount=str(item.amount)) from None
     if amount is not None:
         if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
-            raise BadInput(f"amount {item.amount} out of range")
+            raise BadInput(f"amount {item.amount} out of range", code="amount.out_of_range",
+                           amount=str(item.amount))
     currency = item.currency.strip().upper() if item.currency else None
     if currency and not _CURRENCY.match(currency):
-        raise BadInput(f"bad currency {item.currency!r} (ISO 4217, e.g. TWD)")
+        raise BadInput(f"bad currency {item.currency!r} (ISO 4217, e.g. TWD)", code="currency.bad",
+                       currency=item.currency)
     if item.kind == "purchase" and amount is not None and not currency:
-        raise BadInput("a purchase amount needs a currency")
+        raise BadInput("a purchase amount needs a currency", code="currency.missing")
     external_id = item.external_id.strip()
     at = item.occurred_at if item.occurred_at.tzinfo is UTC else as_utc(item.occurred_at)
     if (external_id == item.external_id and at is item.occurred_at and amount is item.amount

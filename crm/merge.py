@@ -42,7 +42,7 @@ async def merge_fans(
     earlier first-seen survive; opting out on either record keeps the merged one opted out.
     """
     if keep_id == other_id:
-        raise BadInput("cannot merge a fan with itself")
+        raise BadInput("cannot merge a fan with itself", code="merge.self")
     keep = await session.get(Fan, keep_id)
     other = await session.get(Fan, other_id)
     if keep is None:

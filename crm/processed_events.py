@@ -23,7 +23,8 @@ MAX_EVENT_ID = 128
 
 def _checked(platform: str, event_id: str) -> None:
     if not platform or not event_id or len(event_id) > MAX_EVENT_ID:
-        raise BadInput(f"an event needs a platform and an id of 1–{MAX_EVENT_ID} characters")
+        raise BadInput(f"an event needs a platform and an id of 1–{MAX_EVENT_ID} characters", code="event_id.bad",
+                       max=MAX_EVENT_ID)
 
 
 async def claim_event(session: AsyncSession, platform: str, event_id: str, now: datetime) -> bool:

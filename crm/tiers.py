@@ -77,10 +77,16 @@ class TierRules:
             candidates = {tier.key, *tier.names.values()}
             if wanted in {unicodedata.normalize("NFKC", c).casefold() for c in candidates}:
                 return tier.key
-        raise BadInput(f"unknown tier {text!r}; tiers are: {', '.join(self.display_names())}")
+        raise BadInput(f"unknown tier {text!r}; tiers are: {', '.join(self.display_names())}",
+                       code="tier.unknown", tier=text, tiers=self.names_by_locale())
 
     def display_names(self, locale: str = "zh-TW") -> list[str]:
         return [t.name(locale) for t in self.tiers]
+
+    def names_by_locale(self) -> dict[str, list[str]]:
+        """The tier names in every language the config names them in (zh-TW always), for messages."""
+        locales = {"zh-TW"}.union(*(t.names for t in self.tiers))
+        return {loc: self.display_names(loc) for loc in sorted(locales)}
 
     def by_score(self, score: float) -> str:
         """The highest tier whose threshold the score reaches."""

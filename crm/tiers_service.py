@@ -82,9 +82,10 @@ async def pin(
     """Pin a fan to a tier (a staff "close friends" list the score does not override); None unpins."""
     fan = await session.get(Fan, fan_id)
     if fan is None:
-        raise BadInput(f"no fan #{fan_id}")
+        raise BadInput(f"no fan #{fan_id}", code="fan.unknown_id", fan_id=fan_id)
     if tier is not None and tier not in settings.tiers.keys:
-        raise BadInput(f"unknown tier {tier!r}")
+        raise BadInput(f"unknown tier {tier!r}", code="tier.unknown", tier=tier,
+                       tiers=settings.tiers.names_by_locale())
     fan.tier_pinned = tier
     fan.tier_pinned_by = by if tier else None
     fan.tier_pinned_at = now if tier else None

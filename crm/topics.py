@@ -20,7 +20,7 @@ def normalise_topic(topic: str) -> str:
     """Topics compare width- and case-insensitively: ``＃Coffee`` and ``coffee`` are one topic."""
     key = name_key(topic).lstrip("#")
     if not key or len(key) > 64:
-        raise BadInput(f"bad topic {topic!r} (1–64 characters)")
+        raise BadInput(f"bad topic {topic!r} (1–64 characters)", code="topic.bad", topic=topic, max=64)
     return key
 
 
@@ -31,7 +31,7 @@ async def _require_fan(session: AsyncSession, fan_id: int) -> None:
 
 async def add_topic(session: AsyncSession, fan_id: int, topic: str, *, source: str, now: datetime) -> str:
     if source not in SOURCES:
-        raise BadInput(f"bad topic source {source!r}")
+        raise BadInput(f"bad topic source {source!r}", code="topic.bad_source", source=source)
     await _require_fan(session, fan_id)
     key = normalise_topic(topic)
     await session.execute(
@@ -70,7 +70,7 @@ async def infer_topics(session: AsyncSession, fan_id: int, text: str, keywords: 
 async def add_note(session: AsyncSession, fan_id: int, text: str, *, author: str, now: datetime) -> Note:
     text = text.strip()
     if not text or len(text) > MAX_NOTE:
-        raise BadInput(f"a note needs 1–{MAX_NOTE} characters")
+        raise BadInput(f"a note needs 1–{MAX_NOTE} characters", code="note.bad_length", max=MAX_NOTE)
     await _require_fan(session, fan_id)
     note = Note(fan_id=fan_id, author=author, text=text, created_at=now)
     session.add(note)

@@ -5,7 +5,8 @@ Order of precedence (first match wins):
 1. :class:`NotStaff` — a polite refusal; the command's body never ran. :class:`Refusal` — the
    adapter's own "cannot do that", from the catalogue.
 2. :class:`crm.errors.CrmError` — an expected failure whose text is safe to show (unknown fan,
-   several fans match, bad input), in the user's language where the catalogue has it.
+   several fans match, bad input, a referral code that cannot be used), in the user's language
+   via :func:`bot.i18n.errors.error_text`.
 3. Other ``AppCommandError`` raised by discord.py before the body ran (used outside a server,
    an option that could not be converted, another failed check).
 4. Anything else is a bug: the user gets a short apology, the log gets the traceback with the
@@ -25,7 +26,8 @@ from discord import app_commands
 
 from bot.discord_adapter.replies import locale_of, send_ephemeral
 from bot.i18n import t
-from crm.errors import AmbiguousFan, CrmError, FanNotFound
+from bot.i18n.errors import error_text
+from crm.errors import CrmError
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,8 @@ def user_message(error: BaseException, locale: str) -> str | None:
         return t("discord.errors.not_staff", locale)
     if isinstance(error, Refusal):
         return t(f"discord.{error.key}", locale, **error.params)
-    if isinstance(error, FanNotFound):
-        return t("discord.errors.fan_not_found", locale, query=error.query)
-    if isinstance(error, AmbiguousFan):
-        names = "\n".join(f"• #{fid} {name}" for fid, name in error.candidates[:10])
-        return t("discord.errors.ambiguous", locale, query=error.query, names=names)
     if isinstance(error, CrmError):
-        return t("discord.errors.bad_input", locale, reason=str(error))
+        return error_text(error, locale)
     if isinstance(error, app_commands.NoPrivateMessage):
         return t("discord.errors.guild_only", locale)
     if isinstance(error, app_commands.TransformerError):

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.writer import Action
 from crm import fan_actions
-from crm.errors import BadInput
+from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
 from crm.privacy import erase_fan, set_opt_out
 from crm.processed_events import claim_event, set_event_result
@@ -128,10 +128,15 @@ class AlreadyHandled:
 
 @dataclass(frozen=True)
 class Refused:
-    """The CRM said no (an unknown or expired code, a self-referral …); ``detail`` is for logs."""
+    """The CRM said no (an unknown or expired code, a self-referral …); ``error`` says why, in any language."""
 
     command: str
-    detail: str
+    error: CrmError
+
+    @property
+    def detail(self) -> str:
+        """The English reason, for logs."""
+        return str(self.error)
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ def action_for(command: Command, *, user_id: str, event_id: str, occurred_at: da
             async with session.begin_nested():
                 outcome = await _execute(session, now, command, user_id, event_id, occurred_at, settings)
         except BadInput as exc:
-            outcome = Refused(command.name, str(exc))
+            outcome = Refused(command.name, exc)
         await set_event_result(session, PLATFORM, event_id, _result(outcome))
         return outcome
 

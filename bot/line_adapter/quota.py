@@ -27,7 +27,8 @@ class QuotaExceeded(CrmError):
         super().__init__(
             f"LINE monthly message quota reached: {used}/{quota} used in {month}, this send needs {needed}. "
             "Nothing was sent. Reply within the reply-token window (free), wait for next month, "
-            "or raise [line] monthly_quota if your plan allows more."
+            "or raise [line] monthly_quota if your plan allows more.",
+            code="line.quota_reached", needed=needed, used=used, quota=quota, month=month,
         )
         self.needed, self.used, self.quota, self.month = needed, used, quota, month
 

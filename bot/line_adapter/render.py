@@ -10,6 +10,7 @@ from typing import Any
 from linebot.v3.messaging import ConfirmTemplate, Message, PostbackAction, TemplateMessage, TextMessage
 
 from bot.i18n import t
+from bot.i18n.errors import error_text
 from bot.line_adapter.commands import AlreadyHandled, AskConfirm, Done, Refused
 from bot.line_adapter.events import Plan
 from bot.writer import Outcome
@@ -47,7 +48,7 @@ def outcome(result: Outcome, locale: str) -> list[Message]:
         return []
     if isinstance(result, Refused):
         log.info("LINE %s refused: %s", result.command, result.detail)
-        return [text(t(f"line.{result.command}.failed", locale))]
+        return [text(_refused(result, locale))]
     if isinstance(result, AskConfirm):
         return [_confirm(result.command, locale)]
     if isinstance(result, Done):
@@ -55,6 +56,14 @@ def outcome(result: Outcome, locale: str) -> list[Message]:
     if isinstance(result, CrmError):
         log.warning("LINE command failed: %s", result)
     return [text(t("line.error", locale))]
+
+
+def _refused(result: Refused, locale: str) -> str:
+    """Why the command could not be done, plus where to go next when the command has a hint."""
+    reason = error_text(result.error, locale)
+    hint_key = f"line.{result.command}.hint"
+    hint = t(hint_key, locale)
+    return reason if hint == hint_key else f"{reason}\n{hint}"
 
 
 def _checkin(result: CheckinResult, code: str | None, locale: str) -> str:

@@ -70,7 +70,8 @@ def test_bad_row_rejects_the_whole_file(cli, tmp_path):
     lines.insert(4, "line,Uxyz,壞資料,purchase,yesterday,100,TWD,bad-1,")
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = cli("import", str(bad), expect=2)
-    assert f"{bad}:5" in result.stderr and "occurred_at" in result.stderr
+    assert result.stderr == (f"error: {bad}:5：occurred_at「yesterday」不是含時區的 ISO-8601 時間"
+                             "（例如 2026-11-22T20:15:00+08:00）。\n")
     assert json.loads(cli("fans", "--json").stdout) == []  # nothing from that file committed
 
 
@@ -79,6 +80,22 @@ def test_fuzzy_and_ambiguous_lookups(cli, tmp_path):
     assert json.loads(cli("fan", "XIAO", "--json").stdout)["display_name"] == "ｘｉａｏ"
     missing = cli("fan", "nobody-at-all", expect=2)
     assert "nobody-at-all" in missing.stderr
+
+
+def test_crm_errors_are_shown_in_the_creators_language(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    zh = cli("pin", "小慧", "king", expect=2)
+    assert zh.stderr == "error: 沒有「king」這個等級；可用的等級：路人、粉絲、鐵粉、摯友。\n"
+    assert cli("fan", "nobody-at-all", expect=2).stderr == "error: 找不到符合「nobody-at-all」的粉絲。\n"
+    assert cli("pin", "小慧", expect=2).stderr == "error: 請指定要設定的等級，或加上 --unpin 取消設定。\n"
+    english = tmp_path / "en.toml"
+    english.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "main.db"}"\n[creator]\nlocale = "en"\n',
+                       encoding="utf-8")
+    en = CliRunner().invoke(app, ["--config", str(english), "pin", "小慧", "king"])
+    assert en.exit_code == 2
+    assert en.stderr == "error: Unknown tier “king”; the tiers are: Passer-by, Fan, True fan, Close friend.\n"
+    en = CliRunner().invoke(app, ["--config", str(english), "fan", "nobody-at-all"])
+    assert (en.exit_code, en.stderr) == (2, "error: No fan matches “nobody-at-all”.\n")
 
 
 def test_export_csv_round_trip_into_an_empty_database(cli, tmp_path):

@@ -67,7 +67,7 @@ async def test_one_bad_op_cannot_sink_the_others(writer: GroupWriter,
         raise RuntimeError("a bug in one command")
 
     async def refused(session: AsyncSession, now: datetime) -> None:
-        raise BadInput("unknown code")
+        raise BadInput("unknown code", code="link.unknown")
 
     good, bad, crm_no = await asyncio.gather(
         writer.submit([item(1), item(2)]), writer.submit([item(3), Action("broken", broken)]),
@@ -171,6 +171,8 @@ async def test_customers_by_email_discord_id_or_referral_code(shop: Shop) -> Non
     assert (await shop.post({**order("B3", referral_code=code.lower()), "amount": "2,500.50"}))[1]["fan_id"] == owner
     status, body = await shop.post(order("B4", referral_code="NOSUCH"))
     assert status == 400 and "referral_code" in body["error"]
+    assert body["code"] == "purchase.referral_code_unknown"
+    assert body["message"] == "customer.referral_code 不是任何粉絲的推薦碼。"  # the creator's language
     async with shop.sessions() as session:
         assert await fan_by_identity(session, "email", "fan@example.com") is not None
     assert await count(shop.sessions, kind="purchase") == 3
@@ -187,7 +189,9 @@ async def test_unusable_purchases_get_400_and_nothing_is_stored(shop: Shop) -> N
     for bad in bad_orders:
         status, body = await shop.post(bad)
         assert status == 400, bad
-        assert body["error"]
+        assert body["error"] and body["code"] and body["message"] != body["error"], body
+    status, body = await shop.post({**good, "currency": "dollars"})  # refused by crm's own validation
+    assert (body["code"], body["message"]) == ("currency.bad", "幣別「dollars」有誤（請用 ISO 4217 代碼，例如 TWD）。")
     assert (await shop.post(good, secret="wrong"))[0] == 400
     assert (await shop.post(good, secret=None))[0] == 400
     assert (await shop.post(good, header="sha256=" + "0" * 64))[0] == 400

@@ -75,6 +75,11 @@ async def test_prefs_add_list_remove(emu: DiscordEmulator, bot: SuperfanBot, crm
     assert "`coffee`" in listed and "`直播`" in listed
     assert "Removed" in (await slash(emu, "prefs", FAN, subcommand="remove", topic="coffee"))["content"]
     assert "not on your list" in (await slash(emu, "prefs", FAN, subcommand="remove", topic="tea"))["content"]
+    bad = "#" * 20
+    zh = await slash(emu, "prefs", FAN, subcommand="add", topic=bad, locale="zh-TW")
+    assert zh["content"] == f"主題「{bad}」無法使用（長度需為 1–64 個字）。" and zh["flags"] & EPHEMERAL
+    en = await slash(emu, "prefs", FAN, subcommand="add", topic=bad, locale="en-US")
+    assert en["content"] == f"The topic “{bad}” cannot be used (1–64 characters)."
     async with crm.sessions() as session:
         assert list((await session.execute(select(FanTopic.topic, FanTopic.source))).all()) == [("直播", "fan")]
 
@@ -92,8 +97,9 @@ async def test_ref_shows_my_code_and_a_new_member_credits_it_once(
     assert "already used a referral code" in again["content"]
     own = await slash(emu, "ref", FAN, use=code)
     assert "own referral code" in own["content"]
+    assert (await slash(emu, "ref", FAN, use=code, locale="zh-TW"))["content"] == "不能使用自己的推薦碼喔。"
     typo = await slash(emu, "ref", FAN2, use="NOPE42", locale="zh-TW")
-    assert typo["content"].startswith("這個推薦碼無法使用") and typo["flags"] & EPHEMERAL
+    assert typo["content"] == "找不到這個推薦碼，請確認有沒有打錯。" and typo["flags"] & EPHEMERAL
     assert len(await interactions(crm, FAN, "referral")) == 1
 
 

@@ -123,6 +123,7 @@ async def test_fan_query_finds_line_only_fans_and_explains_misses(
     both = (await slash(emu, "fan", STAFF, query="Amy"))["content"]
     assert "matches several fans" in both and "Amy Chen" in both and "Amy Lin" in both
     assert "No fan matches “Zed”" in (await slash(emu, "fan", STAFF, query="Zed"))["content"]
+    assert (await slash(emu, "fan", STAFF, query="Zed", locale="zh-TW"))["content"] == "找不到符合「Zed」的粉絲。"
     assert "has no fan record yet" in (await slash(emu, "fan", STAFF, member=FAN2))["content"]
     assert "Give either member" in (await slash(emu, "fan", STAFF))["content"]
     assert await fan_of(crm, FAN2) is None
@@ -140,7 +141,9 @@ async def test_tier_pin_moves_roles_and_unpin_moves_them_back(
     assert "now **Passer-by**" in unpinned["content"]
     await eventually(lambda: _roles(emu, FAN, []))
     bad = await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="king")
-    assert "unknown tier 'king'" in bad["content"]
+    assert bad["content"] == "Unknown tier “king”; the tiers are: Passer-by, Fan, True fan, Close friend."
+    bad_zh = await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="king", locale="zh-TW")
+    assert bad_zh["content"] == "沒有「king」這個等級；可用的等級：路人、粉絲、鐵粉、摯友。"
 
 
 async def _roles(emu: DiscordEmulator, user: int, expected: list[int]) -> bool:

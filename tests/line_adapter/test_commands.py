@@ -108,7 +108,7 @@ async def test_a_redelivered_refusal_is_not_refused_twice(rig: LineRig) -> None:
     for redelivery in (False, True):
         await rig.post(text_event(FAN, "綁定 NOSUCH", eid=eid, redelivery=redelivery,
                                   reply_token=rig.emu.issue_reply_token(FAN)))
-    assert len(rig.replies_to(FAN)) == 1 and rig.replies_to(FAN)[0].startswith("這個綁定碼無法使用")
+    assert rig.replies_to(FAN) == ["找不到這組綁定碼，請確認有沒有打錯。\n在 Discord 輸入 /link 可以取得新的綁定碼。"]
     async with rig.sessions() as session:
         result = (await session.execute(select(ProcessedEvent.result))).scalar_one()
     assert result == "refused:link: unknown link code"
@@ -130,7 +130,7 @@ async def test_link_code_from_discord_merges_the_line_fan(rig: LineRig) -> None:
     assert moved == discord_fan
     ok, used = rig.replies_to(FAN)
     assert ok.startswith("綁定完成")
-    assert used.startswith("這個綁定碼無法使用")
+    assert used.startswith("這組綁定碼已經用過了")
 
 
 async def test_referral_credits_the_owner_once_and_never_self(rig: LineRig) -> None:
@@ -148,13 +148,13 @@ async def test_referral_credits_the_owner_once_and_never_self(rig: LineRig) -> N
             select(Interaction.fan_id).where(Interaction.kind == "referral"))).scalars())
     assert credited == [owner]
     assert rig.replies_to(newcomer)[0].startswith("推薦碼登記成功")
-    assert rig.replies_to(newcomer)[1].startswith("這個推薦碼無法使用")
-    assert rig.replies_to(other)[0].startswith("這個推薦碼無法使用")
+    assert rig.replies_to(newcomer)[1] == "你已經登記過推薦碼了。"
+    assert rig.replies_to(other)[0] == "找不到這個推薦碼，請確認有沒有打錯。"
 
     await rig.post(text_event(newcomer, "推薦碼", reply_token=rig.emu.issue_reply_token(newcomer)))
     own = rig.replies_to(newcomer)[-1].split("：")[1].split("\n")[0]
     await rig.post(text_event(newcomer, f"推薦 {own}", reply_token=rig.emu.issue_reply_token(newcomer)))
-    assert rig.replies_to(newcomer)[-1].startswith("這個推薦碼無法使用")
+    assert rig.replies_to(newcomer)[-1] == "不能使用自己的推薦碼喔。"
 
 
 async def test_me_shows_what_is_stored(rig: LineRig) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from bot.i18n import _flatten
 from bot.line_adapter.commands import AskConfirm, Done, Refused
 from bot.line_adapter.render import my_data, outcome
+from crm.errors import BadInput
 from crm.fan_actions import CheckinResult
 
 I18N = Path(__file__).parents[2] / "bot" / "i18n"
@@ -27,8 +28,11 @@ def test_answers_in_english() -> None:
     ok = Done("checkin", {"result": CheckinResult("checked_in", 1, 3), "code": None})
     [message] = outcome(ok, "en")
     assert message.text == "Checked in! ✅ 3-day streak."
-    [refused] = outcome(Refused("link", "unknown link code"), "en")
-    assert refused.text.startswith("That link code cannot be used")
+    [refused] = outcome(Refused("link", BadInput("this link code has expired; ask for a new one",
+                                                  code="link.expired")), "en")
+    assert refused.text == "This link code has expired; ask for a new one.\nRun /link on Discord for a new code."
+    [self_referral] = outcome(Refused("refer", BadInput("no", code="referral.self")), "zh-TW")
+    assert self_referral.text == "不能使用自己的推薦碼喔。"
     [ask] = outcome(AskConfirm("forget"), "en")
     assert ask.template.text.startswith("Erase everything")
     assert [a.data for a in ask.template.actions] == ["action=forget&confirm=yes", "action=forget&confirm=no"]

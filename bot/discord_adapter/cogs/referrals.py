@@ -13,11 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.discord_adapter.client import SuperfanBot
 from bot.discord_adapter.cogs._common import PLATFORM, external_id, own_fan_id
-from bot.discord_adapter.errors import Refusal
 from bot.discord_adapter.localise import text
 from bot.discord_adapter.replies import Reply, answer, locale_of
 from bot.i18n import t
-from crm.errors import BadInput
 from crm.fan_actions import redeem_referral, referral_code
 from crm.models import Fan
 
@@ -39,13 +37,10 @@ class Referrals(commands.Cog):
 
         async def redeem(session: AsyncSession) -> str:
             assert use is not None
-            try:
-                owner = await redeem_referral(session, self.bot.settings, use, platform=PLATFORM,
-                                              external_id=external_id(user), display_name=user.display_name,
-                                              at=interaction.created_at, now=self.bot.now(),
-                                              source_event_id=str(interaction.id))
-            except BadInput as exc:
-                raise Refusal("ref.failed", reason=str(exc)) from exc
+            owner = await redeem_referral(session, self.bot.settings, use, platform=PLATFORM,
+                                          external_id=external_id(user), display_name=user.display_name,
+                                          at=interaction.created_at, now=self.bot.now(),
+                                          source_event_id=str(interaction.id))
             fan = await session.get(Fan, owner)
             return fan.display_name if fan else "?"
 

@@ -51,7 +51,15 @@ class TierRules:
 
     @property
     def keys(self) -> list[str]:
-        return [t.key for t in self.tiers]
+        return list(self._keys)
+
+    @property
+    def _keys(self) -> tuple[str, ...]:
+        cached: tuple[str, ...] | None = self.__dict__.get("_key_cache")
+        if cached is None:
+            cached = tuple(t.key for t in self.tiers)
+            object.__setattr__(self, "_key_cache", cached)
+        return cached
 
     @property
     def lowest(self) -> str:
@@ -60,7 +68,7 @@ class TierRules:
     def rank(self, key: str) -> int:
         """Position of a tier (0 = lowest); unknown keys (from an older config) count as lowest."""
         try:
-            return self.keys.index(key)
+            return self._keys.index(key)
         except ValueError:
             return 0
 

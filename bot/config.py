@@ -80,6 +80,7 @@ class DiscordConfig:
     defer_after_seconds: float = 1.5
     role_sync_seconds: float = 60.0
     ready_timeout_seconds: float = 60.0
+    redact_deleted_messages: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -41,6 +41,20 @@ async def set_opt_out(session: AsyncSession, fan_id: int, opted_out: bool) -> No
             .execution_options(synchronize_session=False)
         )
     await session.flush()
+
+
+async def redact_texts(session: AsyncSession, platform: str, event_ids: Sequence[str]) -> int:
+    """Drop the stored text of interactions whose source message was deleted; the history row,
+    its time and its points stay (a deleted message was still sent)."""
+    redacted = 0
+    for start in range(0, len(event_ids), 500):
+        result = await session.execute(
+            update(Interaction)
+            .where(Interaction.platform == platform, Interaction.source_event_id.in_(event_ids[start : start + 500]),
+                   Interaction.summary.is_not(None))
+            .values(summary=None).execution_options(synchronize_session=False))
+        redacted += int(getattr(result, "rowcount", 0) or 0)
+    return redacted
 
 
 async def erase_fan(session: AsyncSession, fan_id: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.app import Crm
 from bot.discord_adapter.client import SuperfanBot
 from bot.sandbox.discord_emulator import DiscordEmulator
@@ -85,7 +87,20 @@ async def test_edits_do_not_double_count_and_deletes_keep_history(
     await eventually(lambda: interactions(crm, FAN2))
     await settle(bot)
     rows = await interactions(crm, FAN)
-    assert [(r.kind, r.source_event_id, r.summary) for r in rows] == [("message", sent["id"], "frist")]
+    # one row (the edit added nothing), kept after the delete with its points, its text redacted
+    assert [(r.kind, r.source_event_id, r.summary) for r in rows] == [("message", sent["id"], None)]
+    assert rows[0].points > 0
+
+
+@pytest.mark.parametrize("discord_overrides", [{"redact_deleted_messages": False}])
+async def test_deleted_message_text_can_be_kept_by_config(emu: DiscordEmulator, bot: SuperfanBot, crm: Crm) -> None:
+    sent = await emu.message_create(GENERAL, FAN, "留著這段話")
+    await eventually(lambda: interactions(crm, FAN))
+    await emu.message_delete(GENERAL, int(sent["id"]))
+    await emu.message_create(GENERAL, FAN2, "sentinel")
+    await eventually(lambda: interactions(crm, FAN2))
+    await settle(bot)
+    assert [r.summary for r in await interactions(crm, FAN)] == ["留著這段話"]
 
 
 async def test_reactions_count_once_even_when_removed_and_added_again(

@@ -3,7 +3,8 @@
 What counts: messages people post in the server (channels, threads, forum posts) → ``message``;
 reactions they add → ``reaction``; DMs to the bot → ``dm_in``. What never counts: the bot's own
 messages and other bots, webhooks, system messages (joins, pins, boosts), edits, and removals —
-a removed reaction or deleted message keeps its history row, and adding the same reaction again
+a removed reaction or deleted message keeps its history row (a deleted message loses its stored
+text unless ``[discord] redact_deleted_messages = false``), and adding the same reaction again
 is the same event (its id is message + user + emoji), so it is not counted twice. Discord
 message ids are the event ids, so a message redelivered around a gateway reconnect is stored once.
 """
@@ -14,9 +15,11 @@ import logging
 
 import discord
 from discord.ext import commands
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.discord_adapter.client import SuperfanBot
-from bot.discord_adapter.cogs._common import event_id, interaction_in, record_event
+from bot.discord_adapter.cogs._common import PLATFORM, event_id, interaction_in, record_event
+from crm.privacy import redact_texts
 
 log = logging.getLogger(__name__)
 COUNTED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
@@ -44,6 +47,27 @@ class Intake(commands.Cog):
         item = interaction_in(message.author, kind, message.created_at, str(message.id), text=message.content)
         recorded = await record_event(self.bot, item)
         log.debug("%s %s from %s: %s", kind, message.id, message.author.id, recorded.status)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._deleted([payload.message_id], payload.guild_id)
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await self._deleted(sorted(payload.message_ids), payload.guild_id)
+
+    async def _deleted(self, message_ids: list[int], guild_id: int | None) -> None:
+        """A deleted message keeps its history row (and points); its text goes, unless configured not to."""
+        if not self.bot.crm.config.discord.redact_deleted_messages:
+            return
+        if guild_id is not None and not self.bot.in_scope(guild_id):
+            return
+
+        async def work(session: AsyncSession) -> int:
+            return await redact_texts(session, PLATFORM, [str(m) for m in message_ids])
+
+        redacted = await self.bot.transact(work)
+        log.debug("deleted messages %s: %d texts redacted", message_ids, redacted)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:

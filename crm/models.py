@@ -95,7 +95,7 @@ class Interaction(Base):
     __tablename__ = "interactions"
     __table_args__ = (
         UniqueConstraint("platform", "source_event_id"),
-        Index(None, "fan_id", "occurred_at"),
+        Index(None, "fan_id", "occurred_at", "kind", "points"),  # covers the cap window query
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config, require_secrets
-from crm.db import ensure_schema, make_engine, make_sessionmaker
+from crm.db import ensure_schema, make_engine, make_read_sessionmaker, make_sessionmaker
 from crm.settings import CrmSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,18 @@ class Crm:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     settings: CrmSettings
+    #: Read-only sessions (see :func:`crm.db.make_read_sessionmaker`); built from ``engine`` if omitted.
+    readers: async_sessionmaker[AsyncSession] | None = None
+
+    def __post_init__(self) -> None:
+        if self.readers is None:
+            object.__setattr__(self, "readers", make_read_sessionmaker(self.engine))
+
+    @property
+    def read(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for commands that only read: they never wait for, or hold up, a writer."""
+        assert self.readers is not None
+        return self.readers
 
 
 @asynccontextmanager

@@ -145,7 +145,7 @@ async def fans(
     async with open_crm(_config()) as crm:
         when = _now(now)
         rules = crm.settings.tiers
-        async with crm.sessions() as session:
+        async with crm.read() as session:
             found = await ranked_fans(session, crm.settings, when,
                                       tier=rules.resolve(tier) if tier else None,
                                       min_tier=rules.resolve(min_tier) if min_tier else None, top=top)
@@ -167,7 +167,7 @@ async def fan(
     """One fan's history, score (explained), preferences and notes."""
     async with open_crm(_config()) as crm:
         when = _now(now)
-        async with crm.sessions() as session:
+        async with crm.read() as session:
             found = await find_fan(session, query)
             (doc,) = await fan_documents(session, [found], crm.settings, when, interactions=limit)
     if as_json:
@@ -205,7 +205,7 @@ async def export(
             if out_path else sys.stdout
         count = 0
         try:
-            async with crm.sessions() as session:
+            async with crm.read() as session:
                 if fmt == "json":
                     everyone = await ranked_fans(session, crm.settings, utcnow())
                     docs = await fan_documents(session, everyone, crm.settings, utcnow(), interactions=10**9)
@@ -269,7 +269,7 @@ async def stats(
 ) -> None:
     """Fans per tier, true fans against the goal (1000 true fans), and the top fans."""
     async with open_crm(_config()) as crm:
-        async with crm.sessions() as session:
+        async with crm.read() as session:
             data = await community_stats(session, crm.settings, _now(now), top=top)
     if as_json:
         _print_json(data)

@@ -16,6 +16,7 @@ from sqlalchemy.sql.dml import Insert
 from crm.errors import SchemaOutOfDate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "superfan_read_only"
 #: How SQLAlchemy's SQLite dialect stores DATETIME values (UTC, naive).
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -53,12 +54,22 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded attributes after commit (adapters render after committing)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reading only (lists, fan cards, exports).
+
+    On SQLite they begin a plain deferred transaction, which in WAL mode reads a snapshot without
+    taking the write lock, so a long export never holds up webhooks. Writing in one is a bug: it
+    would fail with "database is locked" under load instead of queueing like a writer.
+    """
+    return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 def insert_ignore(session: AsyncSession, table: Any, *conflict_cols: str) -> Insert:

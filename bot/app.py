@@ -127,7 +127,7 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
     if config.discord.enabled:
         from bot.discord_adapter.client import start_discord
 
-        handle = await start_discord(crm)
+        handle = await start_discord(crm, writer=writer)
         stack.push_async_callback(handle.close)
         extra_jobs["reconcile_roles"] = handle.reconcile_roles
     from bot.jobs import build_scheduler

@@ -98,8 +98,11 @@ class GroupWriter:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._moved = False
         self.groups = 0
         self.ops = 0
+        #: Called after a commit in which some fan changed tier (e.g. Discord's role sync).
+        self.on_tier_moves: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         if self._task is None:
@@ -182,6 +185,17 @@ class GroupWriter:
         for work in group:
             _resolve(work, outcomes[start : start + len(work.ops)])
             start += len(work.ops)
+        self._announce_moves()
+
+    def _announce_moves(self) -> None:
+        if not self._moved:
+            return
+        self._moved = False
+        for callback in self.on_tier_moves:
+            try:
+                callback()
+            except Exception:
+                log.exception("writer: a tier-move listener failed")
 
     async def _apply(self, session: AsyncSession, ops: Sequence[Op], now: datetime) -> list[Outcome]:
         """Run ops in order: consecutive interactions as one ``record_many``, actions in savepoints.
@@ -195,6 +209,7 @@ class GroupWriter:
         async def flush() -> None:
             if batch:
                 done = await record_many(session, [item for _, item in batch], self._settings, now)
+                self._moved = self._moved or bool(done.tier_moves)
                 for (n, _), result in zip(batch, done.results, strict=True):
                     outcomes[n] = result
                 batch.clear()
@@ -240,6 +255,7 @@ class GroupWriter:
                 _fail(work, failure)
             else:
                 _resolve(work, outcomes)
+        self._announce_moves()
 
 
 def brief(exc: BaseException) -> str:

@@ -27,7 +27,9 @@ from bot.discord_adapter.endpoints import configure_endpoints
 from bot.discord_adapter.errors import SuperfanTree
 from bot.discord_adapter.localise import CatalogueTranslator
 from bot.discord_adapter.roles import RoleReport, reconcile_roles
+from bot.writer import GroupWriter
 from crm.clock import Clock, utcnow
+from crm.ingest import InteractionIn, Recorded, record_many
 from crm.settings import CrmSettings
 
 if TYPE_CHECKING:
@@ -88,6 +90,9 @@ class SuperfanBot(commands.Bot):
         self._idle.set()
         self._background: set[asyncio.Task[None]] = set()
         self.on_tier_moves: list[Callable[[], None]] = []
+        #: ``superfan run``'s group-commit writer: intake events share its transactions with the
+        #: LINE webhooks (one writer, commits in groups); without one, each event commits alone.
+        self.writer: GroupWriter | None = None
 
     @property
     def config(self) -> DiscordConfig:
@@ -151,6 +156,29 @@ class SuperfanBot(commands.Bot):
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    async def record(self, item: InteractionIn) -> Recorded:
+        """Store one intake event: through the shared writer when there is one, else on its own."""
+        if self.writer is None:
+            async def work(session: AsyncSession) -> tuple[Recorded, bool]:
+                result = await record_many(session, [item], self.settings, self.now())
+                return result.results[0], bool(result.tier_moves)
+
+            recorded, moved = await self.transact(work)
+            if moved:
+                self.tiers_moved()
+            return recorded
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            (outcome,) = await self.writer.submit([item])
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+        if isinstance(outcome, Recorded):
+            return outcome
+        return Recorded("rejected", 0)  # the writer logged why
 
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until no unit of work is running (shutdown: nothing received is half-written)."""
@@ -246,16 +274,22 @@ async def start_discord(
     token: str | None = None,
     clock: Clock = utcnow,
     guild_ready_timeout: float = 2.0,
+    writer: GroupWriter | None = None,
 ) -> DiscordHandle:
     """Connect the bot on the running loop and return once it is ready.
 
-    ``token`` defaults to the environment variable named by ``[discord] token_env``.
+    ``token`` defaults to the environment variable named by ``[discord] token_env``. With
+    ``writer`` (``superfan run`` passes its one), intake events are committed in its groups, and
+    tier changes from any source (a LINE purchase too) wake the role sync at once.
     Raises :class:`DiscordStartError` (after closing the client) when Discord refuses.
     """
     config = crm.config.discord
     token = token or crm.config.secret(config.token_env)
     configure_endpoints(config.api_base, config.gateway_url)
     bot = SuperfanBot(crm, clock=clock, guild_ready_timeout=guild_ready_timeout)
+    if writer is not None:
+        bot.writer = writer
+        writer.on_tier_moves.append(bot.tiers_moved)
     task = asyncio.create_task(bot.start(token, reconnect=True), name="superfan-discord")
     ready = asyncio.create_task(bot.ready_event.wait())
     try:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.discord_adapter.client import SuperfanBot
 from crm.fan_actions import ensure_fan
 from crm.identity import fan_by_identity
-from crm.ingest import InteractionIn, Recorded, record_many
+from crm.ingest import InteractionIn, Recorded
 from crm.models import Fan
 
 PLATFORM = "discord"
@@ -29,16 +29,8 @@ def event_id(*parts: object) -> str:
 
 
 async def record_event(bot: SuperfanBot, item: InteractionIn) -> Recorded:
-    """Record one interaction in its own unit of work; wakes the role sync when a tier moved."""
-
-    async def work(session: AsyncSession) -> tuple[Recorded, bool]:
-        result = await record_many(session, [item], bot.settings, bot.now())
-        return result.results[0], bool(result.tier_moves)
-
-    recorded, moved = await bot.transact(work)
-    if moved:
-        bot.tiers_moved()
-    return recorded
+    """Record one interaction (see :meth:`SuperfanBot.record`)."""
+    return await bot.record(item)
 
 
 def interaction_in(user: discord.abc.User, kind: str, at: datetime, source_event_id: str, *,

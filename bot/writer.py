@@ -1,4 +1,4 @@
-"""The group-commit writer: every webhook's writes go through one task, many requests per transaction.
+"""The group-commit writer: webhook and Discord intake writes go through one task, many per transaction.
 
 A webhook may only answer 200 once its events are durable, but one fsync per request caps a burst
 at a few hundred requests a second on SQLite. So requests hand their work to :class:`GroupWriter`

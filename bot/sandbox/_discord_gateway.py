@@ -88,7 +88,7 @@ class Gateway:
         return ws
 
     async def _on_payload(self, conn: GatewayConnection, payload: Payload) -> None:
-        op, data = payload.get("op"), payload.get("d")
+        op, data = payload.get("op"), payload.get("d") or {}
         if op == HEARTBEAT:
             await conn.send(HEARTBEAT_ACK, None)
         elif op == IDENTIFY:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 
 @dataclass
@@ -59,6 +59,8 @@ async def record_request(request: web.Request) -> RecordedRequest:
     elif request.content_type.startswith("multipart/"):
         reader = await request.multipart()
         async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
             if part.name == "payload_json":
                 body = json.loads(await part.text())
             else:

@@ -46,8 +46,10 @@ class InteractionRoutes:
             flags = (data.get("flags") or 0) & _RESPONSE_FLAGS | (128 if kind == 5 else 0)
             handle.original = message = self._interaction_message(handle, {**data, "flags": flags})
         elif kind == 7 and "message" in handle.payload:
-            message = self.world.messages.get(int(handle.payload["message"]["id"]), handle.payload["message"])
-            apply_edit(message, data)
+            known = self.world.messages.get(int(handle.payload["message"]["id"]))
+            edited: Payload = known if known is not None else handle.payload["message"]
+            apply_edit(edited, data or {})
+            message = edited
         handle._record_callback(body, now)
         if rec.query.get("with_response") not in _TRUE:
             return no_content()

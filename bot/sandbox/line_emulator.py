@@ -37,7 +37,7 @@ __all__ = ["Delivered", "LineEmulator", "RecordedCall"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROFILE_PREFIX = "/v2/bot/profile/"
 REQUEST_ID = web.RequestKey("request_id", str)
-BODY = web.RequestKey("body", Any)
+BODY = web.RequestKey("body", dict[str, Any])
 
 
 class LineEmulator:

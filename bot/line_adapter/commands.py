@@ -38,6 +38,7 @@ _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,31}")
 
 ME: tuple[str, ...] = ("我的資料", "me", "my data")
 OPTOUT: tuple[str, ...] = ("停止追蹤", "optout", "opt out", "opt-out")
+OPTIN: tuple[str, ...] = ("恢復追蹤", "optin", "opt in", "opt-in")
 FORGET: tuple[str, ...] = ("刪除我的資料", "forget me", "forgetme", "forget-me")
 MY_CODE: tuple[str, ...] = ("推薦碼", "my code", "refcode", "referral code")
 LINK: tuple[str, ...] = ("綁定", "link")
@@ -46,7 +47,7 @@ REFER: tuple[str, ...] = ("推薦", "ref")
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed request: ``name`` is one of checkin, link, refer, my_code, me, optout, forget,
+    """A parsed request: ``name`` is one of checkin, link, refer, my_code, me, optout, optin, forget,
     optout_confirm, forget_confirm, cancel."""
 
     name: str
@@ -66,7 +67,8 @@ def parse_text(text: str, checkin_keywords: Sequence[str], *, private: bool = Tr
         return None
     low = said.casefold()
     if private:
-        for names, command in ((ME, "me"), (OPTOUT, "optout"), (FORGET, "forget"), (MY_CODE, "my_code")):
+        for names, command in ((ME, "me"), (OPTOUT, "optout"), (OPTIN, "optin"), (FORGET, "forget"),
+                               (MY_CODE, "my_code")):
             if low in names:
                 return Command(command)
     for keyword in _normalised(tuple(checkin_keywords)):
@@ -213,6 +215,11 @@ async def _execute(session: AsyncSession, now: datetime, command: Command, user_
         await set_opt_out(session, fan_id, True)
         return Done("optout", {})
     fan = await fan_by_identity(session, PLATFORM, user_id)
+    if name == "optin":
+        if fan is not None and fan.opted_out:
+            await set_opt_out(session, fan.id, False)
+            return Done("optin", {"resumed": True})
+        return Done("optin", {"resumed": False})
     if name == "forget_confirm":
         if fan is not None:
             await erase_fan(session, fan.id)

@@ -90,6 +90,8 @@ def _done(result: Done, locale: str) -> str:
         return t("line.forget.done" if data["found"] else "line.forget.nothing", locale)
     if result.command == "optout":
         return t("line.optout.done", locale)
+    if result.command == "optin":
+        return t("line.optin.done" if data["resumed"] else "line.optin.already", locale)
     if result.command == "cancel":
         return t("line.cancelled", locale)
     return t(f"line.{result.command}.ok", locale)

@@ -186,7 +186,15 @@ async def test_optout_asks_first_then_stops_recording(rig: LineRig) -> None:
 
     assert await rig.count(kind="dm_in") == 1
     assert await checkins(rig) == 0
-    assert rig.replies_to(FAN)[-2:] == ["已停止追蹤。之後的互動不會再被記錄。", "你已停止追蹤，所以這次打卡沒有記錄。"]
+    assert rig.replies_to(FAN)[-2:] == ["已停止追蹤。之後的互動不會再被記錄；想恢復時傳「恢復追蹤」。",
+                                        "你已停止追蹤，所以這次打卡沒有記錄。傳「恢復追蹤」可以恢復。"]
+
+    await rig.post(text_event(FAN, "恢復追蹤", reply_token=rig.emu.issue_reply_token(FAN)))
+    await rig.post(text_event(FAN, "我回來了"))
+    assert rig.replies_to(FAN)[-1] == "已恢復追蹤，之後的互動會再記錄下來。謝謝你回來！"
+    assert await rig.count(kind="dm_in") == 2  # recorded again after opting back in
+    await rig.post(text_event(FAN, "optin", reply_token=rig.emu.issue_reply_token(FAN)))
+    assert rig.replies_to(FAN)[-1] == "你的互動本來就有在記錄，不需要恢復。"
 
 
 async def test_forget_me_erases_after_confirmation(rig: LineRig) -> None:

@@ -29,7 +29,7 @@ from crm.db import migrate as run_migrations
 from crm.errors import CrmError
 from crm.identity import find_fan
 from crm.merge import merge_fans
-from crm.privacy import EXPORT_COLUMNS, export_rows
+from crm.privacy import EXPORT_COLUMNS, erase_fan, export_rows
 from crm.profiles import fan_documents, ranked_fans
 from crm.rescore import rescore as rescore_all
 from crm.stats import community_stats
@@ -75,6 +75,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return asyncio.run(fn(*args, **kwargs))
+        except typer.Exit:
+            raise
         except (ConfigError, CrmError) as exc:
             text = error_text(exc, _locale()) if isinstance(exc, CrmError) else str(exc)
             for line in text.splitlines():
@@ -244,6 +246,25 @@ async def merge(
             await merge_fans(session, crm.settings, a.id, b.id, now=utcnow())
             name = a.display_name
     out.print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
+
+
+@app.command()
+@command
+async def forget(
+    query: Annotated[str, typer.Argument(help="The fan to erase (id, platform:id or name).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase everything stored about a fan (a PDPA/GDPR erasure request). Irreversible."""
+    async with open_crm(_config()) as crm:
+        locale = crm.settings.locale
+        async with crm.read() as session:
+            found = await find_fan(session, query)
+            fan_id, name = found.id, found.display_name
+        if not yes and not typer.confirm(t("cli.forget_ask", locale, id=fan_id, name=name), err=True):
+            raise typer.Exit(1)
+        async with crm.sessions.begin() as session:
+            rows = await erase_fan(session, fan_id)
+    out.print(t("cli.forgotten", locale, id=fan_id, rows=rows), highlight=False)
 
 
 @app.command()

@@ -229,3 +229,17 @@ def test_shipped_example_finds_its_true_fans(cli):
     top = json.loads(cli("fans", "--min-tier", "鐵粉", "--json", "--now", "2026-11-21T09:00:00+08:00").stdout)
     assert len(top) == 8 and all(f["tier"] == "鐵粉" for f in top)
     assert all({"purchase", "checkin"} <= set(f["score_breakdown"]) for f in top)
+
+
+def test_forget_erases_a_fan_after_confirmation(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    kept = cli("forget", "小慧", expect=1)  # answered "no" (no input): nothing erased
+    assert "小慧" in kept.stderr and "error" not in kept.stderr
+    assert len(json.loads(cli("fans", "--json").stdout)) == 5
+    cli("forget", "小慧", "--yes")
+    fans = json.loads(cli("fans", "--json").stdout)
+    assert len(fans) == 4 and "小慧" not in {f["display_name"] for f in fans}
+    cli("fan", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701", expect=2)
+    exported = tmp_path / "after.csv"
+    cli("export", "--out", str(exported))
+    assert "U4af4980629f1e0b7c1a2b3c4d5e6f701" not in exported.read_text(encoding="utf-8-sig")

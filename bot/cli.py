@@ -75,7 +75,7 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return asyncio.run(fn(*args, **kwargs))
-        except typer.Exit:
+        except (typer.Exit, typer.Abort):
             raise
         except (ConfigError, CrmError) as exc:
             text = error_text(exc, _locale()) if isinstance(exc, CrmError) else str(exc)

@@ -79,7 +79,7 @@ def insert_ignore(session: AsyncSession, table: Any, *conflict_cols: str) -> Ins
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols) or None)
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict_cols) or None)
-    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+    raise ValueError(f"unsupported database dialect {dialect!r} (superfan supports SQLite and PostgreSQL)")
 
 
 def migrations_dir() -> Path:

@@ -185,16 +185,6 @@ async def insert_rows(session: AsyncSession, table: Table, columns: Sequence[str
     return None
 
 
-async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
-    """:func:`insert_rows` for rows as dicts (all with the same keys)."""
-    if not rows:
-        return
-    columns = list(rows[0])
-    enc = datetime_encoder(session)
-    tuples = [tuple(enc(v) if isinstance(v, datetime) else v for v in (r[c] for c in columns)) for r in rows]
-    await insert_rows(session, table, columns, tuples)
-
-
 async def next_ids(session: AsyncSession, table: Table, count: int) -> list[int] | None:
     """On SQLite (single writer, ``BEGIN IMMEDIATE``), the ids the next ``count`` rows will get.
 

@@ -10,7 +10,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import bulk_insert, datetime_encoder, fetch_rows, insert_rows, next_ids
+from crm.db import datetime_encoder, fetch_rows, insert_rows, next_ids
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
@@ -27,9 +27,10 @@ _IDENTITIES = (
     .where(_ic.platform == bindparam("platform"), _ic.external_id.in_(bindparam("ids", expanding=True)))
 )
 IDENTITY_COLUMNS = ("fan_id", "platform", "external_id", "display_name", "name_key", "created_at")
+FAN_COLUMNS = ("display_name", "name_key", "opted_out", "score_base", "tier", "first_seen_at", "last_seen_at")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FanRef:
     fan_id: int
     opted_out: bool
@@ -59,43 +60,53 @@ async def resolve_identities(
     found = await _lookup(session, keys)
     missing = [k for k in keys if k not in found]
     if missing:
-        fan_rows = []
-        for platform, external_id in missing:
-            display = clean_display_name(names[(platform, external_id)], f"{platform}:{external_id[-6:]}")
-            lo, hi = span[(platform, external_id)]
-            fan_rows.append({
-                "display_name": display, "name_key": name_key(display), "opted_out": False,
-                "score_base": 0.0, "tier": settings.tiers.lowest, "first_seen_at": lo, "last_seen_at": hi,
-            })
-        created = await next_ids(session, table(Fan), len(fan_rows))
-        if created is not None:
-            for row, fan_id in zip(fan_rows, created, strict=True):
-                row["id"] = fan_id
-            await bulk_insert(session, table(Fan), fan_rows)
-        else:
-            created = []
-            for start in range(0, len(fan_rows), CHUNK):
-                result = await session.execute(
-                    insert(Fan).returning(Fan.id, sort_by_parameter_order=True), fan_rows[start : start + CHUNK]
-                )
-                created.extend(int(r[0]) for r in result)
         enc = datetime_encoder(session)
-        id_rows = []
-        for (platform, external_id), fan_id in zip(missing, created, strict=True):
-            seen_name = names[(platform, external_id)]
-            id_rows.append((fan_id, platform, external_id, seen_name, name_key(seen_name) if seen_name else None,
-                            enc(now)))
-        await insert_rows(session, table(Identity), IDENTITY_COLUMNS, id_rows,
-                          ignore_conflicts_on=("platform", "external_id"))
-        mine = await _lookup(session, missing)
-        orphans = [fid for k, fid in zip(missing, created, strict=True) if mine[k].fan_id != fid]
-        if orphans:
-            await session.execute(delete(Fan).where(Fan.id.in_(orphans)))
-        for k, fid in zip(missing, created, strict=True):
-            found[k] = replace(mine[k], new=mine[k].fan_id == fid)
+        lowest, created_at = settings.tiers.lowest, enc(now)
+        displays = [clean_display_name(names[k], f"{k[0]}:{k[1][-6:]}") for k in missing]
+        fan_rows = [(display, name_key(display), False, 0.0, lowest, enc(span[k][0]), enc(span[k][1]))
+                    for k, display in zip(missing, displays, strict=True)]
+        id_rows = [(platform, external_id, seen, name_key(seen) if seen else None, created_at)
+                   for platform, external_id in missing for seen in (names[(platform, external_id)],)]
+        ids = await next_ids(session, table(Fan), len(fan_rows))
+        if ids is not None:
+            # SQLite under BEGIN IMMEDIATE: this transaction is the only writer, so the ids are
+            # ours and no other writer can create these identities first.
+            await insert_rows(session, table(Fan), ("id", *FAN_COLUMNS),
+                              [(fan_id, *row) for fan_id, row in zip(ids, fan_rows, strict=True)])
+            await insert_rows(session, table(Identity), IDENTITY_COLUMNS,
+                              [(fan_id, *row) for fan_id, row in zip(ids, id_rows, strict=True)])
+            for k, fan_id, display in zip(missing, ids, displays, strict=True):
+                found[k] = FanRef(fan_id, False, True, None, names[k], display, lowest, None, 0.0)
+        else:
+            await _create_racing(session, missing, fan_rows, id_rows, found)
     fresh = set(missing)
     await _refresh_names(session, {k: n for k, n in names.items() if n and k not in fresh}, found)
     return found
+
+
+async def _create_racing(session: AsyncSession, missing: list[Key], fan_rows: list[tuple[Any, ...]],
+                         id_rows: list[tuple[Any, ...]], found: dict[Key, FanRef]) -> None:
+    """Create fans where another writer may create the same identities at once (PostgreSQL).
+
+    Identities go in with ``ON CONFLICT DO NOTHING`` and are read back: where another writer won,
+    its fan is used and the fan made here is deleted.
+    """
+    created: list[int] = []
+    for start in range(0, len(fan_rows), CHUNK):
+        result = await session.execute(
+            insert(Fan).returning(Fan.id, sort_by_parameter_order=True),
+            [dict(zip(FAN_COLUMNS, row, strict=True)) for row in fan_rows[start : start + CHUNK]],
+        )
+        created.extend(int(r[0]) for r in result)
+    await insert_rows(session, table(Identity), IDENTITY_COLUMNS,
+                      [(fan_id, *row) for fan_id, row in zip(created, id_rows, strict=True)],
+                      ignore_conflicts_on=("platform", "external_id"))
+    mine = await _lookup(session, missing)
+    orphans = [fid for k, fid in zip(missing, created, strict=True) if mine[k].fan_id != fid]
+    if orphans:
+        await session.execute(delete(Fan).where(Fan.id.in_(orphans)))
+    for k, fid in zip(missing, created, strict=True):
+        found[k] = replace(mine[k], new=mine[k].fan_id == fid)
 
 
 async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:

@@ -7,21 +7,25 @@ chunk, never one ORM object per row.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import compress
 from typing import NamedTuple, cast
 
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
-from crm.db import datetime_encoder, fetch_rows, insert_rows, sqlite_driver
+from crm.db import datetime_encoder, fetch_rows, sqlite_driver
 from crm.errors import BadInput
 from crm.identity import FanRef, resolve_identities
+from crm.interaction_sink import InteractionSink
 from crm.models import Fan, Interaction, table
 from crm.scoring import DAY_SECONDS, Allowance, current_epoch, term_function
 from crm.settings import CrmSettings
@@ -40,11 +44,10 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _GOOD_IDENTS: set[str] = set()
 CHUNK = 500
 ID_CHUNK = 5000
-ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "recorded_at", "points", "amount_cents", "currency",
-               "summary", "source_event_id")
+SLICE = 4000  # rows built (and, on SQLite, inserted in the background) at a time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InteractionIn:
     """One fan interaction as an adapter or an import sees it (platform-neutral)."""
 
@@ -79,11 +82,24 @@ class Recorded(NamedTuple):
 
 @dataclass
 class BulkResult:
-    results: list[Recorded] = field(default_factory=list)
+    """What :func:`record_many` did, per item in the order given.
+
+    Kept as parallel lists (an import of 200k rows should not build 200k objects it never reads);
+    :attr:`results` builds the :class:`Recorded` view on demand.
+    """
+
+    statuses: list[str] = field(default_factory=list)
+    fan_ids: list[int] = field(default_factory=list)
+    points: list[float] = field(default_factory=list)
+    new: list[bool] = field(default_factory=list)
     tier_moves: list[TierMove] = field(default_factory=list)
 
+    @property
+    def results(self) -> list[Recorded]:
+        return [Recorded(*r) for r in zip(self.statuses, self.fan_ids, self.points, self.new, strict=True)]
+
     def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
+        return self.statuses.count(status)
 
     @property
     def stored(self) -> int:
@@ -95,7 +111,7 @@ class BulkResult:
 
     @property
     def new_fans(self) -> int:
-        return len({r.fan_id for r in self.results if r.new_fan})
+        return len({f for f, new in zip(self.fan_ids, self.new, strict=True) if new})
 
 
 def _is_ident(text: str | None) -> bool:
@@ -146,6 +162,24 @@ def validate(item: InteractionIn) -> InteractionIn:
     return replace(item, external_id=external_id, occurred_at=at, amount=amount, currency=currency)
 
 
+def validate_many(items: Sequence[InteractionIn]) -> list[InteractionIn]:
+    """:func:`validate` for a batch: rows that are already normal pass on a few cheap checks."""
+    for text in {i.platform for i in items} | {i.kind for i in items}:
+        if not _is_ident(text):
+            break
+    else:
+        return [item if _normal(item) else validate(item) for item in items]
+    return [validate(item) for item in items]
+
+
+def _normal(item: InteractionIn) -> bool:
+    """True when :func:`validate` would return ``item`` as it is (platform and kind checked apart)."""
+    ext, eid = item.external_id, item.source_event_id
+    return (item.occurred_at.tzinfo is UTC and item.amount is None and item.currency is None
+            and 0 < len(ext) <= 128 and not ext[0].isspace() and not ext[-1].isspace()
+            and (eid is None or len(eid) <= 128))
+
+
 async def record(session: AsyncSession, item: InteractionIn, settings: CrmSettings, now: datetime) -> Recorded:
     """Record one interaction (see :func:`record_many`)."""
     return (await record_many(session, [item], settings, now)).results[0]
@@ -164,96 +198,151 @@ async def record_many(
     A repeated ``(platform, source_event_id)`` — in the batch or already stored — is reported as
     ``duplicate`` and changes nothing. Interactions of opted-out fans are not stored. The caller
     owns the transaction: nothing is committed here.
+
+    This runs per row for imports of hundreds of thousands of rows, so the per-row work is kept to
+    list comprehensions and one loop over plain locals.
     """
-    clean = [validate(i) for i in items]
-    epoch, half_life = await current_epoch(session, settings.scoring)
+    clean = validate_many(items)
+    size = len(clean)
+    rules = settings.scoring
+    epoch, half_life = await current_epoch(session, rules)
     term = term_function(epoch, half_life)
     enc = datetime_encoder(session)
     recorded_at = enc(now)
-    event_ids = [i.event_id() for i in clean]
-    seen = await _existing_event_ids(session, clean, event_ids)
+    stamps = [i.occurred_at.timestamp() for i in clean]
+    order = sorted(range(size), key=stamps.__getitem__)
+    event_ids = [i.source_event_id or i.event_id() for i in clean]
+    seen = await _existing_event_ids(session, [i.platform for i in clean], event_ids)
+    slots, identities, names, span = _identities_seen(clean, order)
+    fans = await resolve_identities(session, names, span, settings, now)
+    refs = list(map([fans[key] for key in identities].__getitem__, slots))
 
-    order = sorted(range(len(clean)), key=lambda n: clean[n].occurred_at)
-    latest_name: dict[tuple[str, str], str | None] = {}
-    first: dict[tuple[str, str], datetime] = {}
-    last: dict[tuple[str, str], datetime] = {}
-    for item in clean:
-        key = (item.platform, item.external_id)
-        if item.display_name:
-            latest_name[key] = item.display_name
-        else:
-            latest_name.setdefault(key, None)
-    for n in order:
-        item = clean[n]
-        key = (item.platform, item.external_id)
-        first.setdefault(key, item.occurred_at)
-        last[key] = item.occurred_at
-    span = {key: (first[key], last[key]) for key in first}
-    fans = await resolve_identities(session, latest_name, span, settings, now)
+    allowance = Allowance(rules)
+    await _load_allowance(session, allowance, clean, refs, settings)
+    award = allowance.award
+    base_points = rules.base_points
+    weights = rules.weights
+    summarise = _summariser(settings)
 
-    allowance = Allowance(settings.scoring)
-    await _load_allowance(session, allowance, clean, fans, settings)
-
-    rows: list[tuple[object, ...]] = []
-    stored_at: list[tuple[int, float]] = []  # per row: its result index and score term
-    results: list[Recorded | None] = [None] * len(clean)
+    statuses = ["stored"] * size
+    fan_ids = [r.fan_id for r in refs]
+    points_of = [0.0] * size
+    new = [r.new for r in refs]
+    result = BulkResult(statuses, fan_ids, points_of, new)
     delta: dict[int, float] = {}
-    last_seen: dict[int, datetime] = {}
-    for n in order:
-        item, eid = clean[n], event_ids[n]
-        fan = fans[(item.platform, item.external_id)]
-        if fan.opted_out:
-            results[n] = Recorded("opted_out", fan.fan_id)
-            continue
-        if (item.platform, eid) in seen:
-            results[n] = Recorded("duplicate", fan.fan_id)
-            continue
-        seen.add((item.platform, eid))
-        ts = item.occurred_at.timestamp()
-        points = allowance.award(fan.fan_id, item.kind, ts,
-                                 settings.scoring.base_points(item.kind, item.amount, item.currency))
-        rows.append((
-            fan.fan_id, item.platform, item.kind, enc(item.occurred_at), recorded_at, points,
-            None if item.amount is None else int((item.amount * 100).to_integral_value()),
-            item.currency, _summary(item.text, settings), eid,
-        ))
-        contribution = term(points, ts)
-        stored_at.append((n, contribution))
-        delta[fan.fan_id] = delta.get(fan.fan_id, 0.0) + contribution
-        if fan.fan_id not in last_seen or last_seen[fan.fan_id] < item.occurred_at:
-            last_seen[fan.fan_id] = item.occurred_at
-        results[n] = Recorded("stored", fan.fan_id, points, fan.new)
+    last_seen: dict[int, int] = {}  # fan → index of its newest stored row
 
-    step = CHUNK * 4
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        inserted = await insert_rows(session, table(Interaction), ROW_COLUMNS, chunk,
-                                     ignore_conflicts_on=("platform", "source_event_id"))
-        if inserted is not None and len(inserted) < len(chunk):
-            _lost_races(chunk, stored_at[start : start + step], inserted, results, delta)
-        if progress:
-            progress(len(chunk))
-    await _apply_deltas(session, delta, last_seen)
-    refs = {ref.fan_id: ref for ref in fans.values()}
+    sink = await InteractionSink.open(session, size, recorded_at)
+    as_sqlite = sink.sqlite  # validated times are UTC: write SQLAlchemy's SQLite text inline
+    keep_meta = not as_sqlite  # PostgreSQL reports lost races per row
+
+    def build(indexes: Sequence[int]) -> tuple[list[tuple[object, ...]], list[tuple[int, float]]]:
+        """Rows to insert for these items (in time order), with each row's item index and score term.
+
+        Rows are in :data:`crm.interaction_sink.ROW_COLUMNS` order.
+        """
+        rows: list[tuple[object, ...]] = []
+        stored_at: list[tuple[int, float]] = []
+        for n in indexes:
+            ref = refs[n]
+            if ref.opted_out:
+                statuses[n] = "opted_out"
+                continue
+            item = clean[n]
+            platform, eid = item.platform, event_ids[n]
+            if (platform, eid) in seen:
+                statuses[n] = "duplicate"
+                new[n] = False
+                continue
+            seen.add((platform, eid))
+            fan_id, kind, ts, amount = ref.fan_id, item.kind, stamps[n], item.amount
+            base = weights.get(kind, 0.0) if amount is None else base_points(kind, amount, item.currency)
+            points = award(fan_id, kind, ts, base) if base > 0.0 else 0.0
+            at = item.occurred_at
+            rows.append((
+                fan_id, platform, kind, at.isoformat(" ", "microseconds")[:26] if as_sqlite else enc(at), points,
+                None if amount is None else int((amount * 100).to_integral_value()), item.currency,
+                summarise(item.text) if item.text else None, eid,
+            ))
+            contribution = term(points, ts) if points else 0.0
+            if keep_meta:
+                stored_at.append((n, contribution))
+            delta[fan_id] = delta.get(fan_id, 0.0) + contribution
+            last_seen[fan_id] = n  # rows come in time order
+            points_of[n] = points
+        return rows, stored_at
+
+    with _gc_paused():  # no cycles among the row tuples; spares full collections over them
+        for start in range(0, size, SLICE):
+            indexes = order[start : start + SLICE]
+            rows, stored_at = build(indexes)
+            inserted = await sink.put(rows)
+            if inserted is not None and len(inserted) < len(rows):
+                _lost_races(rows, stored_at, inserted, result, delta)
+            if progress:
+                progress(len(indexes))
+    await sink.close()
+    await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in last_seen.items()})
+    by_id = {ref.fan_id: ref for ref in fans.values()}
     divisor = 2.0 ** ((now.timestamp() - epoch.timestamp()) / (half_life * DAY_SECONDS))
-    moves = []
+    tiers = settings.tiers
     for fan_id, d in delta.items():
-        ref = refs[fan_id]
-        current = ref.tier or settings.tiers.lowest
-        target = settings.tiers.evaluate(current, (ref.score_base + d) / divisor, ref.tier_pinned)
+        ref = by_id[fan_id]
+        current = ref.tier or tiers.lowest
+        target = tiers.evaluate(current, (ref.score_base + d) / divisor, ref.tier_pinned)
         if target != current:
-            moves.append(TierMove(fan_id, current, target, "score"))
-    await apply_moves(session, moves, now, actor=None)
-    return BulkResult([r for r in results if r is not None], moves)
+            result.tier_moves.append(TierMove(fan_id, current, target, "score"))
+    await apply_moves(session, result.tier_moves, now, actor=None)
+    return result
+
+
+Key = tuple[str, str]
+
+
+def _identities_seen(
+    items: Sequence[InteractionIn], order: Sequence[int]
+) -> tuple[list[int], list[Key], dict[Key, str | None], dict[Key, tuple[datetime, datetime]]]:
+    """Each item's identity as a small int (cheap keys for the per-row passes), the identities,
+    the newest non-empty display name of each, and the first and last time each was seen.
+
+    ``order`` lists the items in time order. Built from C-level passes: in ``dict(zip(…))`` later
+    entries win, which gives the last occurrence (or, reversed, the first).
+    """
+    slot_of: dict[Key, int] = {}
+    slots = [slot_of.setdefault((i.platform, i.external_id), len(slot_of)) for i in items]
+    identities = list(slot_of)
+    in_order = list(map(slots.__getitem__, order))
+    shown = [items[n].display_name for n in order]
+    first = dict(zip(reversed(in_order), reversed(order), strict=True))
+    last = dict(zip(in_order, order, strict=True))
+    newest = dict(zip(compress(in_order, shown), compress(shown, shown), strict=True))
+    names = {key: newest.get(s) for s, key in enumerate(identities)}
+    span = {identities[s]: (items[n].occurred_at, items[last[s]].occurred_at) for s, n in first.items()}
+    return slots, identities, names, span
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector for a burst of allocation that creates no cycles.
+
+    Building 10^5 row tuples otherwise triggers repeated full collections over every live object.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _lost_races(chunk: list[tuple[object, ...]], meta: list[tuple[int, float]], inserted: set[tuple[object, ...]],
-                results: list[Recorded | None], delta: dict[int, float]) -> None:
+                result: BulkResult, delta: dict[int, float]) -> None:
     """Rows a concurrent writer stored first (PostgreSQL): report them as duplicates, take back points."""
     for row, (n, contribution) in zip(chunk, meta, strict=True):
-        if (row[1], row[9]) not in inserted:
+        if (row[1], row[8]) not in inserted:
             fan_id = cast(int, row[0])
-            results[n] = Recorded("duplicate", fan_id)
+            result.statuses[n], result.points[n], result.new[n] = "duplicate", 0.0, False
             delta[fan_id] = delta.get(fan_id, 0.0) - contribution
 
 
@@ -283,20 +372,25 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
     )
 
 
-def _summary(text: str | None, settings: CrmSettings) -> str | None:
-    if not text or not settings.store_text:
-        return None
-    text = " ".join(text.split())
+def _summariser(settings: CrmSettings) -> Callable[[str], str | None]:
+    """Stored text: whitespace collapsed, cut to ``summary_chars``; nothing when text is not stored."""
     limit = settings.summary_chars
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if not settings.store_text:
+        return lambda _text: None
+
+    def summary(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    return summary
 
 
 async def _existing_event_ids(
-    session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str]
+    session: AsyncSession, platforms: Sequence[str], event_ids: Sequence[str]
 ) -> set[tuple[str, str]]:
     by_platform: dict[str, set[str]] = {}
-    for item, eid in zip(items, event_ids, strict=True):
-        by_platform.setdefault(item.platform, set()).add(eid)
+    for platform, eid in zip(platforms, event_ids, strict=True):
+        by_platform.setdefault(platform, set()).add(eid)
     found: set[tuple[str, str]] = set()
     for platform, ids in by_platform.items():
         if len(ids) >= ID_CHUNK:  # a bulk import: one probe may save many lookups
@@ -312,18 +406,20 @@ async def _existing_event_ids(
 
 
 async def _load_allowance(session: AsyncSession, allowance: Allowance, items: Sequence[InteractionIn],
-                          fans: dict[tuple[str, str], FanRef], settings: CrmSettings) -> None:
+                          refs: Sequence[FanRef], settings: CrmSettings) -> None:
     """Feed caps and cooldowns with what existing fans already earned on the batch's local days.
 
     Caps count per local day and cooldowns are shorter than a day, so the window is the batch's
     local days (plus the longest cooldown at either end); only awarded rows matter, and a cap
     bounds how many there are per fan and day.
     """
+    if all(ref.new for ref in refs):
+        return
     kinds = allowance.window_kinds & {i.kind for i in items}
-    relevant = [i for i in items if i.kind in kinds and not fans[(i.platform, i.external_id)].new]
+    relevant = [i for i, ref in zip(items, refs, strict=True) if i.kind in kinds and not ref.new]
     if not relevant:
         return
-    known = sorted({fans[(i.platform, i.external_id)].fan_id for i in relevant})
+    known = sorted({r.fan_id for i, r in zip(items, refs, strict=True) if i.kind in kinds and not r.new})
     tz = settings.scoring.tz
     margin = timedelta(seconds=max(settings.scoring.cooldown_seconds.values(), default=0.0))
     first_day = min(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,

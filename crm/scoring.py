@@ -163,25 +163,33 @@ class Allowance:
         """Points actually granted for one interaction at timestamp ``ts``, and remember them."""
         if base <= 0:
             return 0.0
+        cap = self._caps.get(kind)
         cooldown = self._cooldowns.get(kind)
+        if cap is None and not cooldown:
+            return base
+        points = base
+        if cap is not None:
+            quarter = int(ts) // 900
+            day = self._days.get(quarter)
+            if day is None:
+                day = self._days[quarter] = self.rules.local_day_ts(ts)
+            key = (fan_id, kind, day)
+            earned = self.earned.get(key, 0.0)
+            if base > cap - earned:
+                points = cap - earned
+                if points <= 1e-12:
+                    return 0.0
         if cooldown:
             times = self.awarded_at.get((fan_id, kind))
-            if times:
+            if times is None:
+                self.awarded_at[(fan_id, kind)] = [ts]
+            else:
                 i = bisect.bisect_left(times, ts)
                 if (i < len(times) and times[i] - ts < cooldown) or (i > 0 and ts - times[i - 1] < cooldown):
                     return 0.0
-        cap = self._caps.get(kind)
-        if cap is None:
-            self.note_existing(fan_id, kind, ts, base)
-            return base
-        key = (fan_id, kind, self._day(ts))
-        earned = self.earned.get(key, 0.0)
-        points = cap - earned if base > cap - earned else base
-        if points <= 1e-12:
-            return 0.0
-        self.earned[key] = earned + points
-        if cooldown:
-            bisect.insort(self.awarded_at.setdefault((fan_id, kind), []), ts)
+                times.insert(i, ts)
+        if cap is not None:
+            self.earned[key] = earned + points
         return points
 
     @property

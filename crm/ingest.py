@@ -7,6 +7,7 @@ chunk, never one ORM object per row.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import re
@@ -18,16 +19,16 @@ from decimal import Decimal, InvalidOperation
 from itertools import compress
 from typing import NamedTuple, cast
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, case, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
 from crm.db import datetime_encoder, fetch_rows, sqlite_driver
 from crm.errors import BadInput
-from crm.identity import FanRef, resolve_identities
+from crm.identity import Key, resolve_identities
 from crm.interaction_sink import InteractionSink
-from crm.models import Fan, Interaction, table
-from crm.scoring import DAY_SECONDS, Allowance, current_epoch, term_function
+from crm.models import Fan, Identity, Interaction, table
+from crm.scoring import DAY_SECONDS, Allowance, ScoringRules, current_epoch, term_function
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, apply_moves
 
@@ -35,9 +36,16 @@ fans_t = table(Fan)
 _ic = table(Interaction).c
 _STORED_EVENT_IDS = select(_ic.source_event_id).where(
     _ic.platform == bindparam("platform"), _ic.source_event_id.in_(bindparam("ids", expanding=True)))
-_AWARDED = select(_ic.fan_id, _ic.kind, _ic.occurred_at, _ic.points).where(
-    _ic.fan_id.in_(bindparam("fans", expanding=True)), _ic.occurred_at >= bindparam("lo"),
-    _ic.occurred_at < bindparam("hi"), _ic.kind.in_(bindparam("kinds", expanding=True)), _ic.points > 0)
+_ANY_ON_PLATFORM = select(_ic.id).where(_ic.platform == bindparam("platform")).limit(1)
+_idc = table(Identity).c
+_AWARDED = (
+    select(_idc.external_id, _ic.id, _ic.kind, _ic.occurred_at, _ic.points)
+    .select_from(table(Identity).join(table(Interaction), _ic.fan_id == _idc.fan_id))
+    .where(_idc.platform == bindparam("platform"), _idc.external_id.in_(bindparam("ids", expanding=True)),
+           _ic.occurred_at >= bindparam("lo"), _ic.occurred_at < bindparam("hi"),
+           _ic.kind.in_(bindparam("kinds", expanding=True)),
+           _ic.points > literal_column("0"))  # a literal, so SQLite can prove the partial index applies
+)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_AMOUNT = Decimal("1e12")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -212,13 +220,27 @@ async def record_many(
     stamps = [i.occurred_at.timestamp() for i in clean]
     order = sorted(range(size), key=stamps.__getitem__)
     event_ids = [i.source_event_id or i.event_id() for i in clean]
-    seen = await _existing_event_ids(session, [i.platform for i in clean], event_ids)
     slots, identities, names, span = _identities_seen(clean, order)
-    fans = await resolve_identities(session, names, span, settings, now)
-    refs = list(map([fans[key] for key in identities].__getitem__, slots))
-
     allowance = Allowance(rules)
-    await _load_allowance(session, allowance, clean, refs, settings)
+    platforms = [i.platform for i in clean]
+    stored = _existing_event_ids(session, platforms, event_ids)
+    earned = _awarded(session, clean, allowance, rules)
+    if await sqlite_driver(session) is not None:
+        # The three reads share one trip round the event loop: the others wait in aiosqlite's
+        # queue, not behind every other task. Elsewhere a session takes one operation at a time.
+        stored_soon, earned_soon = asyncio.ensure_future(stored), asyncio.ensure_future(earned)
+        fans = await resolve_identities(session, names, span, settings, now)
+        seen, awarded = await stored_soon, await earned_soon
+    else:
+        seen, awarded = await stored, await earned
+        fans = await resolve_identities(session, names, span, settings, now)
+    refs = list(map([fans[key] for key in identities].__getitem__, slots))
+    counted: set[int] = set()  # a fan with two identities in the batch comes back twice
+    for key, row_id, kind, at, points in awarded:
+        ref = fans[key]
+        if not ref.new and row_id not in counted:
+            counted.add(row_id)
+            allowance.note_existing(ref.fan_id, kind, at.timestamp(), points)
     award = allowance.award
     base_points = rules.base_points
     weights = rules.weights
@@ -272,17 +294,21 @@ async def record_many(
             points_of[n] = points
         return rows, stored_at
 
-    with _gc_paused():  # no cycles among the row tuples; spares full collections over them
-        for start in range(0, size, SLICE):
-            indexes = order[start : start + SLICE]
-            rows, stored_at = build(indexes)
-            inserted = await sink.put(rows)
-            if inserted is not None and len(inserted) < len(rows):
-                _lost_races(rows, stored_at, inserted, result, delta)
-            if progress:
-                progress(len(indexes))
+    try:
+        with _gc_paused(size > SLICE):  # no cycles among the row tuples; spares full collections over them
+            for start in range(0, size, SLICE):
+                indexes = order[start : start + SLICE]
+                rows, stored_at = build(indexes)
+                inserted = await sink.put(rows, more=start + SLICE < size)
+                if inserted is not None and len(inserted) < len(rows):
+                    _lost_races(rows, stored_at, inserted, result, delta)
+                if progress:
+                    progress(len(indexes))
+            await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in last_seen.items()})
+    except BaseException:
+        await sink.abandon()
+        raise
     await sink.close()
-    await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in last_seen.items()})
     by_id = {ref.fan_id: ref for ref in fans.values()}
     divisor = 2.0 ** ((now.timestamp() - epoch.timestamp()) / (half_life * DAY_SECONDS))
     tiers = settings.tiers
@@ -294,9 +320,6 @@ async def record_many(
             result.tier_moves.append(TierMove(fan_id, current, target, "score"))
     await apply_moves(session, result.tier_moves, now, actor=None)
     return result
-
-
-Key = tuple[str, str]
 
 
 def _identities_seen(
@@ -322,13 +345,15 @@ def _identities_seen(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(pause: bool = True) -> Iterator[None]:
     """Hold off the cyclic garbage collector for a burst of allocation that creates no cycles.
 
     Building 10^5 row tuples otherwise triggers repeated full collections over every live object.
+    Small batches (``pause`` false) leave the collector alone.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    was_enabled = pause and gc.isenabled()
+    if was_enabled:
+        gc.disable()
     try:
         yield
     finally:
@@ -355,9 +380,9 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
         driver = await sqlite_driver(session)
         assert driver is not None
         await driver.executemany(
-            "UPDATE fans SET score_base = score_base + ?, "
-            "last_seen_at = CASE WHEN last_seen_at < ? THEN ? ELSE last_seen_at END WHERE id = ?",
-            [(d, enc(last_seen[fid]), enc(last_seen[fid]), fid) for fid, d in delta.items()],
+            "UPDATE fans SET score_base = score_base + ?1, "
+            "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3",
+            [(d, enc(last_seen[fid]), fid) for fid, d in delta.items()],
         )
         return
     await session.execute(
@@ -394,8 +419,7 @@ async def _existing_event_ids(
     found: set[tuple[str, str]] = set()
     for platform, ids in by_platform.items():
         if len(ids) >= ID_CHUNK:  # a bulk import: one probe may save many lookups
-            stored = await session.execute(select(Interaction.id).where(Interaction.platform == platform).limit(1))
-            if stored.first() is None:
+            if not await fetch_rows(session, _ANY_ON_PLATFORM, {"platform": platform}):
                 continue  # nothing stored on this platform yet: nothing can be a duplicate
         ordered = sorted(ids)
         for start in range(0, len(ordered), ID_CHUNK):
@@ -405,31 +429,36 @@ async def _existing_event_ids(
     return found
 
 
-async def _load_allowance(session: AsyncSession, allowance: Allowance, items: Sequence[InteractionIn],
-                          refs: Sequence[FanRef], settings: CrmSettings) -> None:
-    """Feed caps and cooldowns with what existing fans already earned on the batch's local days.
+async def _awarded(session: AsyncSession, items: Sequence[InteractionIn], allowance: Allowance,
+                  rules: ScoringRules) -> list[tuple[Key, int, str, datetime, float]]:
+    """What the fans behind the batch's identities already earned on the batch's local days.
 
     Caps count per local day and cooldowns are shorter than a day, so the window is the batch's
     local days (plus the longest cooldown at either end); only awarded rows matter, and a cap
-    bounds how many there are per fan and day.
+    bounds how many there are per fan and day. Asked by identity (joined to the fan's rows), so it
+    needs no resolved fan ids and can share a trip with the other reads. Rows come back as
+    ``(identity, interaction id, kind, occurred_at, points)``.
     """
-    if all(ref.new for ref in refs):
-        return
     kinds = allowance.window_kinds & {i.kind for i in items}
-    relevant = [i for i, ref in zip(items, refs, strict=True) if i.kind in kinds and not ref.new]
+    relevant = [i for i in items if i.kind in kinds]
     if not relevant:
-        return
-    known = sorted({r.fan_id for i, r in zip(items, refs, strict=True) if i.kind in kinds and not r.new})
-    tz = settings.scoring.tz
-    margin = timedelta(seconds=max(settings.scoring.cooldown_seconds.values(), default=0.0))
+        return []
+    tz = rules.tz
+    margin = timedelta(seconds=max(rules.cooldown_seconds.values(), default=0.0))
     first_day = min(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,
                                                                              microsecond=0)
     last_day = max(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,
                                                                             microsecond=0)
-    lo = first_day - margin
-    hi = last_day + timedelta(days=1) + margin
-    for start in range(0, len(known), CHUNK):
-        rows = await fetch_rows(session, _AWARDED, {"fans": known[start : start + CHUNK], "lo": lo, "hi": hi,
-                                                    "kinds": sorted(kinds)}, datetime_columns=(2,))
-        for fan_id, kind, at, points in rows:
-            allowance.note_existing(fan_id, kind, at.timestamp(), points)
+    window = {"lo": first_day - margin, "hi": last_day + timedelta(days=1) + margin, "kinds": sorted(kinds)}
+    by_platform: dict[str, set[str]] = {}
+    for i in relevant:
+        by_platform.setdefault(i.platform, set()).add(i.external_id)
+    out: list[tuple[Key, int, str, datetime, float]] = []
+    for platform, ids in by_platform.items():
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), CHUNK):
+            rows = await fetch_rows(session, _AWARDED, {**window, "platform": platform,
+                                                        "ids": ordered[start : start + CHUNK]},
+                                    datetime_columns=(3,))
+            out.extend(((platform, ext), row_id, kind, at, points) for ext, row_id, kind, at, points in rows)
+    return out

@@ -70,21 +70,32 @@ class InteractionSink:
         """Whether rows carry SQLite's DATETIME text (else the driver's own values)."""
         return self._driver is not None
 
-    async def put(self, rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]] | None:
+    async def put(self, rows: list[tuple[Any, ...]], *, more: bool = False) -> set[tuple[Any, ...]] | None:
         """Insert ``rows`` (``ROW_COLUMNS`` order); a repeated unique key is skipped.
 
         Returns the ``(platform, source_event_id)`` keys actually inserted where a concurrent
-        writer may have won (PostgreSQL), else ``None``. On SQLite the insert may still be running.
+        writer may have won (PostgreSQL), else ``None``. On SQLite the insert may still be running
+        (until :meth:`close`); ``more`` says another slice follows, so this one is sent on its way
+        now rather than at the caller's next ``await``.
         """
         if not rows:
             return None
         if self._driver is not None and JSON_INSERT:
             payload = json.dumps(rows, ensure_ascii=False)
             self._queued.append(asyncio.ensure_future(self._driver.execute(_INSERT_JSON, (payload, self._recorded_at))))
-            await asyncio.sleep(0)  # let it reach the driver thread before the caller builds the next slice
+            if more:
+                await asyncio.sleep(0)
             return None
         full = [(*r[:4], self._recorded_at, *r[4:]) for r in rows]
         return await insert_rows(self._session, _interactions, _ALL_COLUMNS, full, ignore_conflicts_on=UNIQUE_KEY)
+
+    async def abandon(self) -> None:
+        """Wait for queued inserts without looking at them: the caller is failing and will roll back.
+
+        Were one still queued, it would run after the rollback, outside any transaction.
+        """
+        await asyncio.gather(*self._queued, return_exceptions=True)
+        self._queued.clear()
 
     async def close(self) -> None:
         """Rebuild dropped indexes and wait for every queued insert, then raise the first failure.

@@ -66,6 +66,8 @@ def parse_text(text: str, checkin_keywords: Sequence[str], *, private: bool = Tr
     if not said or len(said) > 80:
         return None
     low = said.casefold()
+    if low[0] not in _first_letters(tuple(checkin_keywords)):
+        return None  # most messages: nothing can match, so skip the keyword loops
     if private:
         for names, command in ((ME, "me"), (OPTOUT, "optout"), (OPTIN, "optin"), (FORGET, "forget"),
                                (MY_CODE, "my_code")):
@@ -82,6 +84,13 @@ def parse_text(text: str, checkin_keywords: Sequence[str], *, private: bool = Tr
                 if code:
                     return Command(command, code)
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _first_letters(checkin_keywords: tuple[str, ...]) -> frozenset[str]:
+    """The first letter (normalised, casefolded) of every command and keyword: a command starts with one."""
+    words = (*ME, *OPTOUT, *OPTIN, *FORGET, *MY_CODE, *LINK, *REFER, *checkin_keywords)
+    return frozenset(form[0] for w in words for form in (w.casefold(), normalise(w).casefold()) if form)
 
 
 @functools.lru_cache(maxsize=16)

@@ -108,3 +108,13 @@ async def test_close_waits_for_every_queued_insert_then_raises_the_failure(monke
     with pytest.raises(RuntimeError, match="disk I/O"):
         await sink.close()
     assert sorted(driver.done) == [0, 1, 2]  # nothing still running when the caller rolls back
+
+
+
+async def test_abandon_waits_for_queued_inserts_so_none_runs_after_the_rollback(monkeypatch):
+    monkeypatch.setattr(sink_module, "JSON_INSERT", True)
+    driver = FailingDriver()
+    sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000", rebuild=False)  # type: ignore[arg-type]
+    await sink.put([(1, "line", "message", "2026-01-01 00:00:00.000000", 0.1, None, None, None, "e0")])
+    await sink.abandon()  # no error: the caller is already failing
+    assert driver.done == [0]

@@ -99,3 +99,22 @@ async def test_export_rows_cover_every_interaction(sessions, settings, now):
     assert sorted(r["event_id"] for r in rows) == ["m1", "m2", "o1"]
     purchase = next(r for r in rows if r["kind"] == "purchase")
     assert purchase["amount"] == "2000" and purchase["currency"] == "TWD" and purchase["display_name"] == "小慧"
+
+
+async def test_a_merged_fan_has_one_daily_cap_across_both_identities(sessions, settings, now):
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    async with sessions.begin() as s:
+        await merge_fans(s, settings, dfan, lfan, now=now)
+    day = now - timedelta(hours=2)
+    cap = settings.scoring.daily_caps["message"]
+
+    def chat(platform: str, ext: str, start: int) -> list[InteractionIn]:
+        return [InteractionIn(platform, ext, "message", day + timedelta(minutes=n), f"{platform}-chat-{n}")
+                for n in range(start, start + 10, 2)]
+
+    async with sessions.begin() as s:  # Discord earns part of the day's cap …
+        on_discord = await record_many(s, chat("discord", "555", 0)[:2], settings, now)
+    async with sessions.begin() as s:  # … so LINE, the same fan, only earns the rest
+        on_line = await record_many(s, chat("line", "Uhui", 1), settings, now)
+    assert 0 < sum(on_discord.points) < cap
+    assert sum(on_discord.points) + sum(on_line.points) == pytest.approx(cap)

@@ -97,6 +97,7 @@ class GroupWriter:
         self._max_ops = max_group_ops
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._closing_sessions: set[asyncio.Future[None]] = set()
         self._closing = False
         self._moved = False
         self.groups = 0
@@ -139,6 +140,7 @@ class GroupWriter:
         self._queue.put_nowait(_STOP)
         await self._task
         self._task = None
+        await asyncio.gather(*self._closing_sessions, return_exceptions=True)
 
     async def _loop(self) -> None:
         stopping = False
@@ -170,10 +172,12 @@ class GroupWriter:
             await self._one_by_one(group)
             return
         ops = [op for work in group for op in work.ops]
+        session = self._sessions()
         try:
-            async with self._sessions.begin() as session:
+            async with session.begin():
                 outcomes = await self._apply(session, ops, self._clock())
         except Exception as exc:
+            self._put_away(session)
             if len(ops) == 1 and transient(exc):
                 log.warning("writer: commit failed (%s); the request will be redelivered", brief(exc))
                 _fail(group[0], exc)
@@ -185,7 +189,15 @@ class GroupWriter:
         for work in group:
             _resolve(work, outcomes[start : start + len(work.ops)])
             start += len(work.ops)
+        self._put_away(session)
         self._announce_moves()
+
+    def _put_away(self, session: AsyncSession) -> None:
+        """Close a finished session in the background: its connection's return to the pool costs a
+        trip to the database thread, and neither the answers nor the next group need to wait for it."""
+        task = asyncio.ensure_future(session.close())
+        self._closing_sessions.add(task)
+        task.add_done_callback(self._closing_sessions.discard)
 
     def _announce_moves(self) -> None:
         if not self._moved:

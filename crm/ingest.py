@@ -210,17 +210,22 @@ async def record_many(
     This runs per row for imports of hundreds of thousands of rows, so the per-row work is kept to
     list comprehensions and one loop over plain locals.
     """
-    clean = validate_many(items)
-    size = len(clean)
+    # The transaction begins (a trip to the database) while the batch is prepared in Python.
+    connecting = asyncio.ensure_future(session.connection())
+    try:
+        clean = validate_many(items)
+        size = len(clean)
+        stamps = [i.occurred_at.timestamp() for i in clean]
+        order = sorted(range(size), key=stamps.__getitem__)
+        event_ids = [i.source_event_id or i.event_id() for i in clean]
+        slots, identities, names, span = _identities_seen(clean, order)
+    finally:
+        await connecting
     rules = settings.scoring
     epoch, half_life = await current_epoch(session, rules)
     term = term_function(epoch, half_life)
     enc = datetime_encoder(session)
     recorded_at = enc(now)
-    stamps = [i.occurred_at.timestamp() for i in clean]
-    order = sorted(range(size), key=stamps.__getitem__)
-    event_ids = [i.source_event_id or i.event_id() for i in clean]
-    slots, identities, names, span = _identities_seen(clean, order)
     allowance = Allowance(rules)
     platforms = [i.platform for i in clean]
     stored = _existing_event_ids(session, platforms, event_ids)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from rapidfuzz import fuzz, process
 from sqlalchemy import bindparam, delete, insert, or_, select, update
@@ -30,8 +29,9 @@ IDENTITY_COLUMNS = ("fan_id", "platform", "external_id", "display_name", "name_k
 FAN_COLUMNS = ("display_name", "name_key", "opted_out", "score_base", "tier", "first_seen_at", "last_seen_at")
 
 
-@dataclass(frozen=True, slots=True)
-class FanRef:
+class FanRef(NamedTuple):
+    """A batch's view of one identity's fan (a tuple: thousands are made per batch)."""
+
     fan_id: int
     opted_out: bool
     new: bool = False
@@ -106,7 +106,7 @@ async def _create_racing(session: AsyncSession, missing: list[Key], fan_rows: li
     if orphans:
         await session.execute(delete(Fan).where(Fan.id.in_(orphans)))
     for k, fid in zip(missing, created, strict=True):
-        found[k] = replace(mine[k], new=mine[k].fan_id == fid)
+        found[k] = mine[k]._replace(new=mine[k].fan_id == fid)
 
 
 async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:

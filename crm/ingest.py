@@ -318,6 +318,8 @@ async def record_many(
     divisor = 2.0 ** ((now.timestamp() - epoch.timestamp()) / (half_life * DAY_SECONDS))
     tiers = settings.tiers
     for fan_id, d in delta.items():
+        if not d:
+            continue  # no new points: the hourly refresh handles decay
         ref = by_id[fan_id]
         current = ref.tier or tiers.lowest
         target = tiers.evaluate(current, (ref.score_base + d) / divisor, ref.tier_pinned)
@@ -384,10 +386,16 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
         enc = datetime_encoder(session)
         driver = await sqlite_driver(session)
         assert driver is not None
-        await driver.executemany(
-            "UPDATE fans SET score_base = score_base + ?1, "
-            "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3",
-            [(d, enc(last_seen[fid]), fid) for fid, d in delta.items()],
+        # Past their cap, most of a chatty batch earns nothing: those fans only move last-seen,
+        # which leaves the score index alone. Both statements go in one trip.
+        await asyncio.gather(
+            driver.executemany(
+                "UPDATE fans SET score_base = score_base + ?1, "
+                "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3",
+                [(d, enc(last_seen[fid]), fid) for fid, d in delta.items() if d]),
+            driver.executemany(
+                "UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1",
+                [(enc(last_seen[fid]), fid) for fid, d in delta.items() if not d]),
         )
         return
     await session.execute(

@@ -247,6 +247,7 @@ async def record_many(
             counted.add(row_id)
             allowance.note_existing(ref.fan_id, kind, at.timestamp(), points)
     award = allowance.award
+    limited = allowance.window_kinds  # kinds with a cap or a cooldown; the rest earn their weight
     base_points = rules.base_points
     weights = rules.weights
     summarise = _summariser(settings)
@@ -277,14 +278,20 @@ async def record_many(
                 continue
             item = clean[n]
             platform, eid = item.platform, event_ids[n]
-            if (platform, eid) in seen:
+            unique = (platform, eid)
+            if unique in seen:
                 statuses[n] = "duplicate"
                 new[n] = False
                 continue
-            seen.add((platform, eid))
+            seen.add(unique)
             fan_id, kind, ts, amount = ref.fan_id, item.kind, stamps[n], item.amount
             base = weights.get(kind, 0.0) if amount is None else base_points(kind, amount, item.currency)
-            points = award(fan_id, kind, ts, base) if base > 0.0 else 0.0
+            if base <= 0.0:
+                points = 0.0
+            elif kind in limited:
+                points = award(fan_id, kind, ts, base)
+            else:
+                points = base
             at = item.occurred_at
             rows.append((
                 fan_id, platform, kind, at.isoformat(" ", "microseconds")[:26] if as_sqlite else enc(at), points,

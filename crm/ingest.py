@@ -46,6 +46,7 @@ _AWARDED = (
            _ic.kind.in_(bindparam("kinds", expanding=True)),
            _ic.points > literal_column("0"))  # a literal, so SQLite can prove the partial index applies
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_AMOUNT = Decimal("1e12")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -164,10 +165,21 @@ def validate(item: InteractionIn) -> InteractionIn:
         raise BadInput("a purchase amount needs a currency", code="currency.missing")
     external_id = item.external_id.strip()
     at = item.occurred_at if item.occurred_at.tzinfo is UTC else as_utc(item.occurred_at)
+    text, name = _whole_characters(item.text), _whole_characters(item.display_name)
     if (external_id == item.external_id and at is item.occurred_at and amount is item.amount
-            and currency == item.currency):
+            and currency == item.currency and text is item.text and name is item.display_name):
         return item
-    return replace(item, external_id=external_id, occurred_at=at, amount=amount, currency=currency)
+    return replace(item, external_id=external_id, occurred_at=at, amount=amount, currency=currency, text=text,
+                   display_name=name)
+
+
+def _whole_characters(text: str | None) -> str | None:
+    """``text`` with any lone UTF-16 surrogate (half an emoji, e.g. from a JSON ``\\ud83d`` escape)
+    replaced by U+FFFD: the database takes only whole characters, and one broken emoji must not
+    cost a fan's message."""
+    if text is None or text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def validate_many(items: Sequence[InteractionIn]) -> list[InteractionIn]:
@@ -185,7 +197,8 @@ def _normal(item: InteractionIn) -> bool:
     ext, eid = item.external_id, item.source_event_id
     return (item.occurred_at.tzinfo is UTC and item.amount is None and item.currency is None
             and 0 < len(ext) <= 128 and not ext[0].isspace() and not ext[-1].isspace()
-            and (eid is None or len(eid) <= 128))
+            and (eid is None or len(eid) <= 128)
+            and _whole_characters(item.text) is item.text and _whole_characters(item.display_name) is item.display_name)
 
 
 async def record(session: AsyncSession, item: InteractionIn, settings: CrmSettings, now: datetime) -> Recorded:

@@ -142,3 +142,16 @@ async def test_bad_input_is_refused_and_nothing_is_stored(sessions, settings, no
             await record(s, item, settings, now)
         await s.rollback()
         assert await count(s, Interaction) == 0
+
+
+async def test_half_an_emoji_is_replaced_not_the_whole_message_lost(sessions, settings, now):
+    broken = InteractionIn("line", "U-surrogate", "dm_in", now - timedelta(minutes=1), "e-sur", "小慧\ud83d",
+                           text='謝謝 🎉 "引號" \\ 半個\ud83d 表情')
+    async with sessions.begin() as s:
+        result = await record_many(s, [broken], settings, now)
+    assert result.statuses == ["stored"]
+    async with sessions() as s:
+        summary = (await s.execute(select(Interaction.summary))).scalar_one()
+        fan = await fan_by_identity(s, "line", "U-surrogate")
+    assert summary == '謝謝 🎉 "引號" \\ 半個\ufffd 表情'
+    assert fan is not None and fan.display_name == "小慧\ufffd"

@@ -11,7 +11,7 @@ import asyncio
 import gc
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.clock import as_utc
 from crm.db import datetime_encoder, fetch_rows, sqlite_driver
 from crm.errors import BadInput
-from crm.identity import Key, resolve_identities
+from crm.identity import FanRef, Key, resolve_identities
 from crm.interaction_sink import InteractionSink
 from crm.models import Fan, Identity, Interaction, table
 from crm.scoring import DAY_SECONDS, Allowance, ScoringRules, current_epoch, term_function
@@ -329,24 +329,33 @@ async def record_many(
                     _lost_races(rows, stored_at, inserted, result, delta)
                 if progress:
                     progress(len(indexes))
+            # Worked out while SQLite may still be inserting the last slices (they need no database).
+            result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
             await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in last_seen.items()})
     except BaseException:
         await sink.abandon()
         raise
     await sink.close()
-    by_id = {ref.fan_id: ref for ref in fans.values()}
+    await apply_moves(session, result.tier_moves, now, actor=None)
+    return result
+
+
+def _tier_moves(delta: dict[int, float], refs: Iterable[FanRef], settings: CrmSettings, now: datetime,
+                epoch: datetime, half_life: float) -> list[TierMove]:
+    """Tier changes the batch's new points cause (fans without new points wait for the hourly refresh)."""
+    by_id = {ref.fan_id: ref for ref in refs}
     divisor = 2.0 ** ((now.timestamp() - epoch.timestamp()) / (half_life * DAY_SECONDS))
     tiers = settings.tiers
+    moves = []
     for fan_id, d in delta.items():
         if not d:
-            continue  # no new points: the hourly refresh handles decay
+            continue
         ref = by_id[fan_id]
         current = ref.tier or tiers.lowest
         target = tiers.evaluate(current, (ref.score_base + d) / divisor, ref.tier_pinned)
         if target != current:
-            result.tier_moves.append(TierMove(fan_id, current, target, "score"))
-    await apply_moves(session, result.tier_moves, now, actor=None)
-    return result
+            moves.append(TierMove(fan_id, current, target, "score"))
+    return moves
 
 
 def _identities_seen(

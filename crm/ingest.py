@@ -135,6 +135,8 @@ def _is_ident(text: str | None) -> bool:
 
 def validate(item: InteractionIn) -> InteractionIn:
     """Check one interaction; returns it normalised or raises :class:`BadInput` naming the problem."""
+    if _GOOD_IDENTS.issuperset((item.platform, item.kind)) and _normal(item):
+        return item  # the common case, checked cheaply (adapters validate every event)
     if not _is_ident(item.platform):
         raise BadInput(f"bad platform {item.platform!r} (lowercase letters, e.g. line, discord)",
                        code="platform.bad", platform=item.platform)
@@ -416,16 +418,14 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
         driver = await sqlite_driver(session)
         assert driver is not None
         # Past their cap, most of a chatty batch earns nothing: those fans only move last-seen,
-        # which leaves the score index alone. Both statements go in one trip.
-        await asyncio.gather(
-            driver.executemany(
-                "UPDATE fans SET score_base = score_base + ?1, "
-                "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3",
-                [(d, enc(last_seen[fid]), fid) for fid, d in delta.items() if d]),
-            driver.executemany(
-                "UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1",
-                [(enc(last_seen[fid]), fid) for fid, d in delta.items() if not d]),
-        )
+        # which leaves the score index alone. The statements share one trip.
+        scored = [(d, enc(last_seen[fid]), fid) for fid, d in delta.items() if d]
+        seen = [(enc(last_seen[fid]), fid) for fid, d in delta.items() if not d]
+        await asyncio.gather(*(driver.executemany(sql, rows) for sql, rows in (
+            ("UPDATE fans SET score_base = score_base + ?1, "
+             "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3", scored),
+            ("UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1", seen),
+        ) if rows))
         return
     await session.execute(
         update(fans_t)

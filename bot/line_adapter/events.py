@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from linebot.v3.webhooks import (
     Event,
@@ -48,9 +49,11 @@ from crm.settings import CrmSettings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """The parts of a LINE event superfan needs after the commit (to answer, to look up a profile)."""
+class Inbound(NamedTuple):
+    """The parts of a LINE event superfan needs after the commit (to answer, to look up a profile).
+
+    A tuple, not a frozen dataclass: one is made per event on the webhook's hot path.
+    """
 
     event_id: str
     type: str

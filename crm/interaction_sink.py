@@ -1,9 +1,11 @@
 """Where :func:`crm.ingest.record_many` puts interaction rows, a slice at a time.
 
-On SQLite the rows of a slice go to the driver's thread as one JSON parameter of one ``INSERT …
-SELECT … FROM json_each(?)``: SQLite inserts the whole slice in one step without the GIL while
-the caller builds the next slice. ``executemany`` takes the GIL back after every row, so behind a
-busy event loop it would insert a row per GIL switch interval. A large batch that at least doubles
+On SQLite a slice goes to the driver's thread as a few statements that each insert thousands of
+rows in one step: multi-row ``VALUES`` for a large slice, one JSON parameter of ``INSERT … SELECT
+… FROM json_each(?)`` for a small batch (whose row count would otherwise compile a new statement
+each time). SQLite then inserts without the GIL while the caller builds the next slice or serves
+other requests. ``executemany`` takes the GIL back after every row, so behind a busy event loop it
+would insert a row per GIL switch interval. A large batch that at least doubles
 the table also drops the secondary indexes and builds them again at the end: one sort per index
 costs far less than 10^5 random B-tree inserts. On PostgreSQL, asyncpg batches ``executemany``
 itself and a concurrent writer can win a race, so the sink reports which rows it inserted.
@@ -12,6 +14,7 @@ itself and a concurrent writer can win a race, so the sink reports which rows it
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from typing import Any
@@ -44,6 +47,18 @@ _INSERT_JSON = (
     + ", ".join(f"value ->> {i}" for i in range(len(ROW_COLUMNS)))
     + ", ?2 FROM json_each(?1) WHERE true ON CONFLICT (platform, source_event_id) DO NOTHING"
 )
+
+
+#: Rows per multi-row VALUES statement: 30,000 parameters, under the 32,766 SQLite allows since
+#: 3.32 (older libraries allow 999, so they take the other paths).
+VALUES_ROWS = 3000 if sqlite3.sqlite_version_info >= (3, 32) else 10**9
+
+
+@functools.lru_cache(maxsize=8)
+def _values_sql(rows: int) -> str:
+    one = "(" + ", ".join("?" * (len(ROW_COLUMNS) + 1)) + ")"
+    return (f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) VALUES {', '.join([one] * rows)}"
+            " ON CONFLICT (platform, source_event_id) DO NOTHING")
 
 
 class InteractionSink:
@@ -79,6 +94,15 @@ class InteractionSink:
         now rather than at the caller's next ``await``.
         """
         if not rows:
+            return None
+        if self._driver is not None and len(rows) >= VALUES_ROWS:
+            at = self._recorded_at
+            for start in range(0, len(rows), VALUES_ROWS):
+                part = rows[start : start + VALUES_ROWS]
+                params = [v for row in part for v in (*row, at)]
+                self._queued.append(asyncio.ensure_future(self._driver.execute(_values_sql(len(part)), params)))
+            if more:
+                await asyncio.sleep(0)
             return None
         if self._driver is not None and JSON_INSERT:
             payload = json.dumps(rows, ensure_ascii=False)

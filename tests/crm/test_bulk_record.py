@@ -51,11 +51,13 @@ async def stored(sessions, platform: str) -> tuple[list[tuple[Any, ...]], dict[s
     return [tuple(r) for r in rows], {ext: round(score, 9) for ext, score in scores}
 
 
-@pytest.mark.parametrize("json_insert", [True, False], ids=["json-slices", "executemany"])
+@pytest.mark.parametrize(("values_rows", "json_insert"), [(3, True), (10**9, True), (10**9, False)],
+                         ids=["multi-row-values", "json-slices", "executemany"])
 async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, settings, now, monkeypatch,
-                                                                  json_insert):
+                                                                  values_rows, json_insert):
     monkeypatch.setattr(ingest, "SLICE", 7)
     monkeypatch.setattr(sink_module, "BULK_ROWS", 10)
+    monkeypatch.setattr(sink_module, "VALUES_ROWS", values_rows)
     monkeypatch.setattr(sink_module, "JSON_INSERT", json_insert)
     done: list[int] = []
     async with sessions.begin() as s:

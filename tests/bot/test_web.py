@@ -86,6 +86,17 @@ async def test_an_invalid_interaction_is_rejected_alone(writer: GroupWriter,
     assert await count(sessions) == 2
 
 
+async def test_a_connection_lost_under_the_writer_is_replaced(writer: GroupWriter,
+                                                               sessions: async_sessionmaker[AsyncSession]) -> None:
+    assert (await writer.submit([item(1)]))[0].status == "stored"
+    held = writer._conn
+    assert held is not None
+    await held.invalidate()  # as when the database connection dies between groups
+    outcomes = await writer.submit([item(2), item(3)])
+    assert [o.status for o in outcomes] == ["stored", "stored"]
+    assert writer._conn is not held and await count(sessions) == 3
+
+
 async def test_close_commits_everything_queued_then_refuses_new_work(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     w = GroupWriter(sessions, Config().crm_settings(), clock=lambda: NOW)

@@ -424,7 +424,9 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
         await asyncio.gather(*(driver.executemany(sql, rows) for sql, rows in (
             ("UPDATE fans SET score_base = score_base + ?1, "
              "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3", scored),
-            ("UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1", seen),
+            # Last-seen is kept to the minute: a burst (a live chat) rewrites a fan once a minute.
+            ("UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND substr(last_seen_at, 1, 16) < substr(?1, 1, 16)",
+             seen),
         ) if rows))
         return
     await session.execute(

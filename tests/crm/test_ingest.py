@@ -155,3 +155,14 @@ async def test_half_an_emoji_is_replaced_not_the_whole_message_lost(sessions, se
         fan = await fan_by_identity(s, "line", "U-surrogate")
     assert summary == '謝謝 🎉 "引號" \\ 半個\ufffd 表情'
     assert fan is not None and fan.display_name == "小慧\ufffd"
+
+
+async def test_last_seen_keeps_up_to_the_minute_through_a_burst(sessions, settings, now):
+    start = now.replace(second=5, microsecond=0) - timedelta(hours=1)
+    times = [start + timedelta(seconds=s) for s in (0, 20, 40, 70, 95, 150)]
+    for n, at in enumerate(times):  # reactions past the day's cap: no points, only last-seen moves
+        async with sessions.begin() as s:
+            await record(s, msg("U-burst", f"burst-{n}", at, kind="reaction"), settings, now)
+        async with sessions() as s:
+            fan = await fan_by_identity(s, "line", "U-burst")
+        assert fan is not None and at - timedelta(minutes=1) < fan.last_seen_at <= at

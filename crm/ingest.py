@@ -242,25 +242,8 @@ async def record_many(
     enc = datetime_encoder(session)
     recorded_at = enc(now)
     allowance = Allowance(rules)
-    platforms = [i.platform for i in clean]
-    stored = _existing_event_ids(session, platforms, event_ids)
-    earned = _awarded(session, clean, allowance, rules)
-    if await sqlite_driver(session) is not None:
-        # The three reads share one trip round the event loop: the others wait in aiosqlite's
-        # queue, not behind every other task. Elsewhere a session takes one operation at a time.
-        stored_soon, earned_soon = asyncio.ensure_future(stored), asyncio.ensure_future(earned)
-        fans = await resolve_identities(session, names, span, settings, now)
-        seen, awarded = await stored_soon, await earned_soon
-    else:
-        seen, awarded = await stored, await earned
-        fans = await resolve_identities(session, names, span, settings, now)
+    seen, fans = await _look_up(session, clean, event_ids, names, span, allowance, settings, now)
     refs = list(map([fans[key] for key in identities].__getitem__, slots))
-    counted: set[int] = set()  # a fan with two identities in the batch comes back twice
-    for key, row_id, kind, at, points in awarded:
-        ref = fans[key]
-        if not ref.new and row_id not in counted:
-            counted.add(row_id)
-            allowance.note_existing(ref.fan_id, kind, at.timestamp(), points)
     award = allowance.award
     limited = allowance.window_kinds  # kinds with a cap or a cooldown; the rest earn their weight
     base_points = rules.base_points
@@ -340,6 +323,31 @@ async def record_many(
     await sink.close()
     await apply_moves(session, result.tier_moves, now, actor=None)
     return result
+
+
+async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str],
+                   names: dict[Key, str | None], span: dict[Key, tuple[datetime, datetime]], allowance: Allowance,
+                   settings: CrmSettings, now: datetime) -> tuple[set[tuple[str, str]], dict[Key, FanRef]]:
+    """What a batch needs from the database: which events are stored already, each identity's fan
+    (created on first sight), and what those fans already earned today (fed to ``allowance``)."""
+    stored = _existing_event_ids(session, [i.platform for i in items], event_ids)
+    earned = _awarded(session, items, allowance, settings.scoring)
+    if await sqlite_driver(session) is not None:
+        # The three reads share one trip round the event loop: the others wait in aiosqlite's
+        # queue, not behind every other task. Elsewhere a session takes one operation at a time.
+        stored_soon, earned_soon = asyncio.ensure_future(stored), asyncio.ensure_future(earned)
+        fans = await resolve_identities(session, names, span, settings, now)
+        seen, awarded = await stored_soon, await earned_soon
+    else:
+        seen, awarded = await stored, await earned
+        fans = await resolve_identities(session, names, span, settings, now)
+    counted: set[int] = set()  # a fan with two identities in the batch comes back twice
+    for key, row_id, kind, at, points in awarded:
+        ref = fans[key]
+        if not ref.new and row_id not in counted:
+            counted.add(row_id)
+            allowance.note_existing(ref.fan_id, kind, at.timestamp(), points)
+    return seen, fans
 
 
 def _tier_moves(delta: dict[int, float], refs: Iterable[FanRef], settings: CrmSettings, now: datetime,

@@ -78,11 +78,13 @@ async def serve(db: Path, api_base: str, mode: str) -> None:
         server = WebServer(app, "127.0.0.1", 0)
         await server.start()
         print(server.url, flush=True)
+        started = time.process_time()
         await stop.wait()
+        busy = time.process_time() - started  # every thread of the server, from ready to stop
         await server.stop()
         await line.close()
         await writer.close()
-        print(json.dumps({"groups": writer.groups, "ops": writer.ops}), flush=True)
+        print(json.dumps({"groups": writer.groups, "ops": writer.ops, "cpu_s": busy}), flush=True)
 
 
 # the load generator
@@ -203,6 +205,9 @@ def report(name: str, r: dict[str, Any]) -> None:
     print(f"{name:<22} {r['rate']:>9,.0f} events/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
           f"({r['requests']:,} requests, {r['failed']} failed, {r['stored']:,} rows stored, "
           f"{per_group:,.1f} ops per commit)")
+    if r.get("cpu_s") and r.get("ops"):
+        # Steadier than events/s on a shared VM: what each event cost the server in CPU.
+        print(f"{'':<22} server CPU {r['cpu_s'] / r['ops'] * 1e6:,.0f} µs per event ({r['cpu_s']:.1f} s)")
 
 
 async def main(args: argparse.Namespace) -> int:

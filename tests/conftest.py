@@ -1,7 +1,7 @@
 """Shared fixtures: one migrated database per test session, emptied before each test.
 
 ``SUPERFAN_TEST_DATABASE_URL`` (a PostgreSQL server URL, e.g.
-``postgresql+asyncpg://postgres@127.0.0.1:55432/postgres``) runs the same tests on PostgreSQL:
+``postgresql+asyncpg://postgres@127.0.0.1:15432/postgres``) runs the same tests on PostgreSQL:
 a fresh database is created on that server for the session. Otherwise a temporary SQLite file is
 used (not ``:memory:``, whose single connection hides concurrency bugs).
 """

@@ -18,7 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from crm.db import make_engine, make_sessionmaker, migrate
-from crm.ingest import InteractionIn, record_many
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
 from crm.settings import CrmSettings
 
 TARGET_RATIO = 0.25

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
-from crm.ingest import BulkResult, InteractionIn, record_many, validate
+from crm.ingest import BulkResult, record_many
+from crm.interaction import InteractionIn, validate
 from crm.merge import merge_fans
 from crm.settings import CrmSettings
 

@@ -29,7 +29,8 @@ from bot.writer import Action, GroupWriter, Op, Rejected, WriterClosed
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.fan_actions import fan_by_referral_code, primary_identity
-from crm.ingest import InteractionIn, Recorded, record_many, validate
+from crm.ingest import Recorded, record_many
+from crm.interaction import InteractionIn, validate
 from crm.settings import CrmSettings
 
 if TYPE_CHECKING:

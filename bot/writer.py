@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from crm.clock import Clock, utcnow
 from crm.errors import CrmError
-from crm.ingest import InteractionIn, Recorded, record_many
+from crm.ingest import Recorded, record_many
+from crm.interaction import InteractionIn
 from crm.settings import CrmSettings
 
 log = logging.getLogger(__name__)

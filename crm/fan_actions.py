@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.errors import BadInput
 from crm.identity import resolve_identities
-from crm.ingest import InteractionIn, record_many
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
 from crm.merge import merge_fans
 from crm.models import Event, Fan, Identity, Interaction, LinkCode
 from crm.settings import CrmSettings

@@ -29,7 +29,8 @@ from bot.discord_adapter.localise import CatalogueTranslator
 from bot.discord_adapter.roles import RoleReport, reconcile_roles
 from bot.writer import GroupWriter
 from crm.clock import Clock, utcnow
-from crm.ingest import InteractionIn, Recorded, record_many
+from crm.ingest import Recorded, record_many
+from crm.interaction import InteractionIn
 from crm.settings import CrmSettings
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ from bot.line_adapter.commands import PLATFORM, Command, action_for, parse_postb
 from bot.line_adapter.webhook import TextIn
 from bot.writer import Op
 from crm.errors import BadInput
-from crm.ingest import InteractionIn, validate
+from crm.interaction import InteractionIn, validate
 from crm.settings import CrmSettings
 
 log = logging.getLogger(__name__)

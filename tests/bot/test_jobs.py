@@ -8,7 +8,8 @@ from decimal import Decimal
 from bot.app import Crm
 from bot.config import Config
 from bot.jobs import build_scheduler, refresh_tiers_job
-from crm.ingest import InteractionIn, record_many
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
 from crm.models import Fan
 
 

@@ -23,7 +23,7 @@ from bot.writer import Action, GroupWriter, Rejected, WriterClosed
 from crm.errors import BadInput
 from crm.fan_actions import ensure_fan, referral_code
 from crm.identity import fan_by_identity
-from crm.ingest import InteractionIn
+from crm.interaction import InteractionIn
 from crm.models import Interaction
 
 SECRET = "shop-secret"

@@ -16,7 +16,8 @@ from sqlalchemy import inspect, select
 
 import crm.ingest as ingest
 import crm.interaction_sink as sink_module
-from crm.ingest import InteractionIn, record, record_many
+from crm.ingest import record, record_many
+from crm.interaction import InteractionIn
 from crm.interaction_sink import InteractionSink
 from crm.models import Fan, Identity, Interaction
 

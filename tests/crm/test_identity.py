@@ -10,7 +10,8 @@ from sqlalchemy import select
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.fan_actions import ensure_fan
 from crm.identity import fan_by_identity, find_fan, profile_due, refresh_profile
-from crm.ingest import InteractionIn, record_many
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
 from crm.models import Identity
 
 

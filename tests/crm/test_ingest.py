@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 
 from crm.errors import BadInput
 from crm.identity import fan_by_identity
-from crm.ingest import InteractionIn, record, record_many
+from crm.ingest import record, record_many
+from crm.interaction import InteractionIn
 from crm.models import Fan, Identity, Interaction
 from crm.privacy import set_opt_out
 

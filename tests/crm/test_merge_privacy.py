@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from crm.errors import BadInput, FanNotFound
-from crm.ingest import InteractionIn, record, record_many
+from crm.ingest import record, record_many
+from crm.interaction import InteractionIn
 from crm.merge import merge_fans
 from crm.models import Base, Fan, Identity, Interaction, Note
 from crm.privacy import erase_fan, export_rows

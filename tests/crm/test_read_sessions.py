@@ -8,7 +8,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from crm.db import make_read_sessionmaker
-from crm.ingest import InteractionIn, record
+from crm.ingest import record
+from crm.interaction import InteractionIn
 from crm.models import Interaction
 
 

@@ -6,7 +6,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from crm import role_outbox
-from crm.ingest import InteractionIn, record_many
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
 
 
 async def test_pending_changes_are_drained_and_marked(sessions, settings, now):

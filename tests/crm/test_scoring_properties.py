@@ -95,7 +95,8 @@ async def test_stored_score_is_exact_for_out_of_order_imports(sessions, settings
 
     from sqlalchemy import delete, select
 
-    from crm.ingest import InteractionIn, record
+    from crm.ingest import record
+    from crm.interaction import InteractionIn
     from crm.models import Base, Fan, Interaction
 
     async with sessions.begin() as s:

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from crm.errors import BadInput
-from crm.ingest import InteractionIn, record, record_many
+from crm.ingest import record, record_many
+from crm.interaction import InteractionIn
 from crm.models import Fan, Interaction, TierChange
 from crm.rescore import refresh_tiers, rescore
 from crm.scoring import ScoringRules

@@ -12,7 +12,7 @@ from bot.discord_adapter.client import start_discord
 from bot.discord_adapter.endpoints import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, configure_endpoints
 from bot.sandbox.discord_emulator import DiscordEmulator
 from bot.writer import GroupWriter
-from crm.ingest import InteractionIn
+from crm.interaction import InteractionIn
 from tests.discord_adapter.conftest import FAN, GENERAL, GUILD, STEP, SUPERFAN_ROLE, eventually, interactions
 
 

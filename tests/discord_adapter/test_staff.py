@@ -12,7 +12,8 @@ from bot.app import Crm
 from bot.discord_adapter.client import SuperfanBot
 from bot.sandbox.discord_emulator import DiscordEmulator
 from crm.clock import utcnow
-from crm.ingest import InteractionIn, record_many
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
 from crm.models import Conversation, Note
 from tests.discord_adapter.conftest import (
     FAN,

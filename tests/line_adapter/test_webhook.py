@@ -233,7 +233,7 @@ def test_the_fast_text_path_plans_exactly_what_the_sdk_path_plans() -> None:
 
     from bot.line_adapter.events import plan_event
     from bot.line_adapter.webhook import parse_event
-    from crm.ingest import InteractionIn
+    from crm.interaction import InteractionIn
     from crm.settings import CrmSettings
 
     room = MessageEvent(source=RoomSource(room_id="R" + "2" * 32, user_id=FAN), reply_token="rt", **base(),

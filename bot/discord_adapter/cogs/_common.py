@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.discord_adapter.client import SuperfanBot
 from crm.fan_actions import ensure_fan
 from crm.identity import fan_by_identity
-from crm.ingest import InteractionIn, Recorded
+from crm.ingest import Recorded
+from crm.interaction import InteractionIn
 from crm.models import Fan
 
 PLATFORM = "discord"

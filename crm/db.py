@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, bindparam, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import Insert
@@ -186,6 +186,24 @@ async def insert_rows(session: AsyncSession, table: Table, columns: Sequence[str
     for start in range(0, len(rows), chunk):
         await driver.executemany(sql, rows[start : start + chunk])
     return None
+
+
+async def update_rows(session: AsyncSession, table: Table, key: str, columns: Sequence[str],
+                      rows: list[tuple[Any, ...]]) -> None:
+    """``UPDATE table SET columns… WHERE key = …`` for many rows: tuples of the new values in
+    ``columns`` order, then the key (datetimes from :func:`datetime_encoder`). Straight to the
+    driver on SQLite, as :func:`insert_rows`."""
+    if not rows:
+        return
+    driver = await sqlite_driver(session)
+    if driver is None:
+        names = [*columns, key]
+        stmt = (table.update().where(table.c[key] == bindparam(f"k_{key}"))
+                .values({c: bindparam(f"k_{c}") for c in columns}))
+        await session.execute(stmt, [{f"k_{n}": v for n, v in zip(names, row, strict=True)} for row in rows])
+        return
+    await driver.executemany(f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {key} = ?",
+                             rows)
 
 
 async def next_ids(session: AsyncSession, table: Table, count: int) -> list[int] | None:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import compress
+from decimal import Decimal
+from itertools import compress, repeat
 from typing import NamedTuple, cast
 
 from sqlalchemy import bindparam, case, literal_column, select, update
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.db import datetime_encoder, fetch_rows, sqlite_driver
 from crm.identity import FanRef, Key, resolve_identities
 from crm.interaction import InteractionIn, validate_many
-from crm.interaction_sink import InteractionSink
+from crm.interaction_sink import Columns, InteractionSink
 from crm.models import Fan, Identity, Interaction, table
 from crm.scoring import DAY_SECONDS, Allowance, ScoringRules, current_epoch, term_function
 from crm.settings import CrmSettings
@@ -32,6 +33,7 @@ _ic = table(Interaction).c
 _STORED_EVENT_IDS = select(_ic.source_event_id).where(
     _ic.platform == bindparam("platform"), _ic.source_event_id.in_(bindparam("ids", expanding=True)))
 _ANY_ON_PLATFORM = select(_ic.id).where(_ic.platform == bindparam("platform")).limit(1)
+_ANY_INTERACTION = select(_ic.id).limit(1)
 _idc = table(Identity).c
 _AWARDED = (
     select(_idc.external_id, _ic.id, _ic.kind, _ic.occurred_at, _ic.points)
@@ -122,85 +124,37 @@ async def record_many(
         await connecting
     rules = settings.scoring
     epoch, half_life = await current_epoch(session, rules)
-    term = term_function(epoch, half_life)
     enc = datetime_encoder(session)
-    recorded_at = enc(now)
     allowance = Allowance(rules)
     seen, fans = await _look_up(session, clean, event_ids, names, span, allowance, settings, now)
     refs = list(map([fans[key] for key in identities].__getitem__, slots))
-    award = allowance.award
-    limited = allowance.window_kinds  # kinds with a cap or a cooldown; the rest earn their weight
-    base_points = rules.base_points
-    weights = rules.weights
-    summarise = _summariser(settings)
 
     statuses = ["stored"] * size
-    fan_ids = [r.fan_id for r in refs]
-    points_of = [0.0] * size
-    new = [r.new for r in refs]
-    result = BulkResult(statuses, fan_ids, points_of, new)
-    delta: dict[int, float] = {}
-    last_seen: dict[int, int] = {}  # fan → index of its newest stored row
+    result = BulkResult(statuses, [r.fan_id for r in refs], [0.0] * size, [r.new for r in refs])
+    rows = _RowBuilder(clean, stamps, event_ids, refs, result, allowance, term_function(epoch, half_life),
+                       _summariser(settings), enc)
+    # Screening per row is needed only when something can be left out.
+    screen = bool(seen) or any(r.opted_out for r in fans.values()) or len(set(event_ids)) < size
+    if screen:
+        rows.seen = seen
 
-    sink = await InteractionSink.open(session, size, recorded_at)
-    as_sqlite = sink.sqlite  # validated times are UTC: write SQLAlchemy's SQLite text inline
-    keep_meta = not as_sqlite  # PostgreSQL reports lost races per row
-
-    def build(indexes: Sequence[int]) -> tuple[list[tuple[object, ...]], list[tuple[int, float]]]:
-        """Rows to insert for these items (in time order), with each row's item index and score term.
-
-        Rows are in :data:`crm.interaction_sink.ROW_COLUMNS` order.
-        """
-        rows: list[tuple[object, ...]] = []
-        stored_at: list[tuple[int, float]] = []
-        for n in indexes:
-            ref = refs[n]
-            if ref.opted_out:
-                statuses[n] = "opted_out"
-                continue
-            item = clean[n]
-            platform, eid = item.platform, event_ids[n]
-            unique = (platform, eid)
-            if unique in seen:
-                statuses[n] = "duplicate"
-                new[n] = False
-                continue
-            seen.add(unique)
-            fan_id, kind, ts, amount = ref.fan_id, item.kind, stamps[n], item.amount
-            base = weights.get(kind, 0.0) if amount is None else base_points(kind, amount, item.currency)
-            if base <= 0.0:
-                points = 0.0
-            elif kind in limited:
-                points = award(fan_id, kind, ts, base)
-            else:
-                points = base
-            at = item.occurred_at
-            rows.append((
-                fan_id, platform, kind, at.isoformat(" ", "microseconds")[:26] if as_sqlite else enc(at), points,
-                None if amount is None else int((amount * 100).to_integral_value()), item.currency,
-                summarise(item.text) if item.text else None, eid,
-            ))
-            contribution = term(points, ts) if points else 0.0
-            if keep_meta:
-                stored_at.append((n, contribution))
-            delta[fan_id] = delta.get(fan_id, 0.0) + contribution
-            last_seen[fan_id] = n  # rows come in time order
-            points_of[n] = points
-        return rows, stored_at
-
+    sink = await InteractionSink.open(session, size, enc(now))
     try:
-        with _gc_paused(size > SLICE):  # no cycles among the row tuples; spares full collections over them
+        with _gc_paused(size > SLICE):  # no cycles among the row lists; spares full collections over them
             for start in range(0, size, SLICE):
                 indexes = order[start : start + SLICE]
-                rows, stored_at = build(indexes)
-                inserted = await sink.put(rows, more=start + SLICE < size)
-                if inserted is not None and len(inserted) < len(rows):
-                    _lost_races(rows, stored_at, inserted, result, delta)
+                stored, columns, contributions = rows.build(indexes, as_sqlite=sink.sqlite)
+                inserted = await sink.put(columns, more=start + SLICE < size)
+                if inserted is not None and len(inserted) < len(stored):
+                    _lost_races(columns, contributions, inserted, result, stored, rows.delta)
                 if progress:
                     progress(len(indexes))
+            delta = rows.delta
+            for fan_id in rows.last_seen:
+                delta.setdefault(fan_id, 0.0)  # last-seen moves even where no points were earned
             # Worked out while SQLite may still be inserting the last slices (they need no database).
             result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
-            await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in last_seen.items()})
+            await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in rows.last_seen.items()})
     except BaseException:
         await sink.abandon()
         raise
@@ -209,13 +163,109 @@ async def record_many(
     return result
 
 
+class _RowBuilder:
+    """Turns items, a time-ordered slice at a time, into insert columns; awards points as it goes.
+
+    Works column by column (list comprehensions, ``zip``, ``map``): an import runs this for
+    10^5 rows, and a loop over each row's nine fields cost several times as much.
+    """
+
+    def __init__(self, items: Sequence[InteractionIn], stamps: Sequence[float], event_ids: Sequence[str],
+                 refs: Sequence[FanRef], result: BulkResult, allowance: Allowance,
+                 term: Callable[[float, float], float], summarise: Callable[[str], str | None],
+                 enc: Callable[[datetime], object]) -> None:
+        self.items, self.stamps, self.event_ids, self.refs = items, stamps, event_ids, refs
+        self.result, self.allowance, self.term, self.summarise, self.enc = result, allowance, term, summarise, enc
+        self.rules = allowance.rules
+        #: ``(platform, event id)`` already stored or taken earlier in the batch; ``None`` when no
+        #: item can be a duplicate or belong to an opted-out fan (nothing to screen).
+        self.seen: set[tuple[str, str]] | None = None
+        self.delta: dict[int, float] = {}
+        self.last_seen: dict[int, int] = {}  # fan → index of its newest stored row
+
+    def build(self, indexes: list[int], *, as_sqlite: bool) -> tuple[list[int], Columns, list[float]]:
+        """Of the items at ``indexes`` (in time order), those to store, their columns
+        (``ROW_COLUMNS`` order) and each row's score term."""
+        if self.seen is not None:
+            indexes = self._screen(indexes)
+        items = list(map(self.items.__getitem__, indexes))
+        refs = list(map(self.refs.__getitem__, indexes))
+        fan_ids = [r.fan_id for r in refs]
+        kinds = [i.kind for i in items]
+        stamps = list(map(self.stamps.__getitem__, indexes))
+        amounts = [i.amount for i in items]
+        currencies = [i.currency for i in items]
+        points = list(map(self.rules.weights.get, kinds, repeat(0.0)))
+        priced = [j for j, amount in enumerate(amounts) if amount is not None]
+        for j in priced:
+            points[j] = self.rules.base_points(kinds[j], amounts[j], currencies[j])
+        contributions = self._award(fan_ids, kinds, stamps, points)
+        points_of = self.result.points
+        for n, p in zip(indexes, points, strict=True):
+            if p:
+                points_of[n] = p
+        self.last_seen.update(zip(fan_ids, indexes, strict=True))  # rows come in time order: the newest wins
+        cents: list[int | None] = [None] * len(items)
+        for j in priced:
+            cents[j] = int((cast(Decimal, amounts[j]) * 100).to_integral_value())
+        summarise = self.summarise
+        at: list[object]
+        if as_sqlite:  # validated times are UTC: SQLAlchemy's SQLite text, written inline
+            at = [i.occurred_at.isoformat(" ", "microseconds")[:26] for i in items]
+        else:
+            at = [self.enc(i.occurred_at) for i in items]
+        columns = (fan_ids, [i.platform for i in items], kinds, at, points, cents, currencies,
+                   [summarise(i.text) if i.text else None for i in items],
+                   list(map(self.event_ids.__getitem__, indexes)))
+        return indexes, columns, contributions
+
+    def _screen(self, indexes: list[int]) -> list[int]:
+        """Leave out items of opted-out fans and events stored already or earlier in the batch."""
+        assert self.seen is not None
+        seen, statuses, new = self.seen, self.result.statuses, self.result.new
+        kept = []
+        for n in indexes:
+            if self.refs[n].opted_out:
+                statuses[n] = "opted_out"
+                continue
+            unique = (self.items[n].platform, self.event_ids[n])
+            if unique in seen:
+                statuses[n], new[n] = "duplicate", False
+                continue
+            seen.add(unique)
+            kept.append(n)
+        return kept
+
+    def _award(self, fan_ids: list[int], kinds: list[str], stamps: list[float], points: list[float]) -> list[float]:
+        """Apply caps and cooldowns to ``points`` (in place, rows in time order); each row's score term."""
+        award, limited, term, delta = self.allowance.award, self.allowance.window_kinds, self.term, self.delta
+        contributions = [0.0] * len(points)
+        for j, (fan_id, kind, ts, base) in enumerate(zip(fan_ids, kinds, stamps, points, strict=True)):
+            if base <= 0.0:
+                points[j] = 0.0
+                continue
+            if kind in limited:
+                granted = award(fan_id, kind, ts, base)
+                if granted != base:
+                    points[j] = granted
+                    if not granted:
+                        continue
+                base = granted
+            contributions[j] = c = term(base, ts)
+            delta[fan_id] = delta.get(fan_id, 0.0) + c
+        return contributions
+
+
 async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str],
                    names: dict[Key, str | None], span: dict[Key, tuple[datetime, datetime]], allowance: Allowance,
                    settings: CrmSettings, now: datetime) -> tuple[set[tuple[str, str]], dict[Key, FanRef]]:
     """What a batch needs from the database: which events are stored already, each identity's fan
     (created on first sight), and what those fans already earned today (fed to ``allowance``)."""
+    if len(items) >= ID_CHUNK and not await fetch_rows(session, _ANY_INTERACTION):
+        # A first import: nothing stored can be a duplicate or count against a cap.
+        return set(), await resolve_identities(session, names, span, settings, now)
     stored = _existing_event_ids(session, [i.platform for i in items], event_ids)
-    earned = _awarded(session, items, allowance, settings.scoring)
+    earned = _awarded(session, {i.kind for i in items}, span, allowance, settings.scoring)
     if await sqlite_driver(session) is not None:
         # The three reads share one trip round the event loop: the others wait in aiosqlite's
         # queue, not behind every other task. Elsewhere a session takes one operation at a time.
@@ -291,14 +341,14 @@ def _gc_paused(pause: bool = True) -> Iterator[None]:
             gc.enable()
 
 
-def _lost_races(chunk: list[tuple[object, ...]], meta: list[tuple[int, float]], inserted: set[tuple[object, ...]],
-                result: BulkResult, delta: dict[int, float]) -> None:
+def _lost_races(columns: Columns, contributions: list[float], inserted: set[tuple[object, ...]],
+                result: BulkResult, indexes: list[int], delta: dict[int, float]) -> None:
     """Rows a concurrent writer stored first (PostgreSQL): report them as duplicates, take back points."""
-    for row, (n, contribution) in zip(chunk, meta, strict=True):
-        if (row[1], row[8]) not in inserted:
-            fan_id = cast(int, row[0])
+    fan_ids, platforms, event_ids = columns[0], columns[1], columns[8]
+    for j, n in enumerate(indexes):
+        if (platforms[j], event_ids[j]) not in inserted:
             result.statuses[n], result.points[n], result.new[n] = "duplicate", 0.0, False
-            delta[fan_id] = delta.get(fan_id, 0.0) - contribution
+            delta[fan_ids[j]] -= contributions[j]
 
 
 async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, datetime]) -> None:
@@ -365,36 +415,38 @@ async def _existing_event_ids(
     return found
 
 
-async def _awarded(session: AsyncSession, items: Sequence[InteractionIn], allowance: Allowance,
-                  rules: ScoringRules) -> list[tuple[Key, int, str, datetime, float]]:
+async def _awarded(session: AsyncSession, batch_kinds: set[str], span: dict[Key, tuple[datetime, datetime]],
+                   allowance: Allowance, rules: ScoringRules) -> list[tuple[Key, int, str, datetime, float]]:
     """What the fans behind the batch's identities already earned on the batch's local days.
 
     Caps count per local day and cooldowns are shorter than a day, so the window is the batch's
     local days (plus the longest cooldown at either end); only awarded rows matter, and a cap
     bounds how many there are per fan and day. Asked by identity (joined to the fan's rows), so it
-    needs no resolved fan ids and can share a trip with the other reads. Rows come back as
-    ``(identity, interaction id, kind, occurred_at, points)``.
+    needs no resolved fan ids and can share a trip with the other reads. ``span`` gives each
+    identity's first and last time in the batch. Rows come back as ``(identity, interaction id,
+    kind, occurred_at, points)``.
     """
-    kinds = allowance.window_kinds & {i.kind for i in items}
-    relevant = [i for i in items if i.kind in kinds]
-    if not relevant:
+    kinds = allowance.window_kinds & batch_kinds
+    if not kinds or not span:
         return []
     tz = rules.tz
     margin = timedelta(seconds=max(rules.cooldown_seconds.values(), default=0.0))
-    first_day = min(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,
-                                                                             microsecond=0)
-    last_day = max(i.occurred_at for i in relevant).astimezone(tz).replace(hour=0, minute=0, second=0,
-                                                                            microsecond=0)
+    first_day = _midnight(min(first for first, _ in span.values()).astimezone(tz))
+    last_day = _midnight(max(last for _, last in span.values()).astimezone(tz))
     window = {"lo": first_day - margin, "hi": last_day + timedelta(days=1) + margin, "kinds": sorted(kinds)}
-    by_platform: dict[str, set[str]] = {}
-    for i in relevant:
-        by_platform.setdefault(i.platform, set()).add(i.external_id)
+    by_platform: dict[str, list[str]] = {}
+    for platform, external_id in span:
+        by_platform.setdefault(platform, []).append(external_id)
     out: list[tuple[Key, int, str, datetime, float]] = []
     for platform, ids in by_platform.items():
-        ordered = sorted(ids)
-        for start in range(0, len(ordered), CHUNK):
+        ids.sort()
+        for start in range(0, len(ids), CHUNK):
             rows = await fetch_rows(session, _AWARDED, {**window, "platform": platform,
-                                                        "ids": ordered[start : start + CHUNK]},
+                                                        "ids": ids[start : start + CHUNK]},
                                     datetime_columns=(3,))
             out.extend(((platform, ext), row_id, kind, at, points) for ext, row_id, kind, at, points in rows)
     return out
+
+
+def _midnight(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -31,6 +31,8 @@ from crm.models import Interaction, table
 ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "points", "amount_cents", "currency", "summary",
                "source_event_id")
 UNIQUE_KEY = ("platform", "source_event_id")
+#: A slice of rows as parallel lists, one per ``ROW_COLUMNS`` entry (a list of 10^5 tuples costs more to build).
+Columns = tuple[list[Any], ...]
 #: Rebuild the secondary indexes for batches at least this large that at least double the table.
 BULK_ROWS = 20_000
 #: ``->>`` arrived in SQLite 3.38; older libraries use ``executemany``.
@@ -85,32 +87,33 @@ class InteractionSink:
         """Whether rows carry SQLite's DATETIME text (else the driver's own values)."""
         return self._driver is not None
 
-    async def put(self, rows: list[tuple[Any, ...]], *, more: bool = False) -> set[tuple[Any, ...]] | None:
-        """Insert ``rows`` (``ROW_COLUMNS`` order); a repeated unique key is skipped.
+    async def put(self, columns: Columns, *, more: bool = False) -> set[tuple[Any, ...]] | None:
+        """Insert rows given as columns (``ROW_COLUMNS`` order); a repeated unique key is skipped.
 
         Returns the ``(platform, source_event_id)`` keys actually inserted where a concurrent
         writer may have won (PostgreSQL), else ``None``. On SQLite the insert may still be running
         (until :meth:`close`); ``more`` says another slice follows, so this one is sent on its way
         now rather than at the caller's next ``await``.
         """
-        if not rows:
+        count = len(columns[0])
+        if not count:
             return None
-        if self._driver is not None and len(rows) >= VALUES_ROWS:
-            at = self._recorded_at
-            for start in range(0, len(rows), VALUES_ROWS):
-                part = rows[start : start + VALUES_ROWS]
-                params = [v for row in part for v in (*row, at)]
-                self._queued.append(asyncio.ensure_future(self._driver.execute(_values_sql(len(part)), params)))
+        if self._driver is not None and count >= VALUES_ROWS:
+            for start in range(0, count, VALUES_ROWS):
+                params = _interleave([c[start : start + VALUES_ROWS] for c in columns], self._recorded_at)
+                sql = _values_sql(len(params) // (len(ROW_COLUMNS) + 1))
+                self._queued.append(asyncio.ensure_future(self._driver.execute(sql, params)))
             if more:
                 await asyncio.sleep(0)
             return None
         if self._driver is not None and JSON_INSERT:
-            payload = json.dumps(rows, ensure_ascii=False)
+            payload = json.dumps(list(zip(*columns, strict=True)), ensure_ascii=False)
             self._queued.append(asyncio.ensure_future(self._driver.execute(_INSERT_JSON, (payload, self._recorded_at))))
             if more:
                 await asyncio.sleep(0)
             return None
-        full = [(*r[:4], self._recorded_at, *r[4:]) for r in rows]
+        at = [self._recorded_at] * count
+        full = list(zip(*columns[:4], at, *columns[4:], strict=True))
         return await insert_rows(self._session, _interactions, _ALL_COLUMNS, full, ignore_conflicts_on=UNIQUE_KEY)
 
     async def abandon(self) -> None:
@@ -135,6 +138,15 @@ class InteractionSink:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+
+def _interleave(columns: list[list[Any]], recorded_at: Any) -> list[Any]:
+    """The parameters of a multi-row ``VALUES`` statement, row after row, built by slice assignment."""
+    width = len(columns) + 1
+    params = [recorded_at] * (len(columns[0]) * width)
+    for i, column in enumerate(columns):
+        params[i::width] = column
+    return params
 
 
 async def _doubles_table(session: AsyncSession, rows: int) -> bool:

@@ -6,15 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.db import datetime_encoder, insert_rows, update_rows
 from crm.errors import BadInput
 from crm.models import Fan, TierChange, table
 from crm.scoring import base_for_score, current_scores
 from crm.settings import CrmSettings
 
 CHUNK = 500
+_CHANGE_COLUMNS = ("fan_id", "from_tier", "to_tier", "reason", "actor", "at")
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,10 @@ async def reevaluate(
 async def apply_moves(session: AsyncSession, moves: Sequence[TierMove], now: datetime, actor: str | None) -> None:
     if not moves:
         return
-    await session.execute(
-        update(table(Fan)).where(table(Fan).c.id == bindparam("fid")).values(tier=bindparam("to")),
-        [{"fid": m.fan_id, "to": m.to_tier} for m in moves],
-    )
-    await session.execute(
-        insert(table(TierChange)),
-        [{"fan_id": m.fan_id, "from_tier": m.from_tier, "to_tier": m.to_tier, "reason": m.reason,
-          "actor": actor, "at": now} for m in moves],
-    )
+    at = datetime_encoder(session)(now)
+    await update_rows(session, table(Fan), "id", ("tier",), [(m.to_tier, m.fan_id) for m in moves])
+    await insert_rows(session, table(TierChange), _CHANGE_COLUMNS,
+                      [(m.fan_id, m.from_tier, m.to_tier, m.reason, actor, at) for m in moves])
 
 
 async def pin(

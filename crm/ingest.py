@@ -390,7 +390,9 @@ def _summariser(settings: CrmSettings) -> Callable[[str], str | None]:
         return lambda _text: None
 
     def summary(text: str) -> str:
-        text = " ".join(text.split())
+        if not (text.isprintable() and "  " not in text and text[:1] != " " != text[-1:]):
+            text = " ".join(text.split())  # printable text has no whitespace but the space
+        # Unchanged text stays the same object: the driver encodes a string to UTF-8 once.
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
     return summary

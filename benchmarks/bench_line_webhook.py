@@ -50,7 +50,7 @@ async def serve(db: Path, api_base: str, mode: str) -> None:
     ``group`` is production; ``naive`` commits every event on its own; ``none`` answers without
     storing anything (the ceiling of HTTP + signature + parsing, to see where time goes).
     """
-    from bot.app import open_crm
+    from bot.app import open_crm, settle_heap
     from bot.config import Config, DatabaseConfig, LineConfig, WebConfig
     from bot.line_adapter import LineAdapter
     from bot.web import WebServer, make_web_app
@@ -77,6 +77,7 @@ async def serve(db: Path, api_base: str, mode: str) -> None:
         line.mount(app)
         server = WebServer(app, "127.0.0.1", 0)
         await server.start()
+        settle_heap()
         print(server.url, flush=True)
         started = time.process_time()
         await stop.wait()

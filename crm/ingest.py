@@ -154,7 +154,7 @@ async def record_many(
                 delta.setdefault(fan_id, 0.0)  # last-seen moves even where no points were earned
             # Worked out while SQLite may still be inserting the last slices (they need no database).
             result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
-            await _apply_deltas(session, delta, {f: clean[n].occurred_at for f, n in rows.last_seen.items()})
+            await _apply_deltas(session, delta, rows.last_seen)
     except BaseException:
         await sink.abandon()
         raise
@@ -181,7 +181,8 @@ class _RowBuilder:
         #: item can be a duplicate or belong to an opted-out fan (nothing to screen).
         self.seen: set[tuple[str, str]] | None = None
         self.delta: dict[int, float] = {}
-        self.last_seen: dict[int, int] = {}  # fan → index of its newest stored row
+        #: fan → the time of its newest stored row, as the insert columns hold it
+        self.last_seen: dict[int, object] = {}
 
     def build(self, indexes: list[int], *, as_sqlite: bool) -> tuple[list[int], Columns, list[float]]:
         """Of the items at ``indexes`` (in time order), those to store, their columns
@@ -204,7 +205,6 @@ class _RowBuilder:
         for n, p in zip(indexes, points, strict=True):
             if p:
                 points_of[n] = p
-        self.last_seen.update(zip(fan_ids, indexes, strict=True))  # rows come in time order: the newest wins
         cents: list[int | None] = [None] * len(items)
         for j in priced:
             cents[j] = int((cast(Decimal, amounts[j]) * 100).to_integral_value())
@@ -214,6 +214,7 @@ class _RowBuilder:
             at = [i.occurred_at.isoformat(" ", "microseconds")[:26] for i in items]
         else:
             at = [self.enc(i.occurred_at) for i in items]
+        self.last_seen.update(zip(fan_ids, at, strict=True))  # rows come in time order: the newest wins
         columns = (fan_ids, [i.platform for i in items], kinds, at, points, cents, currencies,
                    [summarise(i.text) if i.text else None for i in items],
                    list(map(self.event_ids.__getitem__, indexes)))
@@ -351,18 +352,20 @@ def _lost_races(columns: Columns, contributions: list[float], inserted: set[tupl
             delta[fan_ids[j]] -= contributions[j]
 
 
-async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, datetime]) -> None:
-    """Add each fan's new score terms and move last-seen forward (never back), set-based."""
+async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, object]) -> None:
+    """Add each fan's new score terms and move last-seen forward (never back), set-based.
+
+    ``last_seen`` holds times as the driver takes them (:func:`crm.db.datetime_encoder`).
+    """
     if not delta:
         return
     if session.get_bind().dialect.name == "sqlite":
-        enc = datetime_encoder(session)
         driver = await sqlite_driver(session)
         assert driver is not None
         # Past their cap, most of a chatty batch earns nothing: those fans only move last-seen,
         # which leaves the score index alone. The statements share one trip.
-        scored = [(d, enc(last_seen[fid]), fid) for fid, d in delta.items() if d]
-        seen = [(enc(last_seen[fid]), fid) for fid, d in delta.items() if not d]
+        scored = [(d, last_seen[fid], fid) for fid, d in delta.items() if d]
+        seen = [(last_seen[fid], fid) for fid, d in delta.items() if not d]
         await asyncio.gather(*(driver.executemany(sql, rows) for sql, rows in (
             ("UPDATE fans SET score_base = score_base + ?1, "
              "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3", scored),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -238,6 +239,18 @@ async def sqlite_driver(session: AsyncSession) -> Any | None:
 def parse_sqlite_datetime(text: str) -> datetime:
     """The inverse of the SQLite storage form: naive UTC text → aware UTC datetime."""
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _sqlite_timestamp(text: str) -> float:
+    return parse_sqlite_datetime(text).timestamp()
+
+
+def posix_time(value: str | datetime) -> float:
+    """A time as :func:`fetch_rows` returns it unparsed (SQLite's text, or the driver's aware
+    datetime) as a POSIX timestamp. SQLite's text is parsed once per distinct value: writers
+    read the same fans' awarded rows back batch after batch."""
+    return _sqlite_timestamp(value) if isinstance(value, str) else value.timestamp()
 
 
 _SQLITE_SQL: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}

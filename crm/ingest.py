@@ -19,7 +19,7 @@ from typing import NamedTuple, cast
 from sqlalchemy import bindparam, case, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import datetime_encoder, fetch_rows, sqlite_driver
+from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.identity import FanRef, Key, resolve_identities
 from crm.interaction import InteractionIn, validate_many
 from crm.interaction_sink import Columns, InteractionSink
@@ -277,11 +277,11 @@ async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_
         seen, awarded = await stored, await earned
         fans = await resolve_identities(session, names, span, settings, now)
     counted: set[int] = set()  # a fan with two identities in the batch comes back twice
-    for key, row_id, kind, at, points in awarded:
+    for key, row_id, kind, ts, points in awarded:
         ref = fans[key]
         if not ref.new and row_id not in counted:
             counted.add(row_id)
-            allowance.note_existing(ref.fan_id, kind, at.timestamp(), points)
+            allowance.note_existing(ref.fan_id, kind, ts, points)
     return seen, fans
 
 
@@ -421,7 +421,7 @@ async def _existing_event_ids(
 
 
 async def _awarded(session: AsyncSession, batch_kinds: set[str], span: dict[Key, tuple[datetime, datetime]],
-                   allowance: Allowance, rules: ScoringRules) -> list[tuple[Key, int, str, datetime, float]]:
+                   allowance: Allowance, rules: ScoringRules) -> list[tuple[Key, int, str, float, float]]:
     """What the fans behind the batch's identities already earned on the batch's local days.
 
     Caps count per local day and cooldowns are shorter than a day, so the window is the batch's
@@ -429,7 +429,7 @@ async def _awarded(session: AsyncSession, batch_kinds: set[str], span: dict[Key,
     bounds how many there are per fan and day. Asked by identity (joined to the fan's rows), so it
     needs no resolved fan ids and can share a trip with the other reads. ``span`` gives each
     identity's first and last time in the batch. Rows come back as ``(identity, interaction id,
-    kind, occurred_at, points)``.
+    kind, occurred_at as a POSIX timestamp, points)``.
     """
     kinds = allowance.window_kinds & batch_kinds
     if not kinds or not span:
@@ -442,14 +442,14 @@ async def _awarded(session: AsyncSession, batch_kinds: set[str], span: dict[Key,
     by_platform: dict[str, list[str]] = {}
     for platform, external_id in span:
         by_platform.setdefault(platform, []).append(external_id)
-    out: list[tuple[Key, int, str, datetime, float]] = []
+    out: list[tuple[Key, int, str, float, float]] = []
     for platform, ids in by_platform.items():
         ids.sort()
         for start in range(0, len(ids), CHUNK):
             rows = await fetch_rows(session, _AWARDED, {**window, "platform": platform,
-                                                        "ids": ids[start : start + CHUNK]},
-                                    datetime_columns=(3,))
-            out.extend(((platform, ext), row_id, kind, at, points) for ext, row_id, kind, at, points in rows)
+                                                        "ids": ids[start : start + CHUNK]})
+            out.extend(((platform, ext), row_id, kind, posix_time(at), points)
+                       for ext, row_id, kind, at, points in rows)
     return out
 
 

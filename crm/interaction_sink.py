@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -107,7 +107,7 @@ class InteractionSink:
                 await asyncio.sleep(0)
             return None
         if self._driver is not None and JSON_INSERT:
-            payload = json.dumps(list(zip(*columns, strict=True)), ensure_ascii=False)
+            payload = orjson.dumps(list(zip(*columns, strict=True))).decode()
             self._queued.append(asyncio.ensure_future(self._driver.execute(_INSERT_JSON, (payload, self._recorded_at))))
             if more:
                 await asyncio.sleep(0)

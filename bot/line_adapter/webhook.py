@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from linebot.v3.webhook import WebhookParser
 from linebot.v3.webhooks import Event, EventMode
 
@@ -47,9 +48,12 @@ def verify_and_parse(parser: WebhookParser, body: bytes, signature: str | None) 
     if not parser.signature_validator.validate(text, signature):
         raise BadWebhook("bad signature")
     try:
-        payload = json.loads(text)
-    except ValueError:
-        raise BadWebhook("body is not valid JSON") from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # the standard parser also takes what orjson refuses: a lone surrogate (half an emoji)
+            payload = json.loads(text)
+        except ValueError:
+            raise BadWebhook("body is not valid JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
         raise BadWebhook("body has no events list")
     events = []

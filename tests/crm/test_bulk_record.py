@@ -57,6 +57,7 @@ async def stored(sessions, platform: str) -> tuple[list[tuple[Any, ...]], dict[s
 async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, settings, now, monkeypatch,
                                                                   values_rows, json_insert):
     monkeypatch.setattr(ingest, "SLICE", 7)
+    monkeypatch.setattr(ingest, "ID_CHUNK", 10)  # a "large" first import: the reads of stored rows are skipped
     monkeypatch.setattr(sink_module, "BULK_ROWS", 10)
     monkeypatch.setattr(sink_module, "VALUES_ROWS", values_rows)
     monkeypatch.setattr(sink_module, "JSON_INSERT", json_insert)
@@ -64,6 +65,11 @@ async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, setti
     async with sessions.begin() as s:
         result = await record_many(s, history("line", now), settings, now, progress=done.append)
     assert sum(done) == 121 and result.stored == 120 and result.duplicates == 1 and result.new_fans == 3
+    first_import = await stored(sessions, "line")
+    async with sessions.begin() as s:  # the same file again: every row is already there
+        again = await record_many(s, history("line", now), settings, now)
+    assert again.duplicates == 121 and again.new_fans == 0 and set(again.points) == {0.0}
+    assert await stored(sessions, "line") == first_import
 
     for item in sorted(history("discord", now), key=lambda i: i.occurred_at):
         async with sessions.begin() as s:

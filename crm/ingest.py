@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
-from itertools import compress, repeat
-from typing import NamedTuple, cast
+from itertools import compress
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, case, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.identity import FanRef, Key, resolve_identities
 from crm.interaction import InteractionIn, validate_many
+from crm.interaction_rows import RowBuilder
 from crm.interaction_sink import Columns, InteractionSink
 from crm.models import Fan, Identity, Interaction, table
 from crm.scoring import DAY_SECONDS, Allowance, ScoringRules, current_epoch, term_function
@@ -108,8 +108,9 @@ async def record_many(
     ``duplicate`` and changes nothing. Interactions of opted-out fans are not stored. The caller
     owns the transaction: nothing is committed here.
 
-    This runs per row for imports of hundreds of thousands of rows, so the per-row work is kept to
-    list comprehensions and one loop over plain locals.
+    This runs per row for imports of hundreds of thousands of rows, so the per-row work is done
+    column by column (:class:`crm.interaction_rows.RowBuilder`) on time-ordered slices, each
+    inserted in the background while the next is built.
     """
     # The transaction begins (a trip to the database) while the batch is prepared in Python.
     connecting = asyncio.ensure_future(session.connection())
@@ -131,8 +132,8 @@ async def record_many(
 
     statuses = ["stored"] * size
     result = BulkResult(statuses, [r.fan_id for r in refs], [0.0] * size, [r.new for r in refs])
-    rows = _RowBuilder(clean, stamps, event_ids, refs, result, allowance, term_function(epoch, half_life),
-                       _summariser(settings), enc)
+    rows = RowBuilder(clean, stamps, event_ids, refs, result, allowance, term_function(epoch, half_life),
+                      _summariser(settings), enc)
     # Screening per row is needed only when something can be left out.
     screen = bool(seen) or any(r.opted_out for r in fans.values()) or len(set(event_ids)) < size
     if screen:
@@ -161,100 +162,6 @@ async def record_many(
     await sink.close()
     await apply_moves(session, result.tier_moves, now, actor=None)
     return result
-
-
-class _RowBuilder:
-    """Turns items, a time-ordered slice at a time, into insert columns; awards points as it goes.
-
-    Works column by column (list comprehensions, ``zip``, ``map``): an import runs this for
-    10^5 rows, and a loop over each row's nine fields cost several times as much.
-    """
-
-    def __init__(self, items: Sequence[InteractionIn], stamps: Sequence[float], event_ids: Sequence[str],
-                 refs: Sequence[FanRef], result: BulkResult, allowance: Allowance,
-                 term: Callable[[float, float], float], summarise: Callable[[str], str | None],
-                 enc: Callable[[datetime], object]) -> None:
-        self.items, self.stamps, self.event_ids, self.refs = items, stamps, event_ids, refs
-        self.result, self.allowance, self.term, self.summarise, self.enc = result, allowance, term, summarise, enc
-        self.rules = allowance.rules
-        #: ``(platform, event id)`` already stored or taken earlier in the batch; ``None`` when no
-        #: item can be a duplicate or belong to an opted-out fan (nothing to screen).
-        self.seen: set[tuple[str, str]] | None = None
-        self.delta: dict[int, float] = {}
-        #: fan → the time of its newest stored row, as the insert columns hold it
-        self.last_seen: dict[int, object] = {}
-
-    def build(self, indexes: list[int], *, as_sqlite: bool) -> tuple[list[int], Columns, list[float]]:
-        """Of the items at ``indexes`` (in time order), those to store, their columns
-        (``ROW_COLUMNS`` order) and each row's score term."""
-        if self.seen is not None:
-            indexes = self._screen(indexes)
-        items = list(map(self.items.__getitem__, indexes))
-        refs = list(map(self.refs.__getitem__, indexes))
-        fan_ids = [r.fan_id for r in refs]
-        kinds = [i.kind for i in items]
-        stamps = list(map(self.stamps.__getitem__, indexes))
-        amounts = [i.amount for i in items]
-        currencies = [i.currency for i in items]
-        points = list(map(self.rules.weights.get, kinds, repeat(0.0)))
-        priced = [j for j, amount in enumerate(amounts) if amount is not None]
-        for j in priced:
-            points[j] = self.rules.base_points(kinds[j], amounts[j], currencies[j])
-        contributions = self._award(fan_ids, kinds, stamps, points)
-        points_of = self.result.points
-        for n, p in zip(indexes, points, strict=True):
-            if p:
-                points_of[n] = p
-        cents: list[int | None] = [None] * len(items)
-        for j in priced:
-            cents[j] = int((cast(Decimal, amounts[j]) * 100).to_integral_value())
-        summarise = self.summarise
-        at: list[object]
-        if as_sqlite:  # validated times are UTC: SQLAlchemy's SQLite text, written inline
-            at = [i.occurred_at.isoformat(" ", "microseconds")[:26] for i in items]
-        else:
-            at = [self.enc(i.occurred_at) for i in items]
-        self.last_seen.update(zip(fan_ids, at, strict=True))  # rows come in time order: the newest wins
-        columns = (fan_ids, [i.platform for i in items], kinds, at, points, cents, currencies,
-                   [summarise(i.text) if i.text else None for i in items],
-                   list(map(self.event_ids.__getitem__, indexes)))
-        return indexes, columns, contributions
-
-    def _screen(self, indexes: list[int]) -> list[int]:
-        """Leave out items of opted-out fans and events stored already or earlier in the batch."""
-        assert self.seen is not None
-        seen, statuses, new = self.seen, self.result.statuses, self.result.new
-        kept = []
-        for n in indexes:
-            if self.refs[n].opted_out:
-                statuses[n] = "opted_out"
-                continue
-            unique = (self.items[n].platform, self.event_ids[n])
-            if unique in seen:
-                statuses[n], new[n] = "duplicate", False
-                continue
-            seen.add(unique)
-            kept.append(n)
-        return kept
-
-    def _award(self, fan_ids: list[int], kinds: list[str], stamps: list[float], points: list[float]) -> list[float]:
-        """Apply caps and cooldowns to ``points`` (in place, rows in time order); each row's score term."""
-        award, limited, term, delta = self.allowance.award, self.allowance.window_kinds, self.term, self.delta
-        contributions = [0.0] * len(points)
-        for j, (fan_id, kind, ts, base) in enumerate(zip(fan_ids, kinds, stamps, points, strict=True)):
-            if base <= 0.0:
-                points[j] = 0.0
-                continue
-            if kind in limited:
-                granted = award(fan_id, kind, ts, base)
-                if granted != base:
-                    points[j] = granted
-                    if not granted:
-                        continue
-                base = granted
-            contributions[j] = c = term(base, ts)
-            delta[fan_id] = delta.get(fan_id, 0.0) + c
-        return contributions
 
 
 async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str],

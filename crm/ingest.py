@@ -256,7 +256,7 @@ def _lost_races(columns: Columns, contributions: list[float], inserted: set[tupl
     for j, n in enumerate(indexes):
         if (platforms[j], event_ids[j]) not in inserted:
             result.statuses[n], result.points[n], result.new[n] = "duplicate", 0.0, False
-            delta[fan_ids[j]] -= contributions[j]
+            delta[fan_ids[j]] = delta.get(fan_ids[j], 0.0) - contributions[j]
 
 
 async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, object]) -> None:

@@ -40,8 +40,9 @@ async def test_same_event_recorded_100_times_is_stored_once(sessions, settings, 
         assert fan is not None and fan.score_base > 0
 
 
-async def test_same_event_from_100_concurrent_tasks_is_stored_once(sessions, settings, now):
-    item = msg("U-conc", "evt-conc", now - timedelta(minutes=5), "阿明")
+@pytest.mark.parametrize("kind", ["message", "follow"])  # a follow earns no points: a lost race takes back nothing
+async def test_same_event_from_100_concurrent_tasks_is_stored_once(sessions, settings, now, kind):
+    item = msg("U-conc", "evt-conc", now - timedelta(minutes=5), "阿明", kind=kind)
 
     async def one() -> str:
         async with sessions.begin() as s:

@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from itertools import compress
 from typing import NamedTuple
 
+import orjson
 from sqlalchemy import bindparam, case, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm import interaction_sink
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.identity import FanRef, Key, resolve_identities
 from crm.interaction import InteractionIn, validate_many
@@ -259,6 +261,24 @@ def _lost_races(columns: Columns, contributions: list[float], inserted: set[tupl
             delta[fan_ids[j]] = delta.get(fan_ids[j], 0.0) - contributions[j]
 
 
+# Rows are (delta, last seen, fan id) and (last seen, fan id). Last-seen is kept to the minute: a
+# burst (a live chat) rewrites a fan once a minute.
+_MANY_DELTAS = (
+    "UPDATE fans SET score_base = score_base + ?1, "
+    "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3",
+    "UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND substr(last_seen_at, 1, 16) < substr(?1, 1, 16)",
+)
+# The same as one statement each over a JSON array: ``executemany`` steps once per row and takes
+# the GIL back after every step, which under a busy event loop waits a switch interval each time.
+_JSON_DELTAS = (
+    "UPDATE fans SET score_base = score_base + (j.value ->> 0), last_seen_at = CASE WHEN fans.last_seen_at < "
+    "(j.value ->> 1) THEN j.value ->> 1 ELSE fans.last_seen_at END FROM json_each(?1) AS j "
+    "WHERE fans.id = j.value ->> 2",
+    "UPDATE fans SET last_seen_at = j.value ->> 0 FROM json_each(?1) AS j "
+    "WHERE fans.id = j.value ->> 1 AND substr(fans.last_seen_at, 1, 16) < substr(j.value ->> 0, 1, 16)",
+)
+
+
 async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, object]) -> None:
     """Add each fan's new score terms and move last-seen forward (never back), set-based.
 
@@ -273,13 +293,10 @@ async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_see
         # which leaves the score index alone. The statements share one trip.
         scored = [(d, last_seen[fid], fid) for fid, d in delta.items() if d]
         seen = [(last_seen[fid], fid) for fid, d in delta.items() if not d]
-        await asyncio.gather(*(driver.executemany(sql, rows) for sql, rows in (
-            ("UPDATE fans SET score_base = score_base + ?1, "
-             "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3", scored),
-            # Last-seen is kept to the minute: a burst (a live chat) rewrites a fan once a minute.
-            ("UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND substr(last_seen_at, 1, 16) < substr(?1, 1, 16)",
-             seen),
-        ) if rows))
+        as_json = interaction_sink.JSON_INSERT
+        await asyncio.gather(*(
+            driver.execute(sql, (orjson.dumps(rows).decode(),)) if as_json else driver.executemany(sql, rows)
+            for sql, rows in zip(_JSON_DELTAS if as_json else _MANY_DELTAS, (scored, seen), strict=True) if rows))
         return
     await session.execute(
         update(fans_t)

@@ -125,8 +125,9 @@ def text_message(raw: dict[str, Any]) -> TextIn | None:
         redelivery, chat, user_id = context["isRedelivery"], source["type"], source.get("userId")
     except (KeyError, TypeError, AttributeError):
         return None
-    if not (type(timestamp) is int and type(redelivery) is bool and _strs(event_id, text, message_id, quote)
-            and event_id and _optional_strs(token, user_id)):
+    if not (type(timestamp) is int and type(redelivery) is bool and type(event_id) is str and event_id
+            and type(text) is str and type(message_id) is str and type(quote) is str
+            and (token is None or type(token) is str) and (user_id is None or type(user_id) is str)):
         return None
     if chat != "user" and type(source.get("groupId" if chat == "group" else "roomId")) is not str:
         return None
@@ -134,10 +135,3 @@ def text_message(raw: dict[str, Any]) -> TextIn | None:
         return None
     return TextIn(event_id, timestamp, redelivery, token, chat, user_id, text, raw["mode"] == "standby")
 
-
-def _strs(*values: Any) -> bool:
-    return all(type(v) is str for v in values)
-
-
-def _optional_strs(*values: Any) -> bool:
-    return all(v is None or type(v) is str for v in values)

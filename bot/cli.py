@@ -357,6 +357,28 @@ async def link_code(
     out.print(t("line.cli.link_code", crm.settings.locale, code=code, fan=fan_id), highlight=False, soft_wrap=True)
 
 
+line_app = typer.Typer(no_args_is_help=True, help="LINE Official Account tools.")
+app.add_typer(line_app, name="line")
+
+
+@line_app.command("richmenu")
+@command
+async def line_richmenu(
+    image: Annotated[Path, typer.Argument(help="PNG or JPEG, e.g. 2500×843: three columns, left to right "
+                                               "check in, my data, link Discord.", exists=True, dir_okay=False)],
+) -> None:
+    """Create the LINE menu under the chat (check in / my data / link Discord) from IMAGE and make it the default."""
+    from bot.line_adapter.richmenu import inspect_image, install
+
+    cfg = _config()
+    data = image.read_bytes()
+    found = inspect_image(data)  # refused before anything is created
+    token = cfg.secret(cfg.line.channel_access_token_env)
+    menu_id = await install(cfg.line.api_base, token, data, cfg.creator.locale)
+    out.print(t("line.cli.richmenu_done", cfg.creator.locale, id=menu_id, width=found.width, height=found.height),
+              highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

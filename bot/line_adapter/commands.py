@@ -47,8 +47,8 @@ REFER: tuple[str, ...] = ("推薦", "ref")
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed request: ``name`` is one of checkin, link, refer, my_code, me, optout, optin, forget,
-    optout_confirm, forget_confirm, cancel."""
+    """A parsed request: ``name`` is one of checkin, link, link_help, refer, my_code, me, optout, optin,
+    forget, optout_confirm, forget_confirm, cancel."""
 
     name: str
     code: str | None = None
@@ -118,7 +118,8 @@ def _after(said: str, word: str) -> str | None:
 
 
 def parse_postback(data: str) -> Command | None:
-    """Postback data from our own buttons: ``action=checkin[&code=X]``, ``action=optout&confirm=yes`` …"""
+    """Postback data from our own buttons: ``action=checkin[&code=X]``, ``action=optout&confirm=yes``,
+    the rich menu's ``action=me`` and ``action=link`` …"""
     fields = {k: v[0] for k, v in parse_qs(data or "", keep_blank_values=True).items()}
     action = fields.get("action", "")
     confirmed = fields.get("confirm") == "yes"
@@ -129,6 +130,10 @@ def parse_postback(data: str) -> Command | None:
         return Command(f"{action}_confirm" if confirmed else "cancel")
     if action == "cancel":
         return Command("cancel")
+    if action in ("me", "my_code"):  # rich menu buttons (``superfan line richmenu``)
+        return Command(action)
+    if action == "link":  # a button cannot carry the code: say how to get and send one
+        return Command("link_help")
     return None
 
 
@@ -205,6 +210,8 @@ async def _execute(session: AsyncSession, now: datetime, command: Command, user_
                                            display_name=None, at=occurred_at, now=now,
                                            source_event_id=event_id, code=command.code)
         return Done("checkin", {"result": result, "code": command.code})
+    if name == "link_help":
+        return Done("link_help", {})
     if name == "link":
         fan_id = await fan_actions.redeem_link_code(session, settings, command.code or "", platform=PLATFORM,
                                                     external_id=user_id, display_name=None, now=now)

@@ -94,6 +94,8 @@ def _done(result: Done, locale: str) -> str:
         return t("line.optin.done" if data["resumed"] else "line.optin.already", locale)
     if result.command == "cancel":
         return t("line.cancelled", locale)
+    if result.command == "link_help":
+        return t("line.link.how", locale)
     return t(f"line.{result.command}.ok", locale)
 
 

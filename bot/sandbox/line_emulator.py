@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -62,6 +63,9 @@ class LineEmulator:
         self.calls: list[RecordedCall] = []
         self.delivered: list[Delivered] = []
         self.profiles: dict[str, dict[str, Any]] = {}
+        #: rich menus by id: the request body, and the uploaded image and its content type
+        self.rich_menus: dict[str, RichMenu] = {}
+        self.default_rich_menu: str | None = None
         self._clock = clock
         self._reply_tokens: dict[str, tuple[str, float]] = {}
         self._accepted: dict[str, Accepted] = {}
@@ -84,6 +88,10 @@ class LineEmulator:
         app.router.add_get(PROFILE_PREFIX + "{user_id}", self._profile)
         app.router.add_get("/v2/bot/message/quota", self._quota)
         app.router.add_get("/v2/bot/message/quota/consumption", self._consumption)
+        app.router.add_post("/v2/bot/richmenu", self._create_rich_menu)
+        app.router.add_post("/v2/bot/richmenu/{menu_id}/content", self._rich_menu_image)
+        app.router.add_post("/v2/bot/user/all/richmenu/{menu_id}", self._default_rich_menu)
+        app.router.add_delete("/v2/bot/richmenu/{menu_id}", self._delete_rich_menu)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._stopping.clear()
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -301,5 +309,89 @@ class LineEmulator:
     async def _consumption(self, request: web.Request) -> web.Response:
         return web.json_response({"totalUsage": self.total_usage})
 
+    async def _create_rich_menu(self, request: web.Request) -> web.Response:
+        body = request[BODY]
+        problems = rich_menu_problems(body)
+        if problems:
+            raise ApiError(400, f"The request body has {len(problems)} error(s)",
+                           extra={"details": [{"message": p} for p in problems]})
+        menu_id = f"richmenu-{secrets.token_hex(16)}"
+        self.rich_menus[menu_id] = RichMenu(body)
+        return web.json_response({"richMenuId": menu_id})
+
+    def _menu(self, request: web.Request) -> RichMenu:
+        menu = self.rich_menus.get(request.match_info["menu_id"])
+        if menu is None:
+            raise ApiError(404, "Not found")
+        return menu
+
+    async def _rich_menu_image(self, request: web.Request) -> web.Response:
+        menu = self._menu(request)
+        content_type = request.headers.get("Content-Type", "")
+        if content_type not in ("image/png", "image/jpeg"):
+            raise ApiError(415, "Unsupported Media Type")
+        data = await request.read()
+        if len(data) > 1024 * 1024:
+            raise ApiError(413, "Request Entity Too Large")
+        if menu.image is not None:
+            raise ApiError(400, "An image has already been uploaded to the richmenu")
+        menu.image, menu.content_type = data, content_type
+        return web.json_response({})
+
+    async def _default_rich_menu(self, request: web.Request) -> web.Response:
+        menu_id = request.match_info["menu_id"]
+        if self._menu(request).image is None:
+            raise ApiError(400, "must upload richmenu image before applying it to user")
+        self.default_rich_menu = menu_id
+        return web.json_response({})
+
+    async def _delete_rich_menu(self, request: web.Request) -> web.Response:
+        self._menu(request)
+        menu_id = request.match_info["menu_id"]
+        del self.rich_menus[menu_id]
+        if self.default_rich_menu == menu_id:
+            self.default_rich_menu = None
+        return web.json_response({})
+
     async def _not_found(self, request: web.Request) -> web.Response:
         raise ApiError(404, "Not found")
+
+
+@dataclass
+class RichMenu:
+    body: dict[str, Any]
+    image: bytes | None = None
+    content_type: str | None = None
+
+
+def rich_menu_problems(body: Any) -> list[str]:
+    """What LINE would refuse in a rich menu object (the limits its documentation gives)."""
+    if not isinstance(body, dict):
+        return ["the body is not a rich menu object"]
+    problems = []
+    size = body.get("size") or {}
+    width, height = size.get("width"), size.get("height")
+    if not (isinstance(width, int) and isinstance(height, int) and 800 <= width <= 2500 and height >= 250
+            and width / height >= 1.45):
+        problems.append("size: width 800-2500, height >= 250, width/height >= 1.45")
+    if not isinstance(body.get("selected"), bool):
+        problems.append("selected: must be a boolean")
+    if not isinstance(body.get("name"), str) or not 0 < len(body["name"]) <= 300:
+        problems.append("name: 1-300 characters")
+    if not isinstance(body.get("chatBarText"), str) or not 0 < len(body["chatBarText"]) <= 14:
+        problems.append("chatBarText: 1-14 characters")
+    areas = body.get("areas")
+    if not isinstance(areas, list) or not 0 < len(areas) <= 20:
+        return [*problems, "areas: 1-20 areas"]
+    for n, area in enumerate(areas):
+        bounds, action = area.get("bounds") or {}, area.get("action") or {}
+        x, y, w, h = (bounds.get(k) for k in ("x", "y", "width", "height"))
+        if not (isinstance(x, int) and isinstance(y, int) and isinstance(w, int) and isinstance(h, int)
+                and isinstance(width, int) and isinstance(height, int)
+                and x >= 0 and y >= 0 and x + w <= width and y + h <= height):
+            problems.append(f"areas[{n}].bounds: outside the image")
+        if action.get("type") != "postback" or not 0 < len(action.get("data") or "") <= 300:
+            problems.append(f"areas[{n}].action: a postback with 1-300 characters of data")
+        elif len(action.get("label") or "") > 20 or len(action.get("displayText") or "") > 300:
+            problems.append(f"areas[{n}].action: label up to 20, displayText up to 300 characters")
+    return problems

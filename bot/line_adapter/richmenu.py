@@ -2,13 +2,14 @@
 
 The creator designs the picture (Canva or any editor; three equal columns, left to right:
 check in, my data, link Discord). superfan checks it against LINE's rules, lays three tap areas
-over it that send postbacks the webhook already understands, uploads it and makes it every
-fan's default menu.
+over it that send postbacks the webhook already understands, uploads it, makes it every fan's
+default menu and deletes the menus earlier runs made (menus made in LINE's console stay).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
 from dataclasses import dataclass
 
@@ -28,8 +29,11 @@ from linebot.v3.messaging import (
 from bot.i18n import t
 from crm.errors import BadInput
 
+log = logging.getLogger(__name__)
+
 #: What each column does, left to right: postback data (parsed by ``commands.parse_postback``).
 BUTTONS = (("checkin", "action=checkin"), ("me", "action=me"), ("link", "action=link"))
+MENU_NAME = "superfan"  # how our menus are told apart from any the creator made in LINE's console
 MAX_IMAGE_BYTES = 1024 * 1024
 #: LINE's documented limits for a rich menu image.
 MIN_WIDTH, MAX_WIDTH, MIN_HEIGHT, MIN_ASPECT = 800, 2500, 250, 1.45
@@ -89,7 +93,7 @@ def menu_request(image: MenuImage, locale: str) -> RichMenuRequest:
             action=PostbackAction(label=label[:20], data=data, displayText=label),
         ))
     return RichMenuRequest(size=RichMenuSize(width=image.width, height=image.height), selected=True,
-                           name="superfan", chatBarText=t("line.richmenu.chat_bar", locale)[:14], areas=areas)
+                           name=MENU_NAME, chatBarText=t("line.richmenu.chat_bar", locale)[:14], areas=areas)
 
 
 def data_api_base(api_base: str) -> str:
@@ -127,7 +131,19 @@ async def install(api_base: str, access_token: str, image: bytes, locale: str, *
             if isinstance(exc, ApiException):
                 raise _refused(exc.status, exc.body) from None
             raise
+        await _retire_older(api, menu_id, timeout)
     return menu_id
+
+
+async def _retire_older(api: AsyncMessagingApi, menu_id: str, timeout: float) -> None:
+    """Delete the menus an earlier run made: a creator redoes the picture, the old ones go."""
+    try:
+        menus = (await api.get_rich_menu_list(_request_timeout=timeout)).richmenus
+        for menu in menus:
+            if menu.name == MENU_NAME and menu.rich_menu_id != menu_id:
+                await api.delete_rich_menu(menu.rich_menu_id, _request_timeout=timeout)
+    except ApiException as exc:  # the new menu is in place; an old one left over is harmless
+        log.warning("LINE rich menu: could not delete older superfan menus (HTTP %s)", exc.status)
 
 
 def _refused(status: int | None, detail: object) -> BadInput:

@@ -33,7 +33,7 @@ from bot.sandbox._line_state import (
     fault_body,
 )
 
-__all__ = ["Delivered", "LineEmulator", "RecordedCall"]
+__all__ = ["Delivered", "LineEmulator", "RecordedCall", "RichMenu"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROFILE_PREFIX = "/v2/bot/profile/"
@@ -89,6 +89,7 @@ class LineEmulator:
         app.router.add_get("/v2/bot/message/quota", self._quota)
         app.router.add_get("/v2/bot/message/quota/consumption", self._consumption)
         app.router.add_post("/v2/bot/richmenu", self._create_rich_menu)
+        app.router.add_get("/v2/bot/richmenu/list", self._list_rich_menus)
         app.router.add_post("/v2/bot/richmenu/{menu_id}/content", self._rich_menu_image)
         app.router.add_post("/v2/bot/user/all/richmenu/{menu_id}", self._default_rich_menu)
         app.router.add_delete("/v2/bot/richmenu/{menu_id}", self._delete_rich_menu)
@@ -318,6 +319,10 @@ class LineEmulator:
         menu_id = f"richmenu-{secrets.token_hex(16)}"
         self.rich_menus[menu_id] = RichMenu(body)
         return web.json_response({"richMenuId": menu_id})
+
+    async def _list_rich_menus(self, request: web.Request) -> web.Response:
+        return web.json_response({"richmenus": [{"richMenuId": menu_id, **menu.body}
+                                                for menu_id, menu in self.rich_menus.items()]})
 
     def _menu(self, request: web.Request) -> RichMenu:
         menu = self.rich_menus.get(request.match_info["menu_id"])

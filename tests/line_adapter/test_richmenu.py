@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.line_adapter.richmenu import data_api_base, inspect_image
-from bot.sandbox.line_emulator import LineEmulator
+from bot.sandbox.line_emulator import LineEmulator, RichMenu
 from crm.errors import BadInput
 from tests.line_adapter.conftest import LineRig, postback_event, text_event, user
 
@@ -66,6 +66,15 @@ async def test_richmenu_installs_three_buttons_as_every_fans_default(cli, emu: L
     assert [a["action"]["displayText"] for a in areas] == ["打卡", "我的資料", "綁定 Discord"]
     assert [a["bounds"]["x"] for a in areas] == [0, 833, 1666]
     assert sum(a["bounds"]["width"] for a in areas) == 2500 and {a["bounds"]["height"] for a in areas} == {843}
+
+    # A menu the creator made in LINE's console stays; running again replaces superfan's own.
+    console = {**body, "name": "made in the console"}
+    emu.rich_menus["richmenu-console"] = RichMenu(console, b"img", "image/png")
+    image.write_bytes(png(1200, 405))
+    await cli("line", "richmenu", str(image))
+    new_id = emu.default_rich_menu
+    assert new_id != menu_id and set(emu.rich_menus) == {new_id, "richmenu-console"}
+    assert emu.rich_menus[new_id].body["size"] == {"width": 1200, "height": 405}
 
 
 @pytest.mark.parametrize(("picture", "says"), [

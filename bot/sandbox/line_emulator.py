@@ -14,7 +14,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -27,10 +26,12 @@ from bot.sandbox._line_state import (
     Delivered,
     Fault,
     RecordedCall,
+    RichMenu,
     Via,
     check_retry_key,
     check_send,
     fault_body,
+    rich_menu_problems,
 )
 
 __all__ = ["Delivered", "LineEmulator", "RecordedCall", "RichMenu"]
@@ -360,43 +361,3 @@ class LineEmulator:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         raise ApiError(404, "Not found")
-
-
-@dataclass
-class RichMenu:
-    body: dict[str, Any]
-    image: bytes | None = None
-    content_type: str | None = None
-
-
-def rich_menu_problems(body: Any) -> list[str]:
-    """What LINE would refuse in a rich menu object (the limits its documentation gives)."""
-    if not isinstance(body, dict):
-        return ["the body is not a rich menu object"]
-    problems = []
-    size = body.get("size") or {}
-    width, height = size.get("width"), size.get("height")
-    if not (isinstance(width, int) and isinstance(height, int) and 800 <= width <= 2500 and height >= 250
-            and width / height >= 1.45):
-        problems.append("size: width 800-2500, height >= 250, width/height >= 1.45")
-    if not isinstance(body.get("selected"), bool):
-        problems.append("selected: must be a boolean")
-    if not isinstance(body.get("name"), str) or not 0 < len(body["name"]) <= 300:
-        problems.append("name: 1-300 characters")
-    if not isinstance(body.get("chatBarText"), str) or not 0 < len(body["chatBarText"]) <= 14:
-        problems.append("chatBarText: 1-14 characters")
-    areas = body.get("areas")
-    if not isinstance(areas, list) or not 0 < len(areas) <= 20:
-        return [*problems, "areas: 1-20 areas"]
-    for n, area in enumerate(areas):
-        bounds, action = area.get("bounds") or {}, area.get("action") or {}
-        x, y, w, h = (bounds.get(k) for k in ("x", "y", "width", "height"))
-        if not (isinstance(x, int) and isinstance(y, int) and isinstance(w, int) and isinstance(h, int)
-                and isinstance(width, int) and isinstance(height, int)
-                and x >= 0 and y >= 0 and x + w <= width and y + h <= height):
-            problems.append(f"areas[{n}].bounds: outside the image")
-        if action.get("type") != "postback" or not 0 < len(action.get("data") or "") <= 300:
-            problems.append(f"areas[{n}].action: a postback with 1-300 characters of data")
-        elif len(action.get("label") or "") > 20 or len(action.get("displayText") or "") > 300:
-            problems.append(f"areas[{n}].action: label up to 20, displayText up to 300 characters")
-    return problems

@@ -126,11 +126,13 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
         log.warning("[line] is enabled but [web] is not: LINE webhooks have nowhere to arrive")
     extra_jobs: dict[str, Callable[[], Awaitable[object]]] = {}
     if config.discord.enabled:
-        from bot.discord_adapter.client import start_discord
+        from bot.discord_adapter.link import DiscordLink
 
-        handle = await start_discord(crm, writer=writer)
-        stack.push_async_callback(handle.close)
-        extra_jobs["reconcile_roles"] = handle.reconcile_roles
+        discord = DiscordLink(crm, writer)
+        stack.push_async_callback(discord.close)
+        await discord.start()  # a Discord outage is retried in the background; a bad token stops here
+        add_health_check(app, "discord", discord.health)
+        extra_jobs["reconcile_roles"] = discord.reconcile_roles
     from bot.jobs import build_scheduler
 
     scheduler = build_scheduler(crm, extra=extra_jobs)

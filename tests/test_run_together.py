@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from bot.app import run
 from bot.config import Config, DatabaseConfig, LineConfig, WebConfig
+from bot.discord_adapter import link as discord_link
+from bot.discord_adapter.client import DiscordStartError
 from bot.discord_adapter.endpoints import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, configure_endpoints
 from bot.sandbox.discord_emulator import DiscordEmulator
 from bot.sandbox.line_emulator import LineEmulator
@@ -80,3 +82,79 @@ async def test_one_process_serves_line_and_discord_and_links_a_fan(tmp_path: Pat
             stop.set()
             await asyncio.wait_for(task, 20)
             configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+
+
+async def test_discord_down_at_start_leaves_line_running_and_connects_when_it_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that boots before its network, or a Discord outage: LINE intake must not wait for it."""
+    monkeypatch.setenv("LINE_CHANNEL_SECRET", SECRET)
+    monkeypatch.setenv("LINE_CHANNEL_ACCESS_TOKEN", "test-access-token")
+    monkeypatch.setenv("DISCORD_TOKEN", "test-token")
+    monkeypatch.setattr(discord_link, "RETRY_DELAYS", (0.2,))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'outage.db'}"
+    async with LineEmulator() as line, DiscordEmulator() as discord_emu:
+        build_world(discord_emu)
+        port = discord_emu.port
+        config = Config(database=DatabaseConfig(url=url), web=WebConfig(port=0),
+                        line=LineConfig(enabled=True, api_base=line.base_url),
+                        discord=discord_config(discord_emu, ready_timeout_seconds=10.0))
+        await discord_emu.stop()  # Discord is unreachable: connections are refused
+        stop = asyncio.Event()
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(run(config, stop=stop, on_ready=ready.set_result))
+        try:
+            web = (await asyncio.wait_for(ready, 30)).split(" ")[0]
+            uid = user(5)
+            body = body_of(text_event(uid, "Discord 掛了也要收到這則"))
+            async with aiohttp.ClientSession() as http:
+                async with http.post(web + "/line/webhook", data=body,
+                                     headers={"Content-Type": "application/json", "X-Line-Signature": sign(body)}) as r:
+                    assert r.status == 200
+                async with http.get(web + "/healthz") as r:
+                    health = await r.json()
+                    assert r.status == 503 and "could not connect to Discord" in health["problems"]["discord"]
+                    assert "writer" not in health["problems"] and "line" not in health["problems"]
+                await discord_emu.start(port)  # Discord is back
+                for _ in range(200):
+                    async with http.get(web + "/healthz") as r:
+                        if r.status == 200:
+                            assert "discord" in (await r.json())["checks"]
+                            break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"Discord never reconnected: {health}")
+            await discord_emu.message_create(GENERAL, FAN, "我回來了", guild_id=GUILD)
+            engine = make_engine(url)
+            try:
+                async with make_sessionmaker(engine)() as session:
+                    for _ in range(100):
+                        platforms = set((await session.execute(select(Identity.platform))).scalars())
+                        await session.rollback()
+                        if platforms == {"discord", "line"}:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert platforms == {"discord", "line"}  # the LINE event kept, Discord intake running
+            finally:
+                await engine.dispose()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+            configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+
+
+async def test_a_rejected_discord_token_still_stops_start_up_with_what_to_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retrying cannot fix a bad token: ``superfan run`` says so at once instead of running half-configured."""
+    monkeypatch.setenv("DISCORD_TOKEN", "revoked-token")
+    monkeypatch.setattr(discord_link, "RETRY_DELAYS", (0.2,))
+    async with DiscordEmulator() as discord_emu:
+        build_world(discord_emu)
+        discord_emu.fail_next("GET", "/users/@me", 401)
+        config = Config(database=DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'token.db'}"),
+                        web=WebConfig(port=0), discord=discord_config(discord_emu))
+        try:
+            with pytest.raises(DiscordStartError, match=r"\$DISCORD_TOKEN") as exc:
+                await asyncio.wait_for(run(config, stop=asyncio.Event()), 30)
+        finally:
+            configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+    assert not exc.value.transient

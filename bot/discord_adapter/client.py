@@ -50,7 +50,15 @@ INTENTS_HELP = (
 
 
 class DiscordStartError(RuntimeError):
-    """The bot could not connect; ``str()`` says what to fix, in one line."""
+    """The bot could not connect; ``str()`` says what to fix, in one line.
+
+    ``transient`` is true when trying again later may work (Discord unreachable, answering 5xx,
+    or not ready in time), false when something must be fixed first (token, intents).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def intents() -> discord.Intents:
@@ -243,6 +251,13 @@ def _explain(exc: BaseException | None, config: DiscordConfig) -> str:
     return f"could not start the Discord bot: {type(exc).__name__}: {exc}"
 
 
+def _transient(exc: BaseException | None) -> bool:
+    """Whether a failed start may work later: the network or Discord's side, not our settings."""
+    if exc is None or isinstance(exc, discord.LoginFailure | discord.PrivilegedIntentsRequired):
+        return False
+    return _network_cause(exc) is not None or isinstance(exc, discord.DiscordServerError)
+
+
 def _network_cause(exc: BaseException) -> BaseException | None:
     """The connection error behind ``exc``, if any.
 
@@ -291,6 +306,15 @@ async def start_discord(
     if writer is not None:
         bot.writer = writer
         writer.on_tier_moves.append(bot.tiers_moved)
+    try:
+        return await _connect(bot, token, config)
+    except BaseException:
+        if writer is not None:
+            writer.on_tier_moves.remove(bot.tiers_moved)  # a bot that never started wants no wake-ups
+        raise
+
+
+async def _connect(bot: SuperfanBot, token: str, config: DiscordConfig) -> DiscordHandle:
     task = asyncio.create_task(bot.start(token, reconnect=True), name="superfan-discord")
     ready = asyncio.create_task(bot.ready_event.wait())
     try:
@@ -308,9 +332,9 @@ async def start_discord(
     await bot.close()
     if task.done():
         exc = task.exception() if not task.cancelled() else None
-        raise DiscordStartError(_explain(exc, config)) from exc
+        raise DiscordStartError(_explain(exc, config), transient=_transient(exc)) from exc
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     raise DiscordStartError(f"Discord did not become ready within {config.ready_timeout_seconds:.0f}s "
-                            f"(gateway {config.gateway_url})")
+                            f"(gateway {config.gateway_url})", transient=True)

@@ -59,8 +59,11 @@ class DiscordEmulator(WorldBuilders, InteractionDispatch):
         self._port: int | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Bind a free loopback port; ``api_base``/``gateway_url`` are valid afterwards."""
+    async def start(self, port: int = 0) -> None:
+        """Bind a loopback port (a free one by default); ``api_base``/``gateway_url`` are valid afterwards.
+
+        Stopping and starting again on the same ``port`` plays a Discord outage.
+        """
         if self._runner is not None:
             return
         app = web.Application()
@@ -68,7 +71,7 @@ class DiscordEmulator(WorldBuilders, InteractionDispatch):
         app.router.add_route("*", "/api/v10/{tail:.*}", self.rest.handle)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self._port = self._runner.addresses[0][1]
 

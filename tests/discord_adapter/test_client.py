@@ -55,6 +55,7 @@ async def test_refused_privileged_intent_names_what_to_enable(emu: DiscordEmulat
     assert "SERVER MEMBERS INTENT" in message and "MESSAGE CONTENT INTENT" in message
     assert "discord.com/developers/applications" in message
     assert isinstance(exc.value.__cause__, discord.PrivilegedIntentsRequired)
+    assert not exc.value.transient  # superfan run stops: retrying cannot enable the intents
 
 
 async def test_rejected_token_names_the_environment_variable(emu: DiscordEmulator, crm: Crm) -> None:
@@ -83,10 +84,11 @@ async def test_token_defaults_to_the_configured_environment_variable(
                                                 "ready_timeout_seconds": 0.5}])
 async def test_unreachable_gateway_gives_up_with_a_clear_error(emu: DiscordEmulator, crm: Crm) -> None:
     try:
-        with pytest.raises(DiscordStartError, match=r"gateway ws://127\.0\.0\.1:9/gateway"):
+        with pytest.raises(DiscordStartError, match=r"gateway ws://127\.0\.0\.1:9/gateway") as exc:
             await asyncio.wait_for(start_discord(crm, token="test-token", guild_ready_timeout=0.05), STEP)
     finally:
         configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+    assert exc.value.transient  # superfan run keeps LINE up and tries again
 
 
 def test_config_rejects_discord_values_that_cannot_work() -> None:

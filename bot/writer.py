@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm.clock import Clock, utcnow
+from crm.db import checkpoint, take_over_checkpoints
 from crm.errors import CrmError
 from crm.ingest import Recorded, record_many
 from crm.interaction import InteractionIn
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Upper bound of ops in one transaction, so a huge backlog still commits in bounded steps.
 MAX_GROUP_OPS = 5000
+#: On SQLite, the writer's commits leave the WAL to a checkpoint run beside it at most this often.
+CHECKPOINT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class GroupWriter:
         self._conn: AsyncConnection | None = None
         self._closing = False
         self._moved = False
+        self._checkpoints = False  # the held connection leaves WAL checkpoints to us (SQLite)
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._last_checkpoint = 0.0
         self.groups = 0
         self.ops = 0
         #: Called after a commit in which some fan changed tier (e.g. Discord's role sync).
@@ -194,6 +201,7 @@ class GroupWriter:
             start += len(work.ops)
         await session.close()
         self._announce_moves()
+        self._maybe_checkpoint()
 
     async def _connection(self) -> AsyncConnection:
         """The connection the writer keeps between groups.
@@ -204,15 +212,39 @@ class GroupWriter:
         """
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = await self._engine.connect()
+            self._checkpoints = await take_over_checkpoints(self._conn)
         return self._conn
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
+                if self._checkpoints and not conn.invalidated:
+                    await take_over_checkpoints(conn, on=False)  # back to the pool as it came
+            except Exception:
+                await conn.invalidate()  # not back to the pool half-configured
+            try:
                 await conn.close()
             except Exception as exc:
                 log.warning("writer: closing a failed connection: %s", brief(exc))
+        self._checkpoints = False
+        if self._checkpointing is not None:
+            await self._checkpointing
+
+    def _maybe_checkpoint(self) -> None:
+        """Start a WAL checkpoint beside the writer, so no webhook waits for its fsync."""
+        if not self._checkpoints or (self._checkpointing is not None and not self._checkpointing.done()):
+            return
+        now = time.monotonic()
+        if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            self._last_checkpoint = now
+            self._checkpointing = asyncio.create_task(self._checkpoint(), name="superfan-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        try:
+            await checkpoint(self._engine)
+        except Exception as exc:  # the next one catches up; SQLite also checkpoints on close
+            log.warning("writer: WAL checkpoint failed: %s", brief(exc))
 
     def _announce_moves(self) -> None:
         if not self._moved:

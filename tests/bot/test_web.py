@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import writer as writer_module
 from bot.app import Crm, run
 from bot.config import Config, ConfigError, DatabaseConfig, LineConfig, WebConfig
 from bot.purchase_hook import PurchaseHook, sign
@@ -108,6 +111,44 @@ async def test_close_commits_everything_queued_then_refuses_new_work(
     with pytest.raises(WriterClosed):
         await w.submit([item(99)])
     assert await count(sessions) == 50
+
+
+async def test_wal_checkpoints_run_beside_the_writer_and_the_connection_goes_back_as_it_came(
+        db_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A webhook's commit never waits for SQLite copying the WAL back (and fsyncing): the writer's
+    connection leaves that to a checkpoint run beside it, and nothing of that leaks to the pool."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("WAL checkpoints are SQLite's")
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY_S", 0.0)
+    engine = sessions.kw["bind"]
+    w = GroupWriter(sessions, Config().crm_settings(), clock=lambda: NOW)
+    await w.start()
+    try:
+        await w.submit([item(0)])
+        writer_conn = w._conn
+        assert writer_conn is not None
+        assert await _pragma(writer_conn, "wal_autocheckpoint") == 0
+        for n in range(1, 30):
+            await w.submit([item(n, external_id=f"u{n % 3}")])
+        for _ in range(100):  # the last checkpoint runs in the background
+            if w._checkpointing is not None and w._checkpointing.done():
+                break
+            await asyncio.sleep(0.01)
+        path = db_url.split("///", 1)[1]
+        with closing(sqlite3.connect(path)) as raw:
+            busy, frames, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == copied  # everything committed is in the database file
+    finally:
+        await w.close()
+    async with engine.connect() as conn:  # the pool's connections checkpoint by themselves again
+        assert await _pragma(conn, "wal_autocheckpoint") == 1000
+    assert await count(sessions) == 30
+
+
+async def _pragma(conn: Any, name: str) -> int:
+    raw = await conn.get_raw_connection()
+    rows = await raw.driver_connection.execute_fetchall(f"PRAGMA {name}")
+    return int(rows[0][0])
 
 
 async def test_naive_mode_commits_every_op_on_its_own(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -27,23 +29,37 @@ from tests.discord_adapter.conftest import FAN, GENERAL, GUILD, build_world, dis
 from tests.line_adapter.conftest import SECRET, body_of, sign, text_event, user
 
 
-async def test_one_process_serves_line_and_discord_and_links_a_fan(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def both_platforms(monkeypatch: pytest.MonkeyPatch, db: Path, line: LineEmulator,
+                   discord_emu: DiscordEmulator) -> Config:
+    """LINE and Discord enabled against the emulators, their secrets in the environment."""
     monkeypatch.setenv("LINE_CHANNEL_SECRET", SECRET)
     monkeypatch.setenv("LINE_CHANNEL_ACCESS_TOKEN", "test-access-token")
     monkeypatch.setenv("DISCORD_TOKEN", "test-token")
-    url = f"sqlite+aiosqlite:///{tmp_path / 'together.db'}"
+    return Config(database=DatabaseConfig(url=f"sqlite+aiosqlite:///{db}"), web=WebConfig(port=0),
+                  line=LineConfig(enabled=True, api_base=line.base_url),
+                  discord=discord_config(discord_emu, ready_timeout_seconds=10.0))
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[str]:
+    """``superfan run`` until the block ends; yields the web app's base URL once it is ready."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run(config, stop=stop, on_ready=ready.set_result))
+    try:
+        yield (await asyncio.wait_for(ready, 30)).split(" ")[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+
+
+async def test_one_process_serves_line_and_discord_and_links_a_fan(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     async with LineEmulator() as line, DiscordEmulator(interaction_deadline=3.0) as discord_emu:
         build_world(discord_emu)
-        config = Config(database=DatabaseConfig(url=url), web=WebConfig(port=0),
-                        line=LineConfig(enabled=True, api_base=line.base_url),
-                        discord=discord_config(discord_emu, ready_timeout_seconds=10.0))
-        stop = asyncio.Event()
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(run(config, stop=stop, on_ready=ready.set_result))
-        try:
-            where = await asyncio.wait_for(ready, 30)
-            web = where.split(" ")[0]
+        config = both_platforms(monkeypatch, tmp_path / "together.db", line, discord_emu)
+        async with running(config) as web:
             await discord_emu.message_create(GENERAL, FAN, "今天的直播好好看！", guild_id=GUILD)
             handle = await discord_emu.invoke_slash("link", user_id=FAN, channel_id=GENERAL, locale="zh-TW")
             reply = await reply_of(handle)
@@ -57,7 +73,7 @@ async def test_one_process_serves_line_and_discord_and_links_a_fan(tmp_path: Pat
                     assert r.status == 200
                 async with http.get(web + "/healthz") as r:
                     assert r.status == 200 and {"writer", "line"} <= set((await r.json())["checks"])
-            engine = make_engine(url)
+            engine = make_engine(config.database.url)
             try:
                 async with make_sessionmaker(engine)() as session:
                     for _ in range(100):  # intake and the link are handled asynchronously
@@ -78,32 +94,18 @@ async def test_one_process_serves_line_and_discord_and_links_a_fan(tmp_path: Pat
                     break
                 await asyncio.sleep(0.05)
             assert [(d.via, d.to) for d in line.delivered] == [("reply", uid)]  # free reply, not a paid push
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
-            configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
 
 
 async def test_discord_down_at_start_leaves_line_running_and_connects_when_it_is_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that boots before its network, or a Discord outage: LINE intake must not wait for it."""
-    monkeypatch.setenv("LINE_CHANNEL_SECRET", SECRET)
-    monkeypatch.setenv("LINE_CHANNEL_ACCESS_TOKEN", "test-access-token")
-    monkeypatch.setenv("DISCORD_TOKEN", "test-token")
     monkeypatch.setattr(discord_link, "RETRY_DELAYS", (0.2,))
-    url = f"sqlite+aiosqlite:///{tmp_path / 'outage.db'}"
     async with LineEmulator() as line, DiscordEmulator() as discord_emu:
         build_world(discord_emu)
+        config = both_platforms(monkeypatch, tmp_path / "outage.db", line, discord_emu)
         port = discord_emu.port
-        config = Config(database=DatabaseConfig(url=url), web=WebConfig(port=0),
-                        line=LineConfig(enabled=True, api_base=line.base_url),
-                        discord=discord_config(discord_emu, ready_timeout_seconds=10.0))
         await discord_emu.stop()  # Discord is unreachable: connections are refused
-        stop = asyncio.Event()
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(run(config, stop=stop, on_ready=ready.set_result))
-        try:
-            web = (await asyncio.wait_for(ready, 30)).split(" ")[0]
+        async with running(config) as web:
             uid = user(5)
             body = body_of(text_event(uid, "Discord 掛了也要收到這則"))
             async with aiohttp.ClientSession() as http:
@@ -124,7 +126,7 @@ async def test_discord_down_at_start_leaves_line_running_and_connects_when_it_is
                 else:
                     raise AssertionError(f"Discord never reconnected: {health}")
             await discord_emu.message_create(GENERAL, FAN, "我回來了", guild_id=GUILD)
-            engine = make_engine(url)
+            engine = make_engine(config.database.url)
             try:
                 async with make_sessionmaker(engine)() as session:
                     for _ in range(100):
@@ -136,10 +138,6 @@ async def test_discord_down_at_start_leaves_line_running_and_connects_when_it_is
                     assert platforms == {"discord", "line"}  # the LINE event kept, Discord intake running
             finally:
                 await engine.dispose()
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
-            configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
 
 
 async def test_a_rejected_discord_token_still_stops_start_up_with_what_to_fix(

@@ -27,7 +27,9 @@ class Outcome(Protocol):
 
 
 class RowBuilder:
-    """Turns items, a time-ordered slice at a time, into insert columns; awards points as it goes.
+    """Turns items, a slice at a time, into insert columns; awards points as it goes.
+
+    Slices come fan by fan, each fan's items in time order (caps and cooldowns are per fan).
 
     Results per item (stored, duplicate, opted out; points) go into ``outcome``; each fan's new
     score terms into :attr:`delta` and its newest time into :attr:`last_seen`.
@@ -48,7 +50,7 @@ class RowBuilder:
         self.last_seen: dict[int, object] = {}
 
     def build(self, indexes: list[int], *, as_sqlite: bool) -> tuple[list[int], Columns, list[float]]:
-        """Of the items at ``indexes`` (in time order), those to store, their columns
+        """Of the items at ``indexes`` (each fan's in time order), those to store, their columns
         (``ROW_COLUMNS`` order) and each row's score term."""
         if self.seen is not None:
             indexes = self._screen(indexes)
@@ -77,7 +79,7 @@ class RowBuilder:
             at = [i.occurred_at.isoformat(" ", "microseconds")[:26] for i in items]
         else:
             at = [self.enc(i.occurred_at) for i in items]
-        self.last_seen.update(zip(fan_ids, at, strict=True))  # rows come in time order: the newest wins
+        self.last_seen.update(zip(fan_ids, at, strict=True))  # each fan's rows in time order: the newest wins
         columns = (fan_ids, [i.platform for i in items], kinds, at, points, cents, currencies,
                    [summarise(i.text) if i.text else None for i in items],
                    list(map(self.event_ids.__getitem__, indexes)))
@@ -101,7 +103,7 @@ class RowBuilder:
         return kept
 
     def _award(self, fan_ids: list[int], kinds: list[str], stamps: list[float], points: list[float]) -> list[float]:
-        """Apply caps and cooldowns to ``points`` (in place, rows in time order); each row's score term."""
+        """Apply caps and cooldowns to ``points`` (in place, each fan's rows in time order); each row's score term."""
         award, limited, term, delta = self.allowance.award, self.allowance.window_kinds, self.term, self.delta
         contributions = [0.0] * len(points)
         for j, (fan_id, kind, ts, base) in enumerate(zip(fan_ids, kinds, stamps, points, strict=True)):

@@ -5,10 +5,10 @@ rows in one step: multi-row ``VALUES`` for a large slice, one JSON parameter of 
 … FROM json_each(?)`` for a small batch (whose row count would otherwise compile a new statement
 each time). SQLite then inserts without the GIL while the caller builds the next slice or serves
 other requests. ``executemany`` takes the GIL back after every row, so behind a busy event loop it
-would insert a row per GIL switch interval. A large batch that at least doubles
-the table also drops the secondary indexes and builds them again at the end: one sort per index
-costs far less than 10^5 random B-tree inserts. On PostgreSQL, asyncpg batches ``executemany``
-itself and a concurrent writer can win a race, so the sink reports which rows it inserted.
+would insert a row per GIL switch interval. Rows arrive fan by fan, so the secondary indexes
+(which lead with ``fan_id``) grow at one place per fan and are kept up as rows go in. On
+PostgreSQL, asyncpg batches ``executemany`` itself and a concurrent writer can win a race, so the
+sink reports which rows it inserted.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import sqlite3
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.schema import CreateIndex, DropIndex
 
-from crm.db import fetch_rows, insert_rows, sqlite_driver
+from crm.db import insert_rows, sqlite_driver
 from crm.models import Interaction, table
 
 #: A row as the sink takes it; ``recorded_at`` is the same for a whole batch and added here.
@@ -33,16 +30,10 @@ ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "points", "amount_ce
 UNIQUE_KEY = ("platform", "source_event_id")
 #: A slice of rows as parallel lists, one per ``ROW_COLUMNS`` entry (a list of 10^5 tuples costs more to build).
 Columns = tuple[list[Any], ...]
-#: Rebuild the secondary indexes for batches at least this large that at least double the table.
-BULK_ROWS = 20_000
 #: ``->>`` arrived in SQLite 3.38; older libraries use ``executemany``.
 JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)
 
 _interactions = table(Interaction)
-_TOP_ID = select(func.max(_interactions.c.id))
-_SECONDARY = [i for i in _interactions.indexes if not i.unique]
-_DROP = [str(DropIndex(i).compile(dialect=sqlite.dialect())).strip() for i in _SECONDARY]
-_CREATE = [str(CreateIndex(i).compile(dialect=sqlite.dialect())).strip() for i in _SECONDARY]
 _ALL_COLUMNS = (*ROW_COLUMNS[:4], "recorded_at", *ROW_COLUMNS[4:])
 _INSERT_JSON = (
     f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) SELECT "
@@ -66,21 +57,15 @@ def _values_sql(rows: int) -> str:
 class InteractionSink:
     """Inserts slices of interaction rows within the session's transaction; :meth:`close` waits for all."""
 
-    def __init__(self, session: AsyncSession, driver: Any | None, recorded_at: Any, rebuild: bool) -> None:
+    def __init__(self, session: AsyncSession, driver: Any | None, recorded_at: Any) -> None:
         self._session = session
         self._driver = driver
         self._recorded_at = recorded_at
-        self._rebuild = rebuild
         self._queued: list[asyncio.Future[Any]] = []
 
     @classmethod
-    async def open(cls, session: AsyncSession, expected_rows: int, recorded_at: Any) -> InteractionSink:
-        driver = await sqlite_driver(session)
-        rebuild = driver is not None and expected_rows >= BULK_ROWS and await _doubles_table(session, expected_rows)
-        if driver is not None and rebuild:
-            for sql in _DROP:
-                await driver.execute(sql)
-        return cls(session, driver, recorded_at, rebuild)
+    async def open(cls, session: AsyncSession, recorded_at: Any) -> InteractionSink:
+        return cls(session, await sqlite_driver(session), recorded_at)
 
     @property
     def sqlite(self) -> bool:
@@ -125,14 +110,10 @@ class InteractionSink:
         self._queued.clear()
 
     async def close(self) -> None:
-        """Rebuild dropped indexes and wait for every queued insert, then raise the first failure.
+        """Wait for every queued insert, then raise the first failure.
 
         Everything queued is waited for, so no insert can run after the caller's rollback.
         """
-        if self._rebuild:
-            assert self._driver is not None
-            self._queued.extend(asyncio.ensure_future(self._driver.execute(sql)) for sql in _CREATE)
-            self._rebuild = False
         outcomes = await asyncio.gather(*self._queued, return_exceptions=True)
         self._queued.clear()
         for outcome in outcomes:
@@ -147,8 +128,3 @@ def _interleave(columns: list[list[Any]], recorded_at: Any) -> list[Any]:
     for i, column in enumerate(columns):
         params[i::width] = column
     return params
-
-
-async def _doubles_table(session: AsyncSession, rows: int) -> bool:
-    top = await fetch_rows(session, _TOP_ID)
-    return not top or top[0][0] is None or int(top[0][0]) <= rows

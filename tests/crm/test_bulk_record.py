@@ -1,4 +1,4 @@
-"""The bulk path of record_many: slices, background inserts, index rebuild, and the executemany fallback.
+"""The bulk path of record_many: slices fan by fan, background inserts, and the executemany fallback.
 
 A batch recorded in one call must leave exactly the history that recording the same interactions
 one at a time leaves: same rows, same points (caps and cooldowns), same times, same scores.
@@ -12,13 +12,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 
 import crm.ingest as ingest
 import crm.interaction_sink as sink_module
 from crm.ingest import record, record_many
 from crm.interaction import InteractionIn
 from crm.interaction_sink import InteractionSink
+from crm.merge import merge_fans
 from crm.models import Fan, Identity, Interaction
 
 
@@ -58,7 +59,6 @@ async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, setti
                                                                   values_rows, json_insert):
     monkeypatch.setattr(ingest, "SLICE", 7)
     monkeypatch.setattr(ingest, "ID_CHUNK", 10)  # a "large" first import: the reads of stored rows are skipped
-    monkeypatch.setattr(sink_module, "BULK_ROWS", 10)
     monkeypatch.setattr(sink_module, "VALUES_ROWS", values_rows)
     monkeypatch.setattr(sink_module, "JSON_INSERT", json_insert)
     done: list[int] = []
@@ -83,16 +83,6 @@ async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, setti
     assert {r[6] for r in bulk_rows if r[1] == "message"} == {"謝謝 分享 😀"}
 
 
-async def test_the_cap_index_is_back_after_a_bulk_rebuild(sessions, settings, now, monkeypatch, engine):
-    monkeypatch.setattr(ingest, "SLICE", 7)
-    monkeypatch.setattr(sink_module, "BULK_ROWS", 10)
-    async with sessions.begin() as s:
-        await record_many(s, history("line", now), settings, now)
-    async with engine.connect() as conn:
-        names = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("interactions")})
-    assert {i.name for i in Interaction.__table__.indexes if not i.unique} <= names
-
-
 class FailingDriver:
     """Stands in for the aiosqlite connection: the second insert fails, after a delay for the first."""
 
@@ -111,7 +101,7 @@ class FailingDriver:
 async def test_close_waits_for_every_queued_insert_then_raises_the_failure(monkeypatch):
     monkeypatch.setattr(sink_module, "JSON_INSERT", True)
     driver = FailingDriver()
-    sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000", rebuild=False)  # type: ignore[arg-type]
+    sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000")  # type: ignore[arg-type]
     for n in range(3):
         await sink.put([(1, "line", "message", "2026-01-01 00:00:00.000000", 0.1, None, None, None, f"e{n}")])
     with pytest.raises(RuntimeError, match="disk I/O"):
@@ -123,7 +113,26 @@ async def test_close_waits_for_every_queued_insert_then_raises_the_failure(monke
 async def test_abandon_waits_for_queued_inserts_so_none_runs_after_the_rollback(monkeypatch):
     monkeypatch.setattr(sink_module, "JSON_INSERT", True)
     driver = FailingDriver()
-    sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000", rebuild=False)  # type: ignore[arg-type]
+    sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000")  # type: ignore[arg-type]
     await sink.put([(1, "line", "message", "2026-01-01 00:00:00.000000", 0.1, None, None, None, "e0")])
     await sink.abandon()  # no error: the caller is already failing
     assert driver.done == [0]
+
+
+async def test_caps_run_in_time_order_across_a_linked_fans_accounts(sessions, settings, now):
+    """One fan on LINE and Discord: the day's message cap goes to their first messages, whichever
+    account wrote them (rows are grouped by fan, not by account)."""
+    start = now - timedelta(days=1)
+    async with sessions.begin() as s:
+        line = await record(s, InteractionIn("line", "U-linked", "follow", start - timedelta(hours=1), "f1"), settings, now)
+        discord = await record(s, InteractionIn("discord", "42", "join", start - timedelta(hours=1), "j1"),
+                               settings, now)
+        await merge_fans(s, settings, line.fan_id, discord.fan_id, now=now)
+    chat = [("discord", "42", 0), ("line", "U-linked", 100), ("discord", "42", 200), ("line", "U-linked", 300)]
+    items = [InteractionIn(p, ext, "message", start + timedelta(seconds=t), f"m{t}") for p, ext, t in chat]
+    async with sessions.begin() as s:
+        result = await record_many(s, items[::-1], settings, now)
+    assert len(set(result.fan_ids)) == 1
+    points = dict(zip((i.source_event_id for i in items[::-1]), result.points, strict=True))
+    cap, weight = settings.scoring.daily_caps["message"], settings.scoring.weights["message"]
+    assert [points[f"m{t}"] for _, _, t in chat] == pytest.approx([weight, weight, cap - 2 * weight, 0.0])

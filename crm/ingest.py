@@ -116,6 +116,12 @@ async def record_many(
     cooldowns need each fan's rows in time order, and the ``(fan_id, occurred_at)`` indexes then
     grow at one place per fan rather than at 10^5 random ones.
     """
+    with _gc_paused(len(items) > SLICE):
+        return await _record_many(session, items, settings, now, progress)
+
+
+async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
+                       progress: Callable[[int], None] | None) -> BulkResult:
     # The transaction begins (a trip to the database) while the batch is prepared in Python.
     connecting = asyncio.ensure_future(session.connection())
     try:
@@ -146,21 +152,20 @@ async def record_many(
     order.sort(key=result.fan_ids.__getitem__)  # stable: each fan's rows stay in time order
     sink = await InteractionSink.open(session, enc(now))
     try:
-        with _gc_paused(size > SLICE):  # no cycles among the row lists; spares full collections over them
-            for start in range(0, size, SLICE):
-                indexes = order[start : start + SLICE]
-                stored, columns, contributions = rows.build(indexes, as_sqlite=sink.sqlite)
-                inserted = await sink.put(columns, more=start + SLICE < size)
-                if inserted is not None and len(inserted) < len(stored):
-                    _lost_races(columns, contributions, inserted, result, stored, rows.delta)
-                if progress:
-                    progress(len(indexes))
-            delta = rows.delta
-            for fan_id in rows.last_seen:
-                delta.setdefault(fan_id, 0.0)  # last-seen moves even where no points were earned
-            # Worked out while SQLite may still be inserting the last slices (they need no database).
-            result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
-            await _apply_deltas(session, delta, rows.last_seen)
+        for start in range(0, size, SLICE):
+            indexes = order[start : start + SLICE]
+            stored, columns, contributions = rows.build(indexes, as_sqlite=sink.sqlite)
+            inserted = await sink.put(columns, more=start + SLICE < size)
+            if inserted is not None and len(inserted) < len(stored):
+                _lost_races(columns, contributions, inserted, result, stored, rows.delta)
+            if progress:
+                progress(len(indexes))
+        delta = rows.delta
+        for fan_id in rows.last_seen:
+            delta.setdefault(fan_id, 0.0)  # last-seen moves even where no points were earned
+        # Worked out while SQLite may still be inserting the last slices (they need no database).
+        result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
+        await _apply_deltas(session, delta, rows.last_seen)
     except BaseException:
         await sink.abandon()
         raise
@@ -239,10 +244,11 @@ def _identities_seen(
 
 @contextmanager
 def _gc_paused(pause: bool = True) -> Iterator[None]:
-    """Hold off the cyclic garbage collector for a burst of allocation that creates no cycles.
+    """Hold off the cyclic garbage collector through a bulk call, whose 10^5-item lists hold no cycles.
 
-    Building 10^5 row tuples otherwise triggers repeated full collections over every live object.
-    Small batches (``pause`` false) leave the collector alone.
+    A collection in the middle of an import walks every one of those live lists (and the caller's
+    items) again and again; once the call returns they are freed by reference counting and the
+    next collection finds little. Small batches (``pause`` false) leave the collector alone.
     """
     was_enabled = pause and gc.isenabled()
     if was_enabled:

@@ -80,6 +80,8 @@ class DiscordLink:
         """``/healthz``: nothing when the bot is connected, else why it is not."""
         if self.handle is None:
             return f"not connected: {self._problem}" if self._problem else "not connected"
+        if self.handle.task.done():
+            return "stopped (the log says why)"
         client = self.handle.client
         return None if client.is_ready() and not client.is_closed() else "reconnecting"
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.errors import FanNotFound
+from crm.identity import resolve_identities
 from crm.models import (
     Conversation,
     Delivery,
@@ -21,6 +23,7 @@ from crm.models import (
     TierChange,
 )
 from crm.profiles import amount_of
+from crm.settings import CrmSettings
 
 #: Every table that holds a row about a fan, children first.
 FAN_TABLES = (Delivery, LinkCode, Conversation, TierChange, Note, FanTopic, Interaction, Identity)
@@ -55,6 +58,34 @@ async def redact_texts(session: AsyncSession, platform: str, event_ids: Sequence
             .values(summary=None).execution_options(synchronize_session=False))
         redacted += int(getattr(result, "rowcount", 0) or 0)
     return redacted
+
+
+class Forgotten(NamedTuple):
+    rows: int  # rows erased
+    kept_opt_out: bool  # the fan's accounts stay, alone, marked "do not record"
+
+
+async def forget_fan(session: AsyncSession, settings: CrmSettings, fan_id: int, now: datetime) -> Forgotten:
+    """Erase a fan at their own request (``/forget-me``, 刪除我的資料).
+
+    A fan who had stopped tracking asked for two things: keep nothing, and record nothing more.
+    Erasing alone would forget the second, so their accounts (platform and id, nothing else) come
+    back as nameless records marked opted out; the fan is told, and opting back in lifts it.
+    """
+    fan = await session.get(Fan, fan_id)
+    if fan is None:
+        raise FanNotFound(f"#{fan_id}")
+    accounts: list[tuple[str, str]] = []
+    if fan.opted_out:
+        rows = await session.execute(select(Identity.platform, Identity.external_id).where(Identity.fan_id == fan_id))
+        accounts = [(platform, external_id) for platform, external_id in rows]
+    removed = await erase_fan(session, fan_id)
+    if accounts:
+        refs = await resolve_identities(session, dict.fromkeys(accounts), dict.fromkeys(accounts, (now, now)),
+                                        settings, now)
+        for ref in refs.values():
+            await set_opt_out(session, ref.fan_id, True)
+    return Forgotten(removed, bool(accounts))
 
 
 async def erase_fan(session: AsyncSession, fan_id: int) -> int:

@@ -26,7 +26,7 @@ from bot.writer import Action
 from crm import fan_actions
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
-from crm.privacy import erase_fan, set_opt_out
+from crm.privacy import forget_fan, set_opt_out
 from crm.processed_events import claim_event, set_event_result
 from crm.profiles import fan_documents
 from crm.settings import CrmSettings
@@ -239,9 +239,10 @@ async def _execute(session: AsyncSession, now: datetime, command: Command, user_
             return Done("optin", {"resumed": True})
         return Done("optin", {"resumed": False})
     if name == "forget_confirm":
-        if fan is not None:
-            await erase_fan(session, fan.id)
-        return Done("forget", {"found": fan is not None})
+        if fan is None:
+            return Done("forget", {"found": False})
+        forgotten = await forget_fan(session, settings, fan.id, now)
+        return Done("forget", {"found": True, "kept_opt_out": forgotten.kept_opt_out})
     if name == "me":
         if fan is None:
             return Done("me", {"doc": None})

@@ -87,7 +87,9 @@ def _done(result: Done, locale: str) -> str:
     if result.command == "me":
         return my_data(data["doc"], locale)
     if result.command == "forget":
-        return t("line.forget.done" if data["found"] else "line.forget.nothing", locale)
+        if not data["found"]:
+            return t("line.forget.nothing", locale)
+        return t("line.forget.done_kept_opt_out" if data.get("kept_opt_out") else "line.forget.done", locale)
     if result.command == "optout":
         return t("line.optout.done", locale)
     if result.command == "optin":

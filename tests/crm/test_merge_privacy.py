@@ -13,7 +13,7 @@ from crm.ingest import record, record_many
 from crm.interaction import InteractionIn
 from crm.merge import merge_fans
 from crm.models import Base, Fan, Identity, Interaction, Note
-from crm.privacy import erase_fan, export_rows
+from crm.privacy import erase_fan, export_rows, forget_fan, set_opt_out
 from crm.profiles import fan_documents
 from crm.tiers_service import pin
 from crm.topics import add_note, add_topic
@@ -119,3 +119,30 @@ async def test_a_merged_fan_has_one_daily_cap_across_both_identities(sessions, s
         on_line = await record_many(s, chat("line", "Uhui", 1), settings, now)
     assert 0 < sum(on_discord.points) < cap
     assert sum(on_discord.points) + sum(on_line.points) == pytest.approx(cap)
+
+
+async def test_forgetting_a_fan_who_stopped_tracking_keeps_only_their_accounts_marked_do_not_record(
+        sessions, settings, now):
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    async with sessions.begin() as s:
+        await merge_fans(s, settings, lfan, dfan, now=now)  # one fan on Discord and LINE
+        await set_opt_out(s, lfan, True)
+        forgotten = await forget_fan(s, settings, lfan, now)
+        assert forgotten.kept_opt_out and forgotten.rows > 5
+    async with sessions() as s:
+        assert (await s.execute(select(Interaction))).first() is None
+        assert (await s.execute(select(Note))).first() is None
+        left = (await s.execute(select(Identity.platform, Identity.external_id, Fan.display_name, Fan.opted_out,
+                                       Fan.score_base).join(Fan, Fan.id == Identity.fan_id))).all()
+    assert sorted(left) == [("discord", "555", "discord:555", True, 0.0), ("line", "Uhui", "line:Uhui", True, 0.0)]
+    async with sessions.begin() as s:  # anything they do now is not recorded
+        late = await record(s, InteractionIn("line", "Uhui", "message", now, "late"), settings, now)
+    assert late.status == "opted_out"
+
+
+async def test_forgetting_a_tracked_fan_leaves_nothing(sessions, settings, now):
+    _, lfan = await _two_fans(sessions, settings, now)
+    async with sessions.begin() as s:
+        assert not (await forget_fan(s, settings, lfan, now)).kept_opt_out
+    async with sessions() as s:
+        assert (await s.execute(select(Identity).where(Identity.platform == "line"))).first() is None

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bot.line_adapter.commands import Command, parse_postback, parse_text
 from crm.fan_actions import create_event, ensure_fan, issue_link_code, referral_code
 from crm.identity import fan_by_identity
-from crm.models import Fan, Interaction, JobRun, ProcessedEvent
+from crm.models import Fan, Identity, Interaction, JobRun, ProcessedEvent
 from tests.line_adapter.conftest import T0, LineRig, event_id, postback_event, text_event, user
 
 FAN = user(7)
@@ -209,7 +209,31 @@ async def test_forget_me_erases_after_confirmation(rig: LineRig) -> None:
     assert await rig.count() == 0
     async with rig.sessions() as session:
         assert (await session.execute(select(Fan))).first() is None
-    assert rig.replies_to(FAN)[-2:] == ["好的，已取消。", "已刪除你的所有資料。"]
+    assert rig.replies_to(FAN)[-2:] == ["好的，已取消。",
+                                        "已刪除你的所有資料。之後若再傳訊息會重新開始記錄；不希望被記錄的話，請傳「停止追蹤」。"]
+
+
+async def test_a_fan_who_stopped_tracking_and_is_erased_stays_unrecorded(rig: LineRig) -> None:
+    """停止追蹤 then 刪除我的資料: the history goes, and so does any new recording, until 恢復追蹤."""
+    await rig.post(text_event(FAN, "嗨"))
+    for words in ("停止追蹤", "刪除我的資料"):
+        await rig.post(text_event(FAN, words, reply_token=rig.emu.issue_reply_token(FAN)))
+        [ask] = rig.emu.delivered_to(FAN)[-1].messages
+        yes = ask["template"]["actions"][0]["data"]
+        await rig.post(postback_event(FAN, yes, reply_token=rig.emu.issue_reply_token(FAN)))
+    assert "只保留你的 LINE 帳號並標記為「不記錄」" in rig.replies_to(FAN)[-1]
+    assert await rig.count() == 0
+    async with rig.sessions() as session:
+        [(fan_id, name, opted_out)] = (await session.execute(select(Fan.id, Fan.display_name, Fan.opted_out))).all()
+        assert opted_out and name == f"line:{FAN[-6:]}"  # nameless: only the account is left
+        assert (await session.execute(select(Identity.external_id).where(Identity.fan_id == fan_id))).scalars().all() \
+            == [FAN]
+
+    await rig.post(text_event(FAN, "還在嗎"))
+    assert await rig.count() == 0  # still not recorded
+    await rig.post(text_event(FAN, "恢復追蹤", reply_token=rig.emu.issue_reply_token(FAN)))
+    await rig.post(text_event(FAN, "我回來了"))
+    assert await rig.count(kind="dm_in") == 1
 
 
 async def test_an_answer_whose_reply_token_line_refuses_is_pushed_once(rig: LineRig) -> None:

@@ -24,7 +24,7 @@ from bot.discord_adapter.render import fan_card
 from bot.discord_adapter.replies import Reply, answer, locale_of
 from bot.discord_adapter.roles import clear_roles
 from bot.i18n import t
-from crm.privacy import erase_fan, set_opt_out
+from crm.privacy import Forgotten, forget_fan, set_opt_out
 from crm.profiles import fan_documents
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,17 @@ class ForgetMe(ReportingView):
 
     @discord.ui.button(style=discord.ButtonStyle.danger, custom_id="superfan:forget-me:confirm")
     async def confirm(self, interaction: discord.Interaction[SuperfanBot], button: discord.ui.Button[ForgetMe]) -> None:
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncSession) -> Forgotten | None:
             fan = await existing_fan(session, interaction.user)
-            return 0 if fan is None else await erase_fan(session, fan.id)
+            return None if fan is None else await forget_fan(session, self.bot.crm.settings, fan.id, self.bot.now())
 
-        removed = await self.bot.transact(work)
+        forgotten = await self.bot.transact(work)
         self.stop()
-        key = "forget.done" if removed else "forget.nothing"
+        key = ("forget.nothing" if forgotten is None else
+               "forget.done_kept_opt_out" if forgotten.kept_opt_out else "forget.done")
         await interaction.response.edit_message(content=t(f"discord.{key}", self.locale), view=None)
-        log.info("member %s erased their fan record (%d rows)", interaction.user.id, removed)
+        log.info("member %s erased their fan record (%d rows)", interaction.user.id,
+                 0 if forgotten is None else forgotten.rows)
         if isinstance(interaction.user, discord.Member):
             await clear_roles(interaction.user, self.bot.crm)
 

@@ -29,7 +29,7 @@ from crm.db import migrate as run_migrations
 from crm.errors import CrmError
 from crm.identity import find_fan
 from crm.merge import merge_fans
-from crm.privacy import EXPORT_COLUMNS, erase_fan, export_rows
+from crm.privacy import EXPORT_COLUMNS, export_rows, forget_fan
 from crm.profiles import fan_documents, ranked_fans
 from crm.rescore import rescore as rescore_all
 from crm.stats import community_stats
@@ -263,8 +263,9 @@ async def forget(
         if not yes and not typer.confirm(t("cli.forget_ask", locale, id=fan_id, name=name), err=True):
             raise typer.Exit(1)
         async with crm.sessions.begin() as session:
-            rows = await erase_fan(session, fan_id)
-    out.print(t("cli.forgotten", locale, id=fan_id, rows=rows), highlight=False)
+            forgotten = await forget_fan(session, crm.settings, fan_id, utcnow())
+    key = "cli.forgotten_kept_opt_out" if forgotten.kept_opt_out else "cli.forgotten"
+    out.print(t(key, locale, id=fan_id, rows=forgotten.rows), highlight=False)
 
 
 @app.command()

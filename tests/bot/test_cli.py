@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,13 @@ def test_forget_erases_a_fan_after_confirmation(cli, tmp_path):
     exported = tmp_path / "after.csv"
     cli("export", "--out", str(exported))
     assert "U4af4980629f1e0b7c1a2b3c4d5e6f701" not in exported.read_text(encoding="utf-8-sig")
+
+
+def test_forget_keeps_a_fan_who_opted_out_unrecorded(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    with closing(sqlite3.connect(tmp_path / "main.db")) as db, db:
+        db.execute("UPDATE fans SET opted_out = 1 WHERE display_name = '小慧'")
+    done = cli("forget", "小慧", "--yes")
+    assert "不記錄" in done.stdout
+    doc = json.loads(cli("fan", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701", "--json").stdout)
+    assert doc["display_name"] == "line:e6f701" and doc["interactions"] == [] and doc["notes"] == []

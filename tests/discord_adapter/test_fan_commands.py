@@ -160,5 +160,23 @@ async def test_forget_me_asks_first_then_erases_everything(emu: DiscordEmulator,
     await eventually(lambda: _has_role(emu, FAN, FAN_TIER_ROLE, False))
 
 
+async def test_forget_me_after_optout_keeps_the_member_unrecorded(emu: DiscordEmulator, bot: SuperfanBot,
+                                                                  crm: Crm) -> None:
+    await emu.message_create(GENERAL, FAN, "hello")
+    await eventually(lambda: interactions(crm, FAN))
+    await slash(emu, "optout", FAN)
+    ask = await emu.invoke_slash("forget-me", user_id=FAN, channel_id=GENERAL, locale="en-US")
+    await reply_of(ask)
+    done = await (await emu.click_button("superfan:forget-me:confirm", int(ask.original["id"]), FAN)).response()
+    assert 'marked "do not record"' in done["data"]["content"]
+    assert await interactions(crm, FAN) == []
+    await emu.message_create(GENERAL, FAN, "still not recorded")
+    await emu.message_create(GENERAL, FAN2, "sentinel")
+    await eventually(lambda: interactions(crm, FAN2))
+    await settle(bot)
+    assert await interactions(crm, FAN) == []
+    assert "resumed" in (await slash(emu, "optout", FAN, resume=True))["content"]
+
+
 async def _has_role(emu: DiscordEmulator, user: int, role: int, present: bool = True) -> bool:
     return (role in emu.member_roles(GUILD, user)) == present

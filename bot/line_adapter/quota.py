@@ -3,7 +3,9 @@
 LINE itself is the source of truth (it counts every recipient of a push or multicast in the
 calendar month), so the book starts each month from LINE's own consumption figure and counts
 locally from there: a restart does not forget what was spent, and a send that would pass the
-configured quota is refused *before* it is made, with a message staff can act on.
+configured quota is refused *before* it is made, with a message staff can act on. The figure is
+read again every :data:`RESEED_SECONDS` before a send, because superfan is not the only sender:
+a creator's broadcast from LINE Official Account Manager spends the same quota.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from crm.clock import Clock, utcnow
 from crm.errors import CrmError
 
 log = logging.getLogger(__name__)
+
+#: How old LINE's consumption figure may be before a send reads it again.
+RESEED_SECONDS = 600.0
 
 
 class QuotaExceeded(CrmError):
@@ -43,6 +48,7 @@ class QuotaBook:
         self._consumption = consumption
         self._clock = clock
         self._month: str | None = None
+        self._seeded_at: datetime | None = None
         self.used = 0
         self._lock = asyncio.Lock()
 
@@ -52,10 +58,14 @@ class QuotaBook:
     async def reserve(self, recipients: int) -> None:
         """Count ``recipients`` messages against this month, or raise :class:`QuotaExceeded`."""
         async with self._lock:
-            month = self._month_of(self._clock())
+            now = self._clock()
+            month = self._month_of(now)
             if month != self._month:
-                self._month = month
+                self._month, self._seeded_at = month, now
                 self.used = await self._seed()
+            elif self._seeded_at is None or (now - self._seeded_at).total_seconds() >= RESEED_SECONDS:
+                self._seeded_at = now  # others' sends (a broadcast from LINE's console) count too
+                self.used = max(self.used, await self._seed())
             if self.used + recipients > self.quota:
                 raise QuotaExceeded(recipients, self.used, self.quota, month)
             self.used += recipients

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from linebot.v3.messaging import TextMessage
@@ -117,6 +117,24 @@ async def test_quota_starts_from_lines_own_count_and_resets_each_month(emu: Line
         clock[0] = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 00:00 on 1 December in Taipei
         await sender.push(FAN, HELLO)
         assert sender.quota.used == 1
+    finally:
+        await sender.close()
+
+
+async def test_quota_counts_what_the_creator_sent_from_lines_console(emu: LineEmulator,
+                                                                      clock: list[datetime]) -> None:
+    """A broadcast from LINE Official Account Manager spends the same monthly quota."""
+    emu.total_usage = 100
+    sender = make_sender(emu, quota=200, clock=lambda: clock[0])
+    await sender.start()
+    try:
+        await sender.push(FAN, HELLO)
+        emu.total_usage += 99  # the creator's broadcast to 99 friends, not through superfan
+        clock[0] += timedelta(minutes=11)
+        with pytest.raises(QuotaExceeded) as refused:
+            await sender.push(FAN, HELLO)
+        assert "200/200" in str(refused.value)
+        assert emu.total_usage == 200 and len(pushes(emu)) == 1  # nothing more was sent
     finally:
         await sender.close()
 

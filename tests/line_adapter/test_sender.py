@@ -55,6 +55,15 @@ async def sender(emu: LineEmulator, monotonic: FakeMonotonic, sleeps: Sleeps,
     await s.close()
 
 
+@pytest.fixture
+async def free_plan(emu: LineEmulator, clock: list[datetime]) -> AsyncIterator[LineSender]:
+    """A sender on Taiwan's free plan (200 a month); LINE's own count is read at the first send."""
+    s = make_sender(emu, quota=200, clock=lambda: clock[0])
+    await s.start()
+    yield s
+    await s.close()
+
+
 async def test_fresh_reply_token_is_used_and_costs_nothing(sender: LineSender, emu: LineEmulator,
                                                            monotonic: FakeMonotonic) -> None:
     token = emu.issue_reply_token(FAN)
@@ -104,39 +113,29 @@ async def test_quota_refuses_the_push_that_would_exceed_it(sender: LineSender, e
     assert len(pushes(emu)) == 3
 
 
-async def test_quota_starts_from_lines_own_count_and_resets_each_month(emu: LineEmulator,
+async def test_quota_starts_from_lines_own_count_and_resets_each_month(free_plan: LineSender, emu: LineEmulator,
                                                                        clock: list[datetime]) -> None:
     emu.total_usage = 199
-    sender = make_sender(emu, quota=200, clock=lambda: clock[0])
-    await sender.start()
-    try:
-        await sender.push(FAN, HELLO)
-        with pytest.raises(QuotaExceeded):
-            await sender.multicast([user(n) for n in range(2)], HELLO)
-        emu.total_usage = 0  # LINE's month rolled over too
-        clock[0] = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 00:00 on 1 December in Taipei
-        await sender.push(FAN, HELLO)
-        assert sender.quota.used == 1
-    finally:
-        await sender.close()
+    await free_plan.push(FAN, HELLO)
+    with pytest.raises(QuotaExceeded):
+        await free_plan.multicast([user(n) for n in range(2)], HELLO)
+    emu.total_usage = 0  # LINE's month rolled over too
+    clock[0] = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 00:00 on 1 December in Taipei
+    await free_plan.push(FAN, HELLO)
+    assert free_plan.quota.used == 1
 
 
-async def test_quota_counts_what_the_creator_sent_from_lines_console(emu: LineEmulator,
+async def test_quota_counts_what_the_creator_sent_from_lines_console(free_plan: LineSender, emu: LineEmulator,
                                                                       clock: list[datetime]) -> None:
     """A broadcast from LINE Official Account Manager spends the same monthly quota."""
     emu.total_usage = 100
-    sender = make_sender(emu, quota=200, clock=lambda: clock[0])
-    await sender.start()
-    try:
-        await sender.push(FAN, HELLO)
-        emu.total_usage += 99  # the creator's broadcast to 99 friends, not through superfan
-        clock[0] += timedelta(minutes=11)
-        with pytest.raises(QuotaExceeded) as refused:
-            await sender.push(FAN, HELLO)
-        assert "200/200" in str(refused.value)
-        assert emu.total_usage == 200 and len(pushes(emu)) == 1  # nothing more was sent
-    finally:
-        await sender.close()
+    await free_plan.push(FAN, HELLO)
+    emu.total_usage += 99  # the creator's broadcast to 99 friends, not through superfan
+    clock[0] += timedelta(minutes=11)
+    with pytest.raises(QuotaExceeded) as refused:
+        await free_plan.push(FAN, HELLO)
+    assert "200/200" in str(refused.value)
+    assert emu.total_usage == 200 and len(pushes(emu)) == 1  # nothing more was sent
 
 
 async def test_5xx_is_retried_with_the_same_key_and_delivered_once(sender: LineSender, emu: LineEmulator,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,36 @@ def _sqlite_datetime(value: datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop "+00:00"
+
+
+#: Below this many seconds from 1970 (about the year 2242) a float POSIX time still tells whole
+#: seconds apart exactly, whatever the microseconds.
+_EXACT_SECONDS = 2.0**33
+_CLOCK = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _day_text(days: int) -> str:
+    day = date(1970, 1, 1) + timedelta(days=days)
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d} "
+
+
+def sqlite_datetimes(stamps: Sequence[float], times: Sequence[datetime]) -> list[str]:
+    """SQLite's text of many UTC ``times``, given also as POSIX ``stamps``; a bulk import formats
+    10^5 of them.
+
+    ``datetime.isoformat`` costs about 2.5 µs a call (it asks the tzinfo for its offset and
+    formats it only to be cut off); whole seconds from the stamp, a cached day and an f-string
+    take about 1.5 µs.
+    """
+    if not stamps or not (-_EXACT_SECONDS < min(stamps) and max(stamps) < _EXACT_SECONDS):
+        return list(map(_sqlite_datetime, times))
+    clock, out = _CLOCK, []
+    for ts, at in zip(stamps, times, strict=True):
+        days, second = divmod(math.floor(ts), 86400)
+        minute, second = divmod(second, 60)
+        out.append(f"{_day_text(days)}{clock[minute]}{second:02d}.{at.microsecond:06d}")
+    return out
 
 
 def _same(value: datetime) -> Any:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from itertools import repeat
 from typing import Protocol, cast
 
+from crm.db import sqlite_datetimes
 from crm.identity import FanRef
 from crm.interaction import InteractionIn
 from crm.interaction_sink import Columns
@@ -74,9 +75,9 @@ class RowBuilder:
         for j in priced:
             cents[j] = int((cast(Decimal, amounts[j]) * 100).to_integral_value())
         summarise = self.summarise
-        at: list[object]
-        if as_sqlite:  # validated times are UTC: SQLAlchemy's SQLite text, written inline
-            at = [i.occurred_at.isoformat(" ", "microseconds")[:26] for i in items]
+        at: Sequence[object]
+        if as_sqlite:  # validated times are UTC
+            at = sqlite_datetimes(stamps, [i.occurred_at for i in items])
         else:
             at = [self.enc(i.occurred_at) for i in items]
         self.last_seen.update(zip(fan_ids, at, strict=True))  # each fan's rows in time order: the newest wins

@@ -137,7 +137,13 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
     epoch, half_life = await current_epoch(session, rules)
     enc = datetime_encoder(session)
     allowance = Allowance(rules)
-    seen, fans = await _look_up(session, clean, event_ids, names, span, allowance, settings, now)
+    # A first import: nothing stored can be a duplicate or count against a cap.
+    first = size >= ID_CHUNK and not await fetch_rows(session, _ANY_INTERACTION)
+    seen: set[tuple[str, str]]
+    if first:
+        seen, fans = set(), await resolve_identities(session, names, span, settings, now)
+    else:
+        seen, fans = await _look_up(session, clean, event_ids, names, span, allowance, settings, now)
     refs = list(map([fans[key] for key in identities].__getitem__, slots))
 
     statuses = ["stored"] * size
@@ -150,7 +156,7 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
         rows.seen = seen
 
     order.sort(key=result.fan_ids.__getitem__)  # stable: each fan's rows stay in time order
-    sink = await InteractionSink.open(session, enc(now))
+    sink = await InteractionSink.open(session, enc(now), empty_table=first)
     try:
         for start in range(0, size, SLICE):
             indexes = order[start : start + SLICE]
@@ -179,9 +185,6 @@ async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_
                    settings: CrmSettings, now: datetime) -> tuple[set[tuple[str, str]], dict[Key, FanRef]]:
     """What a batch needs from the database: which events are stored already, each identity's fan
     (created on first sight), and what those fans already earned today (fed to ``allowance``)."""
-    if len(items) >= ID_CHUNK and not await fetch_rows(session, _ANY_INTERACTION):
-        # A first import: nothing stored can be a duplicate or count against a cap.
-        return set(), await resolve_identities(session, names, span, settings, now)
     stored = _existing_event_ids(session, [i.platform for i in items], event_ids)
     earned = _awarded(session, {i.kind for i in items}, span, allowance, settings.scoring)
     if await sqlite_driver(session) is not None:

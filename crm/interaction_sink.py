@@ -9,6 +9,13 @@ would insert a row per GIL switch interval. Rows arrive fan by fan, so the secon
 (which lead with ``fan_id``) grow at one place per fan and are kept up as rows go in. On
 PostgreSQL, asyncpg batches ``executemany`` itself and a concurrent writer can win a race, so the
 sink reports which rows it inserted.
+
+A first import into an empty SQLite table (:meth:`InteractionSink.open` with ``empty_table``)
+drops the ``(platform, source_event_id)`` unique index and builds it again once the rows are in:
+rows go in fan by fan, so event ids arrive in no order, and keeping that index up row by row cost
+about a fifth of the import's database work. Nothing can conflict meanwhile: the table was empty
+when the transaction (which holds SQLite's write lock) looked, and the batch is screened for
+repeats in Python.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import sqlite3
 from typing import Any
 
 import orjson
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.schema import CreateIndex
 
 from crm.db import insert_rows, sqlite_driver
 from crm.models import Interaction, table
@@ -35,37 +44,59 @@ JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)
 
 _interactions = table(Interaction)
 _ALL_COLUMNS = (*ROW_COLUMNS[:4], "recorded_at", *ROW_COLUMNS[4:])
+_UNIQUE = next(ix for ix in _interactions.indexes if ix.unique)
+_IGNORE_REPEATS = f" ON CONFLICT ({', '.join(UNIQUE_KEY)}) DO NOTHING"
+#: ``WHERE true``: SQLite could otherwise read ``ON CONFLICT`` as part of the SELECT's join.
 _INSERT_JSON = (
     f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) SELECT "
     + ", ".join(f"value ->> {i}" for i in range(len(ROW_COLUMNS)))
-    + ", ?2 FROM json_each(?1) WHERE true ON CONFLICT (platform, source_event_id) DO NOTHING"
+    + ", ?2 FROM json_each(?1) WHERE true"
 )
 
 
 #: Rows per multi-row VALUES statement: 30,000 parameters, under the 32,766 SQLite allows since
 #: 3.32 (older libraries allow 999, so they take the other paths).
 VALUES_ROWS = 3000 if sqlite3.sqlite_version_info >= (3, 32) else 10**9
+#: Mostly-NULL columns (by ``ROW_COLUMNS`` position) and what stands for NULL in a VALUES
+#: statement. The sqlite3 module binds None ten times slower than an int (it looks for an
+#: adapter first), and it binds holding the GIL: with two or three in most rows, binding held the
+#: event loop's thread up about as long as SQLite took to insert. A cent amount is never
+#: negative; the text columns never hold an integer. (Parameters stay anonymous: SQLite takes
+#: quadratic time to prepare 10^4 numbered ones.)
+_NULL_STAND_INS = {ROW_COLUMNS.index("amount_cents"): -1, ROW_COLUMNS.index("currency"): 0,
+                   ROW_COLUMNS.index("summary"): 0}
+_VALUES_ROW = "(" + ", ".join(
+    "?" if _NULL_STAND_INS.get(c) is None else f"nullif(?, {_NULL_STAND_INS[c]})" for c in range(len(ROW_COLUMNS))
+) + ", ?)"
 
 
 @functools.lru_cache(maxsize=8)
 def _values_sql(rows: int) -> str:
-    one = "(" + ", ".join("?" * (len(ROW_COLUMNS) + 1)) + ")"
-    return (f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) VALUES {', '.join([one] * rows)}"
-            " ON CONFLICT (platform, source_event_id) DO NOTHING")
+    return f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) VALUES {', '.join([_VALUES_ROW] * rows)}"
 
 
 class InteractionSink:
     """Inserts slices of interaction rows within the session's transaction; :meth:`close` waits for all."""
 
-    def __init__(self, session: AsyncSession, driver: Any | None, recorded_at: Any) -> None:
+    def __init__(self, session: AsyncSession, driver: Any | None, recorded_at: Any, *, index_later: bool = False
+                 ) -> None:
         self._session = session
         self._driver = driver
         self._recorded_at = recorded_at
         self._queued: list[asyncio.Future[Any]] = []
+        self._index_later = index_later
+        self._on_repeat = "" if index_later else _IGNORE_REPEATS
 
     @classmethod
-    async def open(cls, session: AsyncSession, recorded_at: Any) -> InteractionSink:
-        return cls(session, await sqlite_driver(session), recorded_at)
+    async def open(cls, session: AsyncSession, recorded_at: Any, *, empty_table: bool = False) -> InteractionSink:
+        """A sink for one batch; ``empty_table``: the caller found no interactions stored in this
+        transaction and screens the batch for repeated event ids itself."""
+        driver = await sqlite_driver(session)
+        index_later = driver is not None and empty_table and JSON_INSERT
+        if index_later:
+            assert driver is not None
+            await driver.execute(f"DROP INDEX {_UNIQUE.name}")
+        return cls(session, driver, recorded_at, index_later=index_later)
 
     @property
     def sqlite(self) -> bool:
@@ -86,14 +117,15 @@ class InteractionSink:
         if self._driver is not None and count >= VALUES_ROWS:
             for start in range(0, count, VALUES_ROWS):
                 params = _interleave([c[start : start + VALUES_ROWS] for c in columns], self._recorded_at)
-                sql = _values_sql(len(params) // (len(ROW_COLUMNS) + 1))
+                sql = _values_sql(len(params) // (len(ROW_COLUMNS) + 1)) + self._on_repeat
                 self._queued.append(asyncio.ensure_future(self._driver.execute(sql, params)))
             if more:
                 await asyncio.sleep(0)
             return None
         if self._driver is not None and JSON_INSERT:
             payload = orjson.dumps(list(zip(*columns, strict=True))).decode()
-            self._queued.append(asyncio.ensure_future(self._driver.execute(_INSERT_JSON, (payload, self._recorded_at))))
+            self._queued.append(asyncio.ensure_future(
+                self._driver.execute(_INSERT_JSON + self._on_repeat, (payload, self._recorded_at))))
             if more:
                 await asyncio.sleep(0)
             return None
@@ -119,12 +151,20 @@ class InteractionSink:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        if self._index_later:
+            assert self._driver is not None
+            self._index_later = False
+            await self._driver.execute(str(CreateIndex(_UNIQUE).compile(dialect=sqlite.dialect())))
 
 
 def _interleave(columns: list[list[Any]], recorded_at: Any) -> list[Any]:
-    """The parameters of a multi-row ``VALUES`` statement, row after row, built by slice assignment."""
+    """The parameters of a multi-row ``VALUES`` statement, row after row (built by slice
+    assignment), with stand-ins for NULL."""
     width = len(columns) + 1
     params = [recorded_at] * (len(columns[0]) * width)
     for i, column in enumerate(columns):
+        stand_in = _NULL_STAND_INS.get(i)
+        if stand_in is not None:
+            column = [stand_in if value is None else value for value in column]
         params[i::width] = column
     return params

@@ -95,7 +95,9 @@ class Identity(Base):
 class Interaction(Base):
     __tablename__ = "interactions"
     __table_args__ = (
-        UniqueConstraint("platform", "source_event_id"),
+        # A unique index, not a table constraint, so that SQLite can build it after a first bulk
+        # import instead of row by row (crm.interaction_sink).
+        Index("uq_interactions_platform_source_event_id", "platform", "source_event_id", unique=True),
         Index(None, "fan_id", "occurred_at"),  # a fan's history; deleting a fan
         # The cap/cooldown window reads a fan's *awarded* rows of a day: a handful even for a fan
         # who writes 10^4 messages a day, most of them past the cap and worth nothing.

@@ -12,7 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, inspect, insert, select
+from sqlalchemy.exc import IntegrityError
 
 import crm.ingest as ingest
 import crm.interaction_sink as sink_module
@@ -81,6 +82,49 @@ async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, setti
     assert bulk_scores == single_scores and all(score > 0 for score in bulk_scores.values())
     assert any(r[3] == 0 for r in bulk_rows) and any(r[2].microsecond == 0 for r in bulk_rows)
     assert {r[6] for r in bulk_rows if r[1] == "message"} == {"謝謝 分享 😀"}
+
+
+async def event_id_index(sessions) -> list[str]:
+    async with sessions() as s:
+        conn = await s.connection()
+        indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("interactions"))
+    return [ix["name"] for ix in indexes if ix["unique"] and ix["column_names"] == ["platform", "source_event_id"]]
+
+
+@pytest.fixture
+def small_first_import(monkeypatch):
+    """Make a 121-row batch count as a first bulk import, in several slices and statements."""
+    monkeypatch.setattr(ingest, "SLICE", 7)
+    monkeypatch.setattr(ingest, "ID_CHUNK", 10)
+    monkeypatch.setattr(sink_module, "VALUES_ROWS", 3)
+
+
+async def test_a_first_import_leaves_event_ids_unique(sessions, settings, now, small_first_import):
+    """On SQLite the unique index is built after the rows are in; it must be there afterwards."""
+    assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
+    async with sessions.begin() as s:
+        result = await record_many(s, history("line", now), settings, now)
+    assert result.stored == 120 and result.duplicates == 1
+    assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
+    row = {"fan_id": result.fan_ids[0], "platform": "line", "kind": "message", "occurred_at": now,
+           "recorded_at": now, "points": 0.0, "source_event_id": "e-0-1"}
+    with pytest.raises(IntegrityError):
+        async with sessions.begin() as s:
+            await s.execute(insert(Interaction).values(row))
+
+
+async def test_a_failed_first_import_keeps_the_index_and_stores_nothing(sessions, settings, now, monkeypatch,
+                                                                      small_first_import):
+    async def fail(*_args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest, "_apply_deltas", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        async with sessions.begin() as s:
+            await record_many(s, history("line", now), settings, now)
+    assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Interaction)) == 0
 
 
 class FailingDriver:

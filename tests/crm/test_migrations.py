@@ -8,6 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from crm.db import alembic_config, current_revision, head_revision, make_engine, migrate
 from crm.models import Base
@@ -50,5 +51,36 @@ async def test_0002_moves_line_command_markers_into_processed_events(tmp_path):
         async with engine.connect() as conn:
             jobs = (await conn.execute(text("SELECT job, run_key FROM job_runs ORDER BY job"))).all()
         assert jobs == [("digest", "2026-11-22"), ("line:command", "01JD5ZQX4W8K3N6M2P7R9T1V0B")]
+    finally:
+        await engine.dispose()
+
+
+async def test_0005_keeps_interactions_and_their_event_ids_unique_both_ways(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'upgrade.db'}"
+    await migrate(url, "0004")
+    engine = make_engine(url)
+    row = ("INSERT INTO interactions (fan_id, platform, kind, occurred_at, recorded_at, points, source_event_id) "
+           "VALUES (1, 'line', 'message', '2026-11-22 04:00:00.000000', '2026-11-22 04:00:01.000000', 0.1, 'ev-1')")
+
+    async def refuses_a_repeat() -> bool:
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(row))
+        except IntegrityError:
+            return True
+        return False
+
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO fans (id, display_name, name_key, opted_out, score_base, tier, "
+                                    "first_seen_at, last_seen_at) VALUES (1, '小慧', '小慧', 0, 0.1, 'casual', "
+                                    "'2026-11-22 04:00:00.000000', '2026-11-22 04:00:00.000000')"))
+            await conn.execute(text(row))
+        await migrate(url)
+        assert await refuses_a_repeat()
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0004")
+        assert await refuses_a_repeat()
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT source_event_id FROM interactions"))).scalars().all() == ["ev-1"]
     finally:
         await engine.dispose()

@@ -71,8 +71,9 @@ _VALUES_ROW = "(" + ", ".join(
 
 
 @functools.lru_cache(maxsize=8)
-def _values_sql(rows: int) -> str:
-    return f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) VALUES {', '.join([_VALUES_ROW] * rows)}"
+def _values_sql(rows: int, on_repeat: str) -> str:
+    return (f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) VALUES {', '.join([_VALUES_ROW] * rows)}"
+            + on_repeat)
 
 
 class InteractionSink:
@@ -86,12 +87,14 @@ class InteractionSink:
         self._queued: list[asyncio.Future[Any]] = []
         self._index_later = index_later
         self._on_repeat = "" if index_later else _IGNORE_REPEATS
+        self._json_sql = _INSERT_JSON + self._on_repeat
 
     @classmethod
     async def open(cls, session: AsyncSession, recorded_at: Any, *, empty_table: bool = False) -> InteractionSink:
         """A sink for one batch; ``empty_table``: the caller found no interactions stored in this
         transaction and screens the batch for repeated event ids itself."""
         driver = await sqlite_driver(session)
+        # Not with the executemany fallback of older SQLite libraries: it always names the conflict.
         index_later = driver is not None and empty_table and JSON_INSERT
         if index_later:
             assert driver is not None
@@ -117,15 +120,14 @@ class InteractionSink:
         if self._driver is not None and count >= VALUES_ROWS:
             for start in range(0, count, VALUES_ROWS):
                 params = _interleave([c[start : start + VALUES_ROWS] for c in columns], self._recorded_at)
-                sql = _values_sql(len(params) // (len(ROW_COLUMNS) + 1)) + self._on_repeat
+                sql = _values_sql(len(params) // (len(ROW_COLUMNS) + 1), self._on_repeat)
                 self._queued.append(asyncio.ensure_future(self._driver.execute(sql, params)))
             if more:
                 await asyncio.sleep(0)
             return None
         if self._driver is not None and JSON_INSERT:
             payload = orjson.dumps(list(zip(*columns, strict=True))).decode()
-            self._queued.append(asyncio.ensure_future(
-                self._driver.execute(_INSERT_JSON + self._on_repeat, (payload, self._recorded_at))))
+            self._queued.append(asyncio.ensure_future(self._driver.execute(self._json_sql, (payload, self._recorded_at))))
             if more:
                 await asyncio.sleep(0)
             return None

@@ -15,7 +15,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -128,7 +127,7 @@ def _by_referral_code(item: InteractionIn, settings: CrmSettings) -> Callable[..
         identity = await primary_identity(session, fan_id) if fan_id is not None else None
         if identity is None:
             raise BadInput("customer.referral_code is not any fan's code", code="purchase.referral_code_unknown")
-        found = replace(item, platform=identity[0], external_id=identity[1])
+        found = item._replace(platform=identity[0], external_id=identity[1])
         return (await record_many(session, [found], settings, now)).results[0]
 
     return run

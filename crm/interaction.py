@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from crm.clock import as_utc
 from crm.errors import BadInput
@@ -24,9 +24,13 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _GOOD_IDENTS: set[str] = set()
 
 
-@dataclass(frozen=True, slots=True)
-class InteractionIn:
-    """One fan interaction as an adapter or an import sees it (platform-neutral)."""
+class InteractionIn(NamedTuple):
+    """One fan interaction as an adapter or an import sees it (platform-neutral).
+
+    A named tuple rather than a frozen dataclass: one is made per webhook event and per imported
+    row, and a frozen dataclass takes ~4 µs to build (every field through ``object.__setattr__``)
+    against ~0.5 µs.
+    """
 
     platform: str
     external_id: str
@@ -98,8 +102,8 @@ def validate(item: InteractionIn) -> InteractionIn:
     if (external_id == item.external_id and at is item.occurred_at and amount is item.amount
             and currency == item.currency and text is item.text and name is item.display_name):
         return item
-    return replace(item, external_id=external_id, occurred_at=at, amount=amount, currency=currency, text=text,
-                   display_name=name)
+    return item._replace(external_id=external_id, occurred_at=at, amount=amount, currency=currency, text=text,
+                         display_name=name)
 
 
 def _whole_characters(text: str | None) -> str | None:

@@ -136,9 +136,8 @@ async def test_message_text_summary_respects_privacy_setting(sessions, settings,
      ("currency", "NTD$", "currency"), ("amount", Decimal(-5), "amount")],
 )
 async def test_bad_input_is_refused_and_nothing_is_stored(sessions, settings, now, field, value, problem):
-    from dataclasses import replace
 
-    item = replace(msg("U9", "bad", now, kind="purchase", amount=Decimal(1), currency="TWD"), **{field: value})
+    item = msg("U9", "bad", now, kind="purchase", amount=Decimal(1), currency="TWD")._replace(**{field: value})
     async with sessions() as s:
         with pytest.raises(BadInput, match=problem):
             await record(s, item, settings, now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Protocol, cast
 
 from crm.db import sqlite_datetimes
@@ -104,20 +104,19 @@ class RowBuilder:
         return kept
 
     def _award(self, fan_ids: list[int], kinds: list[str], stamps: list[float], points: list[float]) -> list[float]:
-        """Apply caps and cooldowns to ``points`` (in place, each fan's rows in time order); each row's score term."""
-        award, limited, term, delta = self.allowance.award, self.allowance.window_kinds, self.term, self.delta
-        contributions = [0.0] * len(points)
-        for j, (fan_id, kind, ts, base) in enumerate(zip(fan_ids, kinds, stamps, points, strict=True)):
-            if base <= 0.0:
-                points[j] = 0.0
-                continue
-            if kind in limited:
-                granted = award(fan_id, kind, ts, base)
-                if granted != base:
-                    points[j] = granted
-                    if not granted:
-                        continue
-                base = granted
-            contributions[j] = c = term(base, ts)
-            delta[fan_id] = delta.get(fan_id, 0.0) + c
+        """Apply caps and cooldowns to ``points`` (in place, each fan's rows in time order); each row's score term.
+
+        In passes over whole columns: ``map`` calls ``award`` on the capped rows only, in row order.
+        """
+        limited = self.allowance.window_kinds
+        capped = [kind in limited and base > 0.0 for kind, base in zip(kinds, points, strict=True)]
+        granted = map(self.allowance.award, compress(fan_ids, capped), compress(kinds, capped),
+                      compress(stamps, capped), compress(points, capped))
+        points[:] = [next(granted) if cap else (base if base > 0.0 else 0.0)
+                     for cap, base in zip(capped, points, strict=True)]
+        contributions = list(map(self.term, points, stamps))
+        delta = self.delta
+        for fan_id, c in zip(fan_ids, contributions, strict=True):
+            if c:
+                delta[fan_id] = delta.get(fan_id, 0.0) + c
         return contributions

@@ -236,11 +236,13 @@ def _identities_seen(
     slots = [slot_of.setdefault((i.platform, i.external_id), len(slot_of)) for i in items]
     identities = list(slot_of)
     in_order = list(map(slots.__getitem__, order))
-    shown = [items[n].display_name for n in order]
     first = dict(zip(reversed(in_order), reversed(order), strict=True))
     last = dict(zip(in_order, order, strict=True))
-    newest = dict(zip(compress(in_order, shown), compress(shown, shown), strict=True))
-    names = {key: newest.get(s) for s, key in enumerate(identities)}
+    names = {key: items[last[s]].display_name for s, key in enumerate(identities)}
+    if not all(names.values()):  # some identity's latest item has no name: take its latest that has one
+        shown = [items[n].display_name for n in order]
+        newest = dict(zip(compress(in_order, shown), compress(shown, shown), strict=True))
+        names = {key: newest.get(s) for s, key in enumerate(identities)}
     span = {identities[s]: (items[n].occurred_at, items[last[s]].occurred_at) for s, n in first.items()}
     return slots, identities, names, span
 

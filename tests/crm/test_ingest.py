@@ -87,6 +87,18 @@ async def test_identity_resolves_to_the_same_fan_and_names_stay_fresh(sessions, 
         assert ident.display_name == "小慧 ✨"
 
 
+async def test_in_one_batch_the_newest_name_wins_even_when_the_newest_item_has_none(sessions, settings, now):
+    at = now - timedelta(days=2)
+    items = [msg("U5", "c", at + timedelta(hours=2), None), msg("U5", "a", at, "Hui"),
+             msg("U5", "b", at + timedelta(hours=1), "小慧 ✨"), msg("U6", "d", at + timedelta(hours=1), "阿明"),
+             msg("U6", "e", at, "Ming")]
+    async with sessions.begin() as s:
+        result = await record_many(s, items, settings, now)
+    async with sessions() as s:
+        names = {r.fan_id: (await s.get(Fan, r.fan_id)).display_name for r in result.results}
+    assert names[result.results[0].fan_id] == "小慧 ✨" and names[result.results[3].fan_id] == "阿明"
+
+
 async def test_first_and_last_seen_follow_event_time_not_arrival(sessions, settings, now):
     old = now - timedelta(days=30)
     async with sessions.begin() as s:

@@ -88,7 +88,7 @@ async def event_id_index(sessions) -> list[str]:
     async with sessions() as s:
         conn = await s.connection()
         indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("interactions"))
-    return [ix["name"] for ix in indexes if ix["unique"] and ix["column_names"] == ["platform", "source_event_id"]]
+    return [ix["name"] for ix in indexes if ix["unique"] and sorted(ix["column_names"]) == ["platform", "source_event_id"]]
 
 
 @pytest.fixture

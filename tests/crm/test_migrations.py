@@ -55,7 +55,7 @@ async def test_0002_moves_line_command_markers_into_processed_events(tmp_path):
         await engine.dispose()
 
 
-async def test_0005_keeps_interactions_and_their_event_ids_unique_both_ways(tmp_path):
+async def test_0005_and_0006_keep_interactions_and_their_event_ids_unique_both_ways(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'upgrade.db'}"
     await migrate(url, "0004")
     engine = make_engine(url)
@@ -77,6 +77,13 @@ async def test_0005_keeps_interactions_and_their_event_ids_unique_both_ways(tmp_
                                     "'2026-11-22 04:00:00.000000', '2026-11-22 04:00:00.000000')"))
             await conn.execute(text(row))
         await migrate(url)
+        assert await refuses_a_repeat()
+        async with engine.connect() as conn:
+            columns = (await conn.execute(text(
+                "SELECT name FROM pragma_index_info('uq_interactions_platform_source_event_id') ORDER BY seqno"
+            ))).scalars().all()
+        assert columns == ["source_event_id", "platform"]
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0005")
         assert await refuses_a_repeat()
         await asyncio.to_thread(command.downgrade, alembic_config(url), "0004")
         assert await refuses_a_repeat()

@@ -45,7 +45,7 @@ class LineAdapter:
         self.keywords = tuple(crm.config.checkin.keywords)
         self._parser = WebhookParser(channel_secret)
         self._monotonic = monotonic
-        self.profiles = Profiles(sender, writer, crm.sessions, crm.settings, clock=clock,
+        self.profiles = Profiles(sender, writer, crm.read, crm.settings, clock=clock,
                                  refresh=timedelta(hours=crm.config.line.profile_refresh_hours))
         self._tasks: set[asyncio.Task[Any]] = set()
 

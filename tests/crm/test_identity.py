@@ -9,7 +9,14 @@ from sqlalchemy import select
 
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.fan_actions import ensure_fan
-from crm.identity import fan_by_identity, find_fan, profile_due, refresh_profile
+from crm.identity import (
+    fan_by_identity,
+    find_fan,
+    profile_due,
+    profiles_due,
+    refresh_profile,
+    refresh_profiles,
+)
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
 from crm.models import Identity
@@ -118,3 +125,26 @@ async def test_unknown_and_opted_out_fans_are_never_refreshed(sessions, settings
         await refresh_profile(s, settings, platform="line", external_id="Ujoy", display_name="Joy", now=now)
     async with sessions() as s:
         assert await _names(s, "line", "Ujoy") == ("Joyce Lin", "Joyce Lin", "joycelin", None)
+
+
+async def test_many_profiles_are_checked_and_stored_at_once(sessions, settings, now, people):
+    """A burst of new fans: one read says who is due, one call stores every fetched name."""
+    day = timedelta(hours=24)
+    async with sessions.begin() as s:
+        await refresh_profile(s, settings, platform="line", external_id="Uming", display_name="明明", now=now)
+        fan = await fan_by_identity(s, "line", "Ujoy")
+        fan.opted_out = True
+    async with sessions() as s:
+        due = await profiles_due(s, "line", ["Uhui", "Uming", "Ujoy", "Unobody"], now + timedelta(hours=1), day)
+    assert due == {"Uhui": True, "Uming": False, "Ujoy": False}  # no identity, no answer: asked again later
+    later = now + timedelta(hours=2)
+    async with sessions.begin() as s:
+        await refresh_profiles(s, settings, platform="line", now=later,
+                               names={"Uhui": "小慧慧", "Ujoy": "Joy", "Unobody": "Ghost", "Uming": None})
+    async with sessions() as s:
+        assert await _names(s, "line", "Uhui") == ("小慧慧", "小慧慧", "小慧慧", later)
+        assert await _names(s, "line", "Ujoy") == ("Joyce Lin", "Joyce Lin", "joycelin", None)  # opted out
+        assert await fan_by_identity(s, "line", "Unobody") is None
+        assert (await _names(s, "line", "Uming"))[1:] == ("明明", "明明", later)  # no name given: only the time
+        assert await profiles_due(s, "line", ["Uhui", "Uming"], later + day - timedelta(seconds=1), day) == {
+            "Uhui": False, "Uming": False}

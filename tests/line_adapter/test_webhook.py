@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 
+import pytest
 from linebot.v3.webhooks import (
     FollowDetail,
     FollowEvent,
@@ -79,6 +81,55 @@ async def test_display_names_are_fetched_at_most_once_a_day(rig: LineRig) -> Non
     rig.clock[0] += timedelta(hours=25)
     await rig.post(text_event(FAN, "a day later"))
     assert rig.emu.profile_requests == 2
+    async with rig.sessions() as session:
+        fan = await fan_by_identity(session, "line", FAN)
+    assert fan is not None and fan.display_name == "阿明明"
+
+
+async def test_a_burst_of_new_fans_is_named_by_one_lookup_and_one_store(rig: LineRig) -> None:
+    fans = [user(100 + n) for n in range(12)]
+    for n, uid in enumerate(fans):
+        rig.emu.add_profile(uid, f"粉絲{n}")
+    stores: list[object] = []
+    submit = rig.writer.submit
+
+    async def counting(ops):  # type: ignore[no-untyped-def]
+        stores.extend(op for op in ops if getattr(op, "name", "") == "line profiles")
+        return await submit(ops)
+
+    rig.writer.submit = counting  # type: ignore[method-assign]
+    assert await rig.post(*(text_event(uid, "第一次來！") for uid in fans)) == 200
+    assert rig.emu.profile_requests == 12
+    assert len(stores) == 1  # not one writer action per fan
+    async with rig.sessions() as session:
+        named = [(await fan_by_identity(session, "line", uid)).display_name for uid in fans]  # type: ignore[union-attr]
+    assert named == [f"粉絲{n}" for n in range(12)]
+
+
+async def test_checking_whether_a_profile_is_due_never_waits_for_the_write_lock(rig: LineRig, engine) -> None:
+    """The check reads a snapshot: another writer holding SQLite's lock (or the group writer in
+    the middle of a commit) neither delays it nor is held up by it."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    rig.emu.add_profile(FAN, "阿明")
+    await rig.post(text_event(FAN, "hi"))
+    assert rig.emu.profile_requests == 1
+    rig.clock[0] += timedelta(hours=25)
+    rig.emu.add_profile(FAN, "阿明明")
+    holder = sqlite3.connect(engine.url.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        refreshing = asyncio.create_task(rig.adapter.profiles.refresh(FAN))
+        for _ in range(500):
+            if rig.emu.profile_requests == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert rig.emu.profile_requests == 2  # checked and fetched while the lock was held
+        assert not refreshing.done()  # storing the name does wait for the lock
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await asyncio.wait_for(refreshing, 10)
     async with rig.sessions() as session:
         fan = await fan_by_identity(session, "line", FAN)
     assert fan is not None and fan.display_name == "阿明明"

@@ -1,10 +1,8 @@
 """Where :func:`crm.ingest.record_many` puts interaction rows, a slice at a time.
 
-On SQLite a slice goes to the driver's thread as a few statements that each insert thousands of
-rows in one step: multi-row ``VALUES`` for a large slice, one JSON parameter of ``INSERT … SELECT
-… FROM json_each(?)`` for a small batch (whose row count would otherwise compile a new statement
-each time). SQLite then inserts without the GIL while the caller builds the next slice or serves
-other requests. ``executemany`` takes the GIL back after every row, so behind a busy event loop it
+On SQLite a slice goes to the driver's thread as a few multi-row ``VALUES`` statements that each
+insert up to thousands of rows in one step (a webhook group's rows in one). SQLite then inserts
+without the GIL while the caller builds the next slice or serves other requests. ``executemany`` takes the GIL back after every row, so behind a busy event loop it
 would insert a row per GIL switch interval. Rows arrive fan by fan, so the secondary indexes
 (which lead with ``fan_id``) grow at one place per fan and are kept up as rows go in. On
 PostgreSQL, asyncpg batches ``executemany`` itself and a concurrent writer can win a race, so the
@@ -25,7 +23,6 @@ import functools
 import sqlite3
 from typing import Any
 
-import orjson
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateIndex
@@ -39,24 +36,23 @@ ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "points", "amount_ce
 UNIQUE_KEY = ("platform", "source_event_id")
 #: A slice of rows as parallel lists, one per ``ROW_COLUMNS`` entry (a list of 10^5 tuples costs more to build).
 Columns = tuple[list[Any], ...]
-#: ``->>`` arrived in SQLite 3.38; older libraries use ``executemany``.
+#: ``->>`` arrived in SQLite 3.38 (:func:`crm.ingest.record_many` updates fans through JSON with it).
 JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)
 
 _interactions = table(Interaction)
 _ALL_COLUMNS = (*ROW_COLUMNS[:4], "recorded_at", *ROW_COLUMNS[4:])
 _UNIQUE = next(ix for ix in _interactions.indexes if ix.unique)
 _IGNORE_REPEATS = f" ON CONFLICT ({', '.join(UNIQUE_KEY)}) DO NOTHING"
-#: ``WHERE true``: SQLite could otherwise read ``ON CONFLICT`` as part of the SELECT's join.
-_INSERT_JSON = (
-    f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) SELECT "
-    + ", ".join(f"value ->> {i}" for i in range(len(ROW_COLUMNS)))
-    + ", ?2 FROM json_each(?1) WHERE true"
-)
 
 
-#: Rows per multi-row VALUES statement: 30,000 parameters, under the 32,766 SQLite allows since
-#: 3.32 (older libraries allow 999, so they take the other paths).
-VALUES_ROWS = 3000 if sqlite3.sqlite_version_info >= (3, 32) else 10**9
+#: Multi-row VALUES needs SQLite 3.32, which allows 32,766 parameters (older libraries allow
+#: 999; they take ``executemany``). A webhook group's 10^1–10^2 rows were once sent as one JSON
+#: parameter to spare a compile per row count, but SQLite took a quarter longer to insert them
+#: from JSON (1.9 against 1.4 ms per 80 rows), and the writer waits for that insert: the
+#: sqlite3 module's statement cache keeps the few row counts a burst uses compiled.
+VALUES_INSERT = sqlite3.sqlite_version_info >= (3, 32)
+#: Rows per multi-row VALUES statement: 30,000 parameters.
+VALUES_ROWS = 3000
 #: Mostly-NULL columns (by ``ROW_COLUMNS`` position) and what stands for NULL in a VALUES
 #: statement. The sqlite3 module binds None ten times slower than an int (it looks for an
 #: adapter first), and it binds holding the GIL: with two or three in most rows, binding held the
@@ -70,7 +66,7 @@ _VALUES_ROW = "(" + ", ".join(
 ) + ", ?)"
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=256)
 def _values_sql(rows: int, on_repeat: str) -> str:
     return (f"INSERT INTO interactions ({', '.join(ROW_COLUMNS)}, recorded_at) VALUES {', '.join([_VALUES_ROW] * rows)}"
             + on_repeat)
@@ -87,7 +83,6 @@ class InteractionSink:
         self._queued: list[asyncio.Future[Any]] = []
         self._index_later = index_later
         self._on_repeat = "" if index_later else _IGNORE_REPEATS
-        self._json_sql = _INSERT_JSON + self._on_repeat
 
     @classmethod
     async def open(cls, session: AsyncSession, recorded_at: Any, *, empty_table: bool = False) -> InteractionSink:
@@ -95,7 +90,7 @@ class InteractionSink:
         transaction and screens the batch for repeated event ids itself."""
         driver = await sqlite_driver(session)
         # Not with the executemany fallback of older SQLite libraries: it always names the conflict.
-        index_later = driver is not None and empty_table and JSON_INSERT
+        index_later = driver is not None and empty_table and VALUES_INSERT
         if index_later:
             assert driver is not None
             await driver.execute(f"DROP INDEX {_UNIQUE.name}")
@@ -117,17 +112,11 @@ class InteractionSink:
         count = len(columns[0])
         if not count:
             return None
-        if self._driver is not None and count >= VALUES_ROWS:
+        if self._driver is not None and VALUES_INSERT:
             for start in range(0, count, VALUES_ROWS):
                 params = _interleave([c[start : start + VALUES_ROWS] for c in columns], self._recorded_at)
                 sql = _values_sql(len(params) // (len(ROW_COLUMNS) + 1), self._on_repeat)
                 self._queued.append(asyncio.ensure_future(self._driver.execute(sql, params)))
-            if more:
-                await asyncio.sleep(0)
-            return None
-        if self._driver is not None and JSON_INSERT:
-            payload = orjson.dumps(list(zip(*columns, strict=True))).decode()
-            self._queued.append(asyncio.ensure_future(self._driver.execute(self._json_sql, (payload, self._recorded_at))))
             if more:
                 await asyncio.sleep(0)
             return None

@@ -54,14 +54,14 @@ async def stored(sessions, platform: str) -> tuple[list[tuple[Any, ...]], dict[s
     return [tuple(r) for r in rows], {ext: round(score, 9) for ext, score in scores}
 
 
-@pytest.mark.parametrize(("values_rows", "json_insert"), [(3, True), (10**9, True), (10**9, False)],
-                         ids=["multi-row-values", "json-slices", "executemany"])
+@pytest.mark.parametrize(("values_rows", "values_insert"), [(3, True), (10**9, True), (3, False)],
+                         ids=["several-statements-per-slice", "one-statement-per-slice", "executemany"])
 async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, settings, now, monkeypatch,
-                                                                  values_rows, json_insert):
+                                                                  values_rows, values_insert):
     monkeypatch.setattr(ingest, "SLICE", 7)
     monkeypatch.setattr(ingest, "ID_CHUNK", 10)  # a "large" first import: the reads of stored rows are skipped
     monkeypatch.setattr(sink_module, "VALUES_ROWS", values_rows)
-    monkeypatch.setattr(sink_module, "JSON_INSERT", json_insert)
+    monkeypatch.setattr(sink_module, "VALUES_INSERT", values_insert)
     done: list[int] = []
     async with sessions.begin() as s:
         result = await record_many(s, history("line", now), settings, now, progress=done.append)
@@ -143,7 +143,7 @@ class FailingDriver:
 
 
 async def test_close_waits_for_every_queued_insert_then_raises_the_failure(monkeypatch):
-    monkeypatch.setattr(sink_module, "JSON_INSERT", True)
+    monkeypatch.setattr(sink_module, "VALUES_INSERT", True)
     driver = FailingDriver()
     sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000")  # type: ignore[arg-type]
     for n in range(3):
@@ -155,7 +155,7 @@ async def test_close_waits_for_every_queued_insert_then_raises_the_failure(monke
 
 
 async def test_abandon_waits_for_queued_inserts_so_none_runs_after_the_rollback(monkeypatch):
-    monkeypatch.setattr(sink_module, "JSON_INSERT", True)
+    monkeypatch.setattr(sink_module, "VALUES_INSERT", True)
     driver = FailingDriver()
     sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000")  # type: ignore[arg-type]
     await sink.put([(1, "line", "message", "2026-01-01 00:00:00.000000", 0.1, None, None, None, "e0")])

@@ -22,7 +22,7 @@ Key = tuple[str, str]
 _ic, _fc = table(Identity).c, table(Fan).c
 _IDENTITIES = (
     select(_ic.external_id, _ic.fan_id, _fc.opted_out, _ic.id, _ic.display_name, _fc.display_name, _fc.tier,
-           _fc.tier_pinned, _fc.score_base)
+           _fc.tier_pinned, _fc.score_base, _fc.last_seen_at)
     .select_from(table(Identity).join(table(Fan), _fc.id == _ic.fan_id))
     .where(_ic.platform == bindparam("platform"), _ic.external_id.in_(bindparam("ids", expanding=True)))
 )
@@ -42,6 +42,8 @@ class FanRef(NamedTuple):
     tier: str | None = None
     tier_pinned: str | None = None
     score_base: float = 0.0
+    #: the fan's last-seen time as the driver gives it (SQLite: its DATETIME text, unparsed)
+    last_seen: Any = None
 
 
 async def resolve_identities(
@@ -76,8 +78,8 @@ async def resolve_identities(
                               [(fan_id, *row) for fan_id, row in zip(ids, fan_rows, strict=True)])
             await insert_rows(session, table(Identity), IDENTITY_COLUMNS,
                               [(fan_id, *row) for fan_id, row in zip(ids, id_rows, strict=True)])
-            for k, fan_id, display in zip(missing, ids, displays, strict=True):
-                found[k] = FanRef(fan_id, False, True, None, names[k], display, lowest, None, 0.0)
+            for k, fan_id, display, row in zip(missing, ids, displays, fan_rows, strict=True):
+                found[k] = FanRef(fan_id, False, True, None, names[k], display, lowest, None, 0.0, row[-1])
         else:
             await _create_racing(session, missing, fan_rows, id_rows, found)
     fresh = set(missing)
@@ -121,9 +123,9 @@ async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
         for start in range(0, len(ids), LOOKUP_CHUNK):
             rows = await fetch_rows(session, _IDENTITIES, {"platform": platform,
                                                            "ids": ids[start : start + LOOKUP_CHUNK]})
-            for external_id, fan_id, opted_out, ident_id, ident_name, fan_name, tier, pinned, base in rows:
+            for external_id, fan_id, opted_out, ident_id, ident_name, fan_name, tier, pinned, base, seen in rows:
                 out[(platform, external_id)] = FanRef(int(fan_id), bool(opted_out), False, int(ident_id),
-                                                      ident_name, fan_name, tier, pinned, float(base))
+                                                      ident_name, fan_name, tier, pinned, float(base), seen)
     return out
 
 

@@ -167,8 +167,10 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
             if progress:
                 progress(len(indexes))
         delta = rows.delta
-        for fan_id in rows.last_seen:
-            delta.setdefault(fan_id, 0.0)  # last-seen moves even where no points were earned
+        stored_seen = {ref.fan_id: ref.last_seen for ref in fans.values()}
+        for fan_id, seen_at in rows.last_seen.items():
+            if fan_id not in delta and _later_minute(seen_at, stored_seen.get(fan_id)):
+                delta[fan_id] = 0.0  # last-seen moves even where no points were earned
         # Worked out while SQLite may still be inserting the last slices (they need no database).
         result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
         await _apply_deltas(session, delta, rows.last_seen)
@@ -389,6 +391,15 @@ async def _awarded(session: AsyncSession, batch_kinds: set[str], span: dict[Key,
             out.extend(((platform, ext), row_id, kind, posix_time(at), points)
                        for ext, row_id, kind, at, points in rows)
     return out
+
+
+def _later_minute(new: object, stored: object) -> bool:
+    """Whether a fan's last-seen time must move to ``new``: on SQLite, whose times are text, only
+    to a later minute (as the update itself checks), so a fan writing all through a burst is not
+    rewritten with every group; elsewhere the update decides."""
+    if isinstance(new, str) and isinstance(stored, str):
+        return new[:16] > stored[:16]
+    return True
 
 
 def _midnight(at: datetime) -> datetime:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.line_adapter.commands import PLATFORM
 from bot.line_adapter.sender import LineSender
-from bot.writer import Action, GroupWriter, WriterClosed
+from bot.writer import Action, GroupWriter, WriterClosed, brief
 from crm.clock import Clock, utcnow
 from crm.identity import profiles_due, refresh_profiles
 from crm.settings import CrmSettings
@@ -78,7 +78,7 @@ class Profiles:
         except WriterClosed:
             log.debug("LINE: %d profile refreshes dropped at shutdown", len(users))
         except Exception as exc:  # names are cosmetic: the next event asks again after the interval
-            log.warning("LINE: refreshing %d profiles failed: %s", len(users), exc)
+            log.warning("LINE: refreshing %d profiles failed: %s", len(users), brief(exc))
         finally:
             self._busy = set()
             self._batch = None
@@ -95,7 +95,12 @@ class Profiles:
         if not names:
             return
         self.fetched += len(names)
-        await self._writer.submit([Action("line profiles", _stored(names, self._settings), ordered=False)])
+        try:
+            await self._writer.submit([Action("line profiles", _stored(names, self._settings), ordered=False)])
+        except BaseException:
+            for user_id in names:  # not stored: their next event asks again, not a day later
+                self._checked.pop(user_id, None)
+            raise
         log.debug("LINE: %d profiles refreshed", len(names))
 
     async def _fetch(self, user_id: str) -> UserProfileResponse | None:

@@ -106,6 +106,32 @@ async def test_a_burst_of_new_fans_is_named_by_one_lookup_and_one_store(rig: Lin
     assert named == [f"粉絲{n}" for n in range(12)]
 
 
+async def test_a_profile_that_could_not_be_stored_is_asked_for_again_on_the_next_event(
+        rig: LineRig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.emu.add_profile(FAN, "阿明")
+    await rig.post(text_event(FAN, "hi"))
+    submit = rig.writer.submit
+    rig.emu.add_profile(FAN, "阿明明")
+    rig.clock[0] += timedelta(hours=25)
+
+    async def failing(ops):  # type: ignore[no-untyped-def]
+        if any(getattr(op, "name", "") == "line profiles" for op in ops):
+            raise RuntimeError("database is locked")
+        return await submit(ops)
+
+    rig.writer.submit = failing  # type: ignore[method-assign]
+    await rig.adapter.profiles.refresh(FAN)  # the failure is logged, not raised
+    assert rig.emu.profile_requests == 2
+    assert [r.message for r in caplog.records if "profiles failed" in r.message] == [
+        "LINE: refreshing 1 profiles failed: RuntimeError: database is locked"]
+    rig.writer.submit = submit  # type: ignore[method-assign]
+    await rig.post(text_event(FAN, "still here"))  # no clock change: retried at once
+    assert rig.emu.profile_requests == 3
+    async with rig.sessions() as session:
+        fan = await fan_by_identity(session, "line", FAN)
+    assert fan is not None and fan.display_name == "阿明明"
+
+
 async def test_checking_whether_a_profile_is_due_never_waits_for_the_write_lock(rig: LineRig, engine) -> None:
     """The check reads a snapshot: another writer holding SQLite's lock (or the group writer in
     the middle of a commit) neither delays it nor is held up by it."""

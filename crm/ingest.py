@@ -15,22 +15,20 @@ from datetime import datetime, timedelta
 from itertools import compress
 from typing import NamedTuple
 
-import orjson
-from sqlalchemy import bindparam, case, literal_column, select, update
+from sqlalchemy import bindparam, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import interaction_sink
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
+from crm.fan_deltas import apply_deltas, later_minute
 from crm.identity import FanRef, Key, resolve_identities
 from crm.interaction import InteractionIn, validate_many
 from crm.interaction_rows import RowBuilder
 from crm.interaction_sink import Columns, InteractionSink
-from crm.models import Fan, Identity, Interaction, table
+from crm.models import Identity, Interaction, table
 from crm.scoring import DAY_SECONDS, Allowance, ScoringRules, current_epoch, term_function
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, apply_moves
 
-fans_t = table(Fan)
 _ic = table(Interaction).c
 _STORED_EVENT_IDS = select(_ic.source_event_id).where(
     _ic.platform == bindparam("platform"), _ic.source_event_id.in_(bindparam("ids", expanding=True)))
@@ -169,11 +167,11 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
         delta = rows.delta
         stored_seen = {ref.fan_id: ref.last_seen for ref in fans.values()}
         for fan_id, seen_at in rows.last_seen.items():
-            if fan_id not in delta and _later_minute(seen_at, stored_seen.get(fan_id)):
+            if fan_id not in delta and later_minute(seen_at, stored_seen.get(fan_id)):
                 delta[fan_id] = 0.0  # last-seen moves even where no points were earned
         # Worked out while SQLite may still be inserting the last slices (they need no database).
         result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
-        await _apply_deltas(session, delta, rows.last_seen)
+        await apply_deltas(session, delta, rows.last_seen)
     except BaseException:
         await sink.abandon()
         raise
@@ -277,55 +275,6 @@ def _lost_races(columns: Columns, contributions: list[float], inserted: set[tupl
             delta[fan_ids[j]] = delta.get(fan_ids[j], 0.0) - contributions[j]
 
 
-# Rows are (delta, last seen, fan id) and (last seen, fan id). Last-seen is kept to the minute: a
-# burst (a live chat) rewrites a fan once a minute.
-_MANY_DELTAS = (
-    "UPDATE fans SET score_base = score_base + ?1, "
-    "last_seen_at = CASE WHEN last_seen_at < ?2 THEN ?2 ELSE last_seen_at END WHERE id = ?3",
-    "UPDATE fans SET last_seen_at = ?1 WHERE id = ?2 AND substr(last_seen_at, 1, 16) < substr(?1, 1, 16)",
-)
-# The same as one statement each over a JSON array: ``executemany`` steps once per row and takes
-# the GIL back after every step, which under a busy event loop waits a switch interval each time.
-_JSON_DELTAS = (
-    "UPDATE fans SET score_base = score_base + (j.value ->> 0), last_seen_at = CASE WHEN fans.last_seen_at < "
-    "(j.value ->> 1) THEN j.value ->> 1 ELSE fans.last_seen_at END FROM json_each(?1) AS j "
-    "WHERE fans.id = j.value ->> 2",
-    "UPDATE fans SET last_seen_at = j.value ->> 0 FROM json_each(?1) AS j "
-    "WHERE fans.id = j.value ->> 1 AND substr(fans.last_seen_at, 1, 16) < substr(j.value ->> 0, 1, 16)",
-)
-
-
-async def _apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen: dict[int, object]) -> None:
-    """Add each fan's new score terms and move last-seen forward (never back), set-based.
-
-    ``last_seen`` holds times as the driver takes them (:func:`crm.db.datetime_encoder`).
-    """
-    if not delta:
-        return
-    if session.get_bind().dialect.name == "sqlite":
-        driver = await sqlite_driver(session)
-        assert driver is not None
-        # Past their cap, most of a chatty batch earns nothing: those fans only move last-seen,
-        # which leaves the score index alone. The statements share one trip.
-        scored = [(d, last_seen[fid], fid) for fid, d in delta.items() if d]
-        seen = [(last_seen[fid], fid) for fid, d in delta.items() if not d]
-        as_json = interaction_sink.JSON_INSERT
-        await asyncio.gather(*(
-            driver.execute(sql, (orjson.dumps(rows).decode(),)) if as_json else driver.executemany(sql, rows)
-            for sql, rows in zip(_JSON_DELTAS if as_json else _MANY_DELTAS, (scored, seen), strict=True) if rows))
-        return
-    await session.execute(
-        update(fans_t)
-        .where(fans_t.c.id == bindparam("fid"))
-        .values(
-            score_base=fans_t.c.score_base + bindparam("delta"),
-            last_seen_at=case((fans_t.c.last_seen_at < bindparam("seen"), bindparam("seen")),
-                              else_=fans_t.c.last_seen_at),
-        ),
-        [{"fid": fid, "delta": d, "seen": last_seen[fid]} for fid, d in delta.items()],
-    )
-
-
 def _summariser(settings: CrmSettings) -> Callable[[str], str | None]:
     """Stored text: whitespace collapsed, cut to ``summary_chars``; nothing when text is not stored."""
     limit = settings.summary_chars
@@ -391,15 +340,6 @@ async def _awarded(session: AsyncSession, batch_kinds: set[str], span: dict[Key,
             out.extend(((platform, ext), row_id, kind, posix_time(at), points)
                        for ext, row_id, kind, at, points in rows)
     return out
-
-
-def _later_minute(new: object, stored: object) -> bool:
-    """Whether a fan's last-seen time must move to ``new``: on SQLite, whose times are text, only
-    to a later minute (as the update itself checks), so a fan writing all through a burst is not
-    rewritten with every group; elsewhere the update decides."""
-    if isinstance(new, str) and isinstance(stored, str):
-        return new[:16] > stored[:16]
-    return True
 
 
 def _midnight(at: datetime) -> datetime:

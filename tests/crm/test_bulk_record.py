@@ -118,7 +118,7 @@ async def test_a_failed_first_import_keeps_the_index_and_stores_nothing(sessions
     async def fail(*_args: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest, "_apply_deltas", fail)
+    monkeypatch.setattr(ingest, "apply_deltas", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         async with sessions.begin() as s:
             await record_many(s, history("line", now), settings, now)

@@ -7,16 +7,18 @@ this writes them in one or two statements however many fans a batch touched.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import orjson
 from sqlalchemy import bindparam, case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import interaction_sink
 from crm.db import sqlite_driver
 from crm.models import Fan, table
 
 fans_t = table(Fan)
+#: ``->>`` arrived in SQLite 3.38; older libraries take the ``executemany`` form.
+JSON_ARROWS = sqlite3.sqlite_version_info >= (3, 38)
 
 
 # Rows are (delta, last seen, fan id) and (last seen, fan id). Last-seen is kept to the minute: a
@@ -51,7 +53,7 @@ async def apply_deltas(session: AsyncSession, delta: dict[int, float], last_seen
         # which leaves the score index alone. The statements share one trip.
         scored = [(d, last_seen[fid], fid) for fid, d in delta.items() if d]
         seen = [(last_seen[fid], fid) for fid, d in delta.items() if not d]
-        as_json = interaction_sink.JSON_INSERT
+        as_json = JSON_ARROWS
         await asyncio.gather(*(
             driver.execute(sql, (orjson.dumps(rows).decode(),)) if as_json else driver.executemany(sql, rows)
             for sql, rows in zip(_JSON_DELTAS if as_json else _MANY_DELTAS, (scored, seen), strict=True) if rows))

@@ -36,8 +36,6 @@ ROW_COLUMNS = ("fan_id", "platform", "kind", "occurred_at", "points", "amount_ce
 UNIQUE_KEY = ("platform", "source_event_id")
 #: A slice of rows as parallel lists, one per ``ROW_COLUMNS`` entry (a list of 10^5 tuples costs more to build).
 Columns = tuple[list[Any], ...]
-#: ``->>`` arrived in SQLite 3.38 (:func:`crm.ingest.record_many` updates fans through JSON with it).
-JSON_INSERT = sqlite3.sqlite_version_info >= (3, 38)
 
 _interactions = table(Interaction)
 _ALL_COLUMNS = (*ROW_COLUMNS[:4], "recorded_at", *ROW_COLUMNS[4:])

@@ -77,7 +77,7 @@ class Profiles:
             await self._refresh_all(sorted(users))
         except WriterClosed:
             log.debug("LINE: %d profile refreshes dropped at shutdown", len(users))
-        except Exception as exc:  # names are cosmetic: the next event asks again after the interval
+        except Exception as exc:  # names are cosmetic: whoever was not stored is asked for again on their next event
             log.warning("LINE: refreshing %d profiles failed: %s", len(users), brief(exc))
         finally:
             self._busy = set()

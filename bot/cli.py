@@ -16,7 +16,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from bot import render_cli
 from bot.app import open_crm
@@ -115,9 +123,11 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+def _progress(count: ProgressColumn | None = None) -> Progress:
+    """A bar on stderr while a long command works (only on a terminal); ``count`` shows how far
+    (default: done/total items)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), count or MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
 
 
 @app.command()
@@ -182,8 +192,12 @@ async def fan(
 @command
 async def import_(file: Annotated[Path, typer.Argument(help="CSV or JSONL file (see README: Import format).")]) -> None:
     """Import interactions and purchases. A bad row rejects the whole file (exit 2)."""
-    rows = read_file(file)
-    async with open_crm(_config()) as crm:
+    config = _config()
+    with _progress(DownloadColumn()) as bar:  # reading a large file takes seconds of its own
+        reading = bar.add_task(t("cli.reading", config.creator.locale),
+                               total=file.stat().st_size if file.is_file() else None)
+        rows = read_file(file, progress=lambda done: bar.update(reading, completed=done))
+    async with open_crm(config) as crm:
         with _progress() as bar:
             task = bar.add_task(t("cli.importing", crm.settings.locale), total=len(rows))
             async with crm.sessions.begin() as session:

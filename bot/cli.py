@@ -7,6 +7,7 @@ import csv
 import functools
 import json
 import logging
+import operator
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -230,14 +231,16 @@ async def export(
                     sink.write("\n")
                     count = len(docs)
                 else:
-                    writer = csv.DictWriter(sink, fieldnames=EXPORT_COLUMNS) if fmt == "csv" else None
+                    writer = csv.writer(sink) if fmt == "csv" else None
                     if writer:
-                        writer.writeheader()
+                        writer.writerow(EXPORT_COLUMNS)
+                    in_order = operator.itemgetter(*EXPORT_COLUMNS)
+                    as_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would build one per row
                     async for row in export_rows(session):
                         if writer:
-                            writer.writerow(row)
+                            writer.writerow(in_order(row))
                         else:
-                            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                            sink.write(as_json(row) + "\n")
                         count += 1
         finally:
             if out_path:

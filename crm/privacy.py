@@ -21,6 +21,7 @@ from crm.models import (
     LinkCode,
     Note,
     TierChange,
+    table,
 )
 from crm.profiles import amount_of
 from crm.settings import CrmSettings
@@ -111,24 +112,27 @@ async def export_rows(session: AsyncSession, fan_id: int | None = None,
     ``fan`` groups the rows of one fan across platforms so that a re-import keeps merged fans
     merged; the identity's display name is the one stored for it.
     """
+    ic, dc = table(Interaction).c, table(Identity).c  # Core columns: no ORM loading per row
     stmt = (
-        select(Interaction.fan_id, Interaction.platform, Identity.external_id, Identity.display_name,
-               Interaction.kind, Interaction.occurred_at, Interaction.amount_cents, Interaction.currency,
-               Interaction.source_event_id, Interaction.summary)
-        .join(Identity, (Identity.fan_id == Interaction.fan_id) & (Identity.platform == Interaction.platform))
-        .order_by(Interaction.occurred_at, Interaction.id)
+        select(ic.fan_id, ic.platform, dc.external_id, dc.display_name, ic.kind, ic.occurred_at, ic.amount_cents,
+               ic.currency, ic.source_event_id, ic.summary)
+        .join_from(table(Interaction), table(Identity), (dc.fan_id == ic.fan_id) & (dc.platform == ic.platform))
+        .order_by(ic.occurred_at, ic.id)
     )
     if fan_id is not None:
-        stmt = stmt.where(Interaction.fan_id == fan_id)
+        stmt = stmt.where(ic.fan_id == fan_id)
     result = await session.stream(stmt.execution_options(yield_per=batch))
     seen: set[tuple[str, str]] = set()
-    async for fid, platform, external_id, display, kind, at, cents, currency, eid, text in result:
-        if (platform, eid) in seen:  # a fan with two identities on one platform: export once
-            continue
-        seen.add((platform, eid))
-        yield {
-            "fan": f"fan-{fid}", "platform": platform, "external_id": external_id,
-            "display_name": display or "", "kind": kind, "occurred_at": at.isoformat(),
-            "amount": "" if cents is None else str(amount_of(cents)), "currency": currency or "",
-            "event_id": eid, "text": text or "",
-        }
+    # A batch of rows per trip into the driver: fetched one at a time, every row was a greenlet
+    # switch, more than half of exporting 200k rows.
+    async for rows in result.partitions(batch):
+        for fid, platform, external_id, display, kind, at, cents, currency, eid, text in rows:
+            if (platform, eid) in seen:  # a fan with two identities on one platform: export once
+                continue
+            seen.add((platform, eid))
+            yield {
+                "fan": f"fan-{fid}", "platform": platform, "external_id": external_id,
+                "display_name": display or "", "kind": kind, "occurred_at": at.isoformat(),
+                "amount": "" if cents is None else str(amount_of(cents)), "currency": currency or "",
+                "event_id": eid, "text": text or "",
+            }

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -226,9 +227,7 @@ async def export(
                 if fmt == "json":
                     everyone = await ranked_fans(session, crm.settings, utcnow())
                     docs = await fan_documents(session, everyone, crm.settings, utcnow(), interactions=10**9)
-                    json.dump({"exported_at": utcnow().isoformat(), "fans": docs}, sink, ensure_ascii=False,
-                              indent=2)
-                    sink.write("\n")
+                    _write_json_export(sink, utcnow().isoformat(), docs)
                     count = len(docs)
                 else:
                     writer = csv.writer(sink) if fmt == "csv" else None
@@ -247,6 +246,20 @@ async def export(
                 sink.close()
     if out_path:
         out.print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
+
+
+def _write_json_export(sink: TextIO, exported_at: str, docs: list[dict[str, Any]]) -> None:
+    """``{"exported_at": …, "fans": [docs]}``, indented by two, written a fan at a time.
+
+    orjson: the standard encoder runs in pure Python once it indents (10 s of a 200k-interaction
+    export); one fan at a time: the whole document at once would hold the file's size twice more.
+    """
+    sink.write("{\n  " + orjson.dumps("exported_at").decode() + ": " + orjson.dumps(exported_at).decode()
+               + ',\n  "fans": [')
+    for n, doc in enumerate(docs):
+        text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+        sink.write(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
+    sink.write("\n  ]\n}\n" if docs else "]\n}\n")
 
 
 @app.command()

@@ -138,8 +138,14 @@ def test_export_json_has_full_records(cli, tmp_path):
     cli("import", str(EXAMPLE))
     out = tmp_path / "all.json"
     cli("export", "--format", "json", "--out", str(out))
-    data = json.loads(out.read_text(encoding="utf-8"))
+    text = out.read_text(encoding="utf-8")
+    data = json.loads(text)
     assert len(data["fans"]) == 5 and sum(len(f["interactions"]) for f in data["fans"]) == 9
+    # written a fan at a time, it reads as one document indented by two, CJK as it is
+    assert text == json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    empty = tmp_path / "none.json"
+    cli("export", "--format", "json", "--out", str(empty), db="empty.db")
+    assert json.loads(empty.read_text(encoding="utf-8"))["fans"] == []
 
 
 def test_config_errors_are_reported_one_per_line(tmp_path, monkeypatch):

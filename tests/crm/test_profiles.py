@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from crm.ingest import record_many
@@ -12,7 +13,10 @@ from crm.models import Fan
 from crm.profiles import CHUNK, fan_documents
 
 
-async def test_each_fan_gets_its_own_newest_interactions_newest_first(sessions, settings, now, monkeypatch):
+@pytest.mark.parametrize("few_fans", [0, 10], ids=["ranked in chunks", "a query per fan"])
+async def test_each_fan_gets_its_own_newest_interactions_newest_first(sessions, settings, now, monkeypatch,
+                                                                      few_fans):
+    monkeypatch.setattr("crm.profiles.FEW_FANS", few_fans)
     monkeypatch.setattr("crm.profiles.CHUNK", 2)  # several fans per query, and more than one query
     assert CHUNK > 2
     start = now - timedelta(days=10)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import functools
 import json
 import logging
-import operator
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import orjson
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -31,6 +28,7 @@ from rich.progress import (
 from bot import render_cli
 from bot.app import open_crm
 from bot.config import Config, ConfigError, load_config, require_secrets
+from bot.exporter import FORMATS, write_export
 from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
@@ -39,7 +37,7 @@ from crm.db import migrate as run_migrations
 from crm.errors import CrmError
 from crm.identity import find_fan
 from crm.merge import merge_fans
-from crm.privacy import EXPORT_COLUMNS, export_rows, forget_fan
+from crm.privacy import forget_fan
 from crm.profiles import fan_documents, ranked_fans
 from crm.rescore import rescore as rescore_all
 from crm.stats import community_stats
@@ -216,50 +214,19 @@ async def export(
     out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Export everything stored: interactions (csv/jsonl, re-importable) or full fan records (json)."""
-    if fmt not in ("csv", "jsonl", "json"):
+    if fmt not in FORMATS:
         raise CrmError(f"--format must be csv, jsonl or json, not {fmt!r}", code="cli.bad_format", format=fmt)
     async with open_crm(_config()) as crm:
         sink = out_path.open("w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") \
             if out_path else sys.stdout
-        count = 0
         try:
             async with crm.read() as session:
-                if fmt == "json":
-                    everyone = await ranked_fans(session, crm.settings, utcnow())
-                    docs = await fan_documents(session, everyone, crm.settings, utcnow(), interactions=10**9)
-                    _write_json_export(sink, utcnow().isoformat(), docs)
-                    count = len(docs)
-                else:
-                    writer = csv.writer(sink) if fmt == "csv" else None
-                    if writer:
-                        writer.writerow(EXPORT_COLUMNS)
-                    in_order = operator.itemgetter(*EXPORT_COLUMNS)
-                    as_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would build one per row
-                    async for row in export_rows(session):
-                        if writer:
-                            writer.writerow(in_order(row))
-                        else:
-                            sink.write(as_json(row) + "\n")
-                        count += 1
+                count = await write_export(session, crm.settings, fmt, sink, utcnow())
         finally:
             if out_path:
                 sink.close()
     if out_path:
         out.print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
-
-
-def _write_json_export(sink: TextIO, exported_at: str, docs: list[dict[str, Any]]) -> None:
-    """``{"exported_at": …, "fans": [docs]}``, indented by two, written a fan at a time.
-
-    orjson: the standard encoder runs in pure Python once it indents (10 s of a 200k-interaction
-    export); one fan at a time: the whole document at once would hold the file's size twice more.
-    """
-    sink.write("{\n  " + orjson.dumps("exported_at").decode() + ": " + orjson.dumps(exported_at).decode()
-               + ',\n  "fans": [')
-    for n, doc in enumerate(docs):
-        text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-        sink.write(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
-    sink.write("\n  ]\n}\n" if docs else "]\n}\n")
 
 
 @app.command()

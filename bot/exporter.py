@@ -10,7 +10,7 @@ import csv
 import json
 import operator
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,15 +20,14 @@ from crm.profiles import fan_documents, ranked_fans
 from crm.settings import CrmSettings
 
 FORMATS = ("csv", "jsonl", "json")
+#: Fans whose full records (``json``) are built and written at a time.
+FANS_PER_CHUNK = 500
 
 
 async def write_export(session: AsyncSession, settings: CrmSettings, fmt: str, sink: TextIO, now: datetime) -> int:
     """Write the export in ``fmt`` to ``sink``; returns how many interactions (csv, jsonl) or fans (json)."""
     if fmt == "json":
-        docs = await fan_documents(session, await ranked_fans(session, settings, now), settings, now,
-                                   interactions=10**9)
-        _write_fans(sink, now.isoformat(), docs)
-        return len(docs)
+        return await _write_fans(session, settings, sink, now)
     writer = csv.writer(sink) if fmt == "csv" else None
     if writer:
         writer.writerow(EXPORT_COLUMNS)
@@ -44,15 +43,20 @@ async def write_export(session: AsyncSession, settings: CrmSettings, fmt: str, s
     return count
 
 
-def _write_fans(sink: TextIO, exported_at: str, docs: list[dict[str, Any]]) -> None:
-    """``{"exported_at": …, "fans": [docs]}``, indented by two, written a fan at a time.
+async def _write_fans(session: AsyncSession, settings: CrmSettings, sink: TextIO, now: datetime) -> int:
+    """``{"exported_at": …, "fans": [every fan's record]}``, indented by two, best fans first.
 
-    orjson: the standard encoder runs in pure Python once it indents (10 s of a 200k-interaction
-    export); one fan at a time: the whole document at once would hold the file's size twice more.
+    Records are built and written ``FANS_PER_CHUNK`` fans at a time, so memory stays bounded
+    however much history there is (all at once, 200k interactions took 416 MB). orjson: the
+    standard encoder runs in pure Python once it indents (10 s of a 200k-interaction export).
     """
-    sink.write("{\n  " + orjson.dumps("exported_at").decode() + ": " + orjson.dumps(exported_at).decode()
+    fans = await ranked_fans(session, settings, now)
+    sink.write("{\n  " + orjson.dumps("exported_at").decode() + ": " + orjson.dumps(now.isoformat()).decode()
                + ',\n  "fans": [')
-    for n, doc in enumerate(docs):
-        text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-        sink.write(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
-    sink.write("\n  ]\n}\n" if docs else "]\n}\n")
+    for start in range(0, len(fans), FANS_PER_CHUNK):
+        docs = await fan_documents(session, fans[start : start + FANS_PER_CHUNK], settings, now, interactions=10**9)
+        for n, doc in enumerate(docs, start=start):
+            text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+            sink.write(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
+    sink.write("\n  ]\n}\n" if fans else "]\n}\n")
+    return len(fans)

@@ -134,7 +134,7 @@ def test_merge_then_export_keeps_people_merged(cli, tmp_path):
     assert {i["platform"] for i in fan["identities"]} == {"line", "discord"}
 
 
-def test_export_json_has_full_records(cli, tmp_path):
+def test_export_json_has_full_records(cli, tmp_path, monkeypatch):
     cli("import", str(EXAMPLE))
     out = tmp_path / "all.json"
     cli("export", "--format", "json", "--out", str(out))
@@ -143,6 +143,14 @@ def test_export_json_has_full_records(cli, tmp_path):
     assert len(data["fans"]) == 5 and sum(len(f["interactions"]) for f in data["fans"]) == 9
     # written a fan at a time, it reads as one document indented by two, CJK as it is
     assert text == json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    # built and written a few fans at a time: the same document, best fans first
+    monkeypatch.setattr("bot.exporter.FANS_PER_CHUNK", 2)
+    chunked = tmp_path / "chunked.json"
+    cli("export", "--format", "json", "--out", str(chunked))
+    again = json.loads(chunked.read_text(encoding="utf-8"))
+    assert [f["id"] for f in again["fans"]] == [f["id"] for f in data["fans"]]
+    assert [f["interactions"] for f in again["fans"]] == [f["interactions"] for f in data["fans"]]
+    assert [f["score"] for f in again["fans"]] == sorted((f["score"] for f in again["fans"]), reverse=True)
     empty = tmp_path / "none.json"
     cli("export", "--format", "json", "--out", str(empty), db="empty.db")
     assert json.loads(empty.read_text(encoding="utf-8"))["fans"] == []

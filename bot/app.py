@@ -135,7 +135,7 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
         extra_jobs["reconcile_roles"] = discord.reconcile_roles
     from bot.jobs import build_scheduler
 
-    scheduler = build_scheduler(crm, extra=extra_jobs)
+    scheduler = build_scheduler(crm, extra=extra_jobs, writer=writer)
     scheduler.start()
     stack.callback(scheduler.shutdown, wait=False)
     settle_heap()

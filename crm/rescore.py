@@ -76,6 +76,10 @@ async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
 
 async def refresh_tiers(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[TierMove]:
     """The periodic job: decay moves fans down while nothing happens; rebase the epoch if due."""
-    state = await score_state(session, settings.scoring)
-    await rebase_if_needed(session, state, now)
+    await rebase_epoch(session, settings, now)
     return await reevaluate(session, settings, now, reason="decay")
+
+
+async def rebase_epoch(session: AsyncSession, settings: CrmSettings, now: datetime) -> bool:
+    """Move the score epoch to ``now`` when terms approach float overflow (see :func:`rebase_if_needed`)."""
+    return await rebase_if_needed(session, await score_state(session, settings.scoring), now)

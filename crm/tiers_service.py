@@ -40,28 +40,28 @@ async def reevaluate(
     With ``fan_ids=None`` every fan that could move is checked (the periodic decay job): those
     above the lowest tier, and those whose score reaches the first threshold.
     """
-    state, divisor = await current_scores(session, settings.scoring, now)
+    _, divisor = await current_scores(session, settings.scoring, now)
+    ids = sorted(set(fan_ids)) if fan_ids is not None else await decay_candidates(session, settings, now)
     stmt = select(Fan.id, Fan.tier, Fan.tier_pinned, Fan.score_base)
-    batches: list[list[tuple[int, str, str | None, float]]] = []
-    if fan_ids is None:
-        rules = settings.tiers
-        floor = base_for_score(rules.tiers[1].threshold * rules.demote_fraction, now, state.epoch,
-                               state.half_life_days) if len(rules.tiers) > 1 else float("inf")
-        cond = or_(Fan.tier != rules.lowest, Fan.score_base >= floor, Fan.tier_pinned.is_not(None))
-        batches.append([(int(a), b, c, float(d)) for a, b, c, d in await session.execute(stmt.where(cond))])
-    else:
-        ids = sorted(set(fan_ids))
-        for start in range(0, len(ids), CHUNK):
-            result = await session.execute(stmt.where(Fan.id.in_(ids[start : start + CHUNK])))
-            batches.append([(int(a), b, c, float(d)) for a, b, c, d in result])
     moves: list[TierMove] = []
-    for rows in batches:
-        for fan_id, tier, pinned, score_base in rows:
-            target = settings.tiers.evaluate(tier, score_base / divisor, pinned)
+    for start in range(0, len(ids), CHUNK):
+        for fan_id, tier, pinned, score_base in await session.execute(stmt.where(Fan.id.in_(ids[start : start + CHUNK]))):
+            target = settings.tiers.evaluate(tier, float(score_base) / divisor, pinned)
             if target != tier:
                 moves.append(TierMove(int(fan_id), tier, target, reason))
     await apply_moves(session, moves, now, actor=None)
     return moves
+
+
+async def decay_candidates(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[int]:
+    """Fans whose tier the score could change today, in id order: those above the lowest tier,
+    those pinned, and those whose score reaches the first threshold (the rest stay 路人)."""
+    state, _ = await current_scores(session, settings.scoring, now)
+    rules = settings.tiers
+    floor = base_for_score(rules.tiers[1].threshold * rules.demote_fraction, now, state.epoch,
+                           state.half_life_days) if len(rules.tiers) > 1 else float("inf")
+    cond = or_(Fan.tier != rules.lowest, Fan.score_base >= floor, Fan.tier_pinned.is_not(None))
+    return [int(fan_id) for (fan_id,) in await session.execute(select(Fan.id).where(cond).order_by(Fan.id))]
 
 
 async def apply_moves(session: AsyncSession, moves: Sequence[TierMove], now: datetime, actor: str | None) -> None:

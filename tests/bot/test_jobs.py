@@ -8,6 +8,7 @@ from decimal import Decimal
 from bot.app import Crm
 from bot.config import Config
 from bot.jobs import build_scheduler, refresh_tiers_job
+from bot.writer import GroupWriter
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
 from crm.models import Fan
@@ -29,3 +30,28 @@ async def test_refresh_job_demotes_after_months_of_silence(engine, sessions, set
 def test_scheduler_has_the_tier_job(engine, sessions, settings):
     scheduler = build_scheduler(Crm(Config(), engine, sessions, settings))
     assert [job.id for job in scheduler.get_jobs()] == ["refresh_tiers"]
+
+
+async def test_with_the_app_writer_the_refresh_queues_with_webhook_writes_in_chunks(engine, sessions, settings, now,
+                                                                                    monkeypatch):
+    crm = Crm(Config(), engine, sessions, settings)
+    async with sessions.begin() as s:
+        r = await record_many(s, [InteractionIn("line", f"U{k}", "purchase", now - timedelta(days=n), f"q{k}-{n}",
+                                                f"阿明{k}", amount=Decimal(2000), currency="TWD")
+                                  for k in range(3) for n in range(5)], settings, now)
+    writer = GroupWriter(sessions, settings)
+    await writer.start()
+    monkeypatch.setattr("bot.jobs.REFRESH_CHUNK", 2)
+
+    def own_transaction(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the job took SQLite's write lock beside the writer")
+
+    monkeypatch.setattr(sessions, "begin", own_transaction)
+    try:
+        assert await refresh_tiers_job(crm, clock=lambda: now + timedelta(days=240), writer=writer) == 3
+    finally:
+        await writer.close()
+    assert writer.ops == 1 + 2  # the score epoch, then three fans two at a time
+    async with sessions() as s:
+        tiers = {(await s.get(Fan, fan_id)).tier for fan_id in set(r.fan_ids)}  # type: ignore[union-attr]
+    assert tiers == {"fan"}

@@ -143,7 +143,7 @@ async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime 
     guild, roles, config, rules = context
     after = 0
     while True:
-        async with crm.sessions.begin() as session:
+        async with crm.read() as session:  # a snapshot: never waits for, or holds up, the writer
             changes = await role_outbox.pending_changes(session, after=after, limit=CHUNK)
             if not changes:
                 break
@@ -176,7 +176,7 @@ async def reconcile_roles(client: discord.Client, crm: Crm, *, now: datetime | N
         await guild.chunk()
     members = [m for m in guild.members if not m.bot]
     tiers: dict[str, str] = {}
-    async with crm.sessions.begin() as session:
+    async with crm.read() as session:  # one snapshot: the tiers as of change ``high``
         high = await role_outbox.latest_change_id(session)
         rows = await role_outbox.platform_tiers(session, PLATFORM, external_ids=[str(m.id) for m in members])
         tiers.update({eid: tier for _, eid, tier in rows})

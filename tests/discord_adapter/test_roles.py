@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 
 import pytest
 from sqlalchemy import select, update
@@ -88,6 +90,29 @@ async def test_reconcile_repairs_drift_after_downtime_and_is_idempotent(emu: Dis
         again = await handle.reconcile_roles()
         assert (again.added, again.removed) == (0, 0)
         assert not [r for r in emu.requests[before:] if "/roles/" in r.path]
+
+
+async def test_role_sync_reads_a_snapshot_while_another_writer_holds_the_lock(emu: DiscordEmulator, crm: Crm) -> None:
+    """Reading which roles to give takes no write lock: with SQLite's lock held elsewhere (the
+    group writer in a commit, a CLI import) the roles still change; only marking them waits."""
+    if crm.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    await _pin(crm, FAN, "fan")
+    await _pin(crm, FAN2, "superfan")
+    async with running(crm) as handle:
+        holder = sqlite3.connect(crm.engine.url.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            reconciling = asyncio.create_task(handle.reconcile_roles())
+            await eventually(lambda: _roles_are(emu, FAN2, [SUPERFAN_ROLE]))
+            assert emu.member_roles(GUILD, FAN) == [FAN_TIER_ROLE]
+            assert not reconciling.done()  # marking the changes synced does wait for the lock
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        report = await asyncio.wait_for(reconciling, 10)
+    assert report.added == 2 and report.marked == 2
+    assert await _none(crm)
 
 
 async def _cache_caught_up(bot: SuperfanBot) -> bool:

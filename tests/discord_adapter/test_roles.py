@@ -94,7 +94,8 @@ async def test_reconcile_repairs_drift_after_downtime_and_is_idempotent(emu: Dis
 
 async def test_role_sync_reads_a_snapshot_while_another_writer_holds_the_lock(emu: DiscordEmulator, crm: Crm) -> None:
     """Reading which roles to give takes no write lock: with SQLite's lock held elsewhere (the
-    group writer in a commit, a CLI import) the roles still change; only marking them waits."""
+    group writer in a commit, a CLI import) the roles still change (through the reconcile or the
+    outbox drain the bot runs at start, both reads); only marking them synced waits."""
     if crm.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's write lock")
     await _pin(crm, FAN, "fan")
@@ -110,9 +111,9 @@ async def test_role_sync_reads_a_snapshot_while_another_writer_holds_the_lock(em
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        report = await asyncio.wait_for(reconciling, 10)
-    assert report.added == 2 and report.marked == 2
-    assert await _none(crm)
+        await asyncio.wait_for(reconciling, 10)
+        # marked by the reconcile or by the drain the bot ran at start, whichever got the lock first
+        await eventually(lambda: _none(crm))
 
 
 async def _cache_caught_up(bot: SuperfanBot) -> bool:

@@ -261,7 +261,13 @@ def breakdown(
 
 
 async def current_scores(session: AsyncSession, rules: ScoringRules, now: datetime) -> tuple[ScoreState, float]:
-    """The epoch row and the divisor that turns a score_base into today's score."""
-    state = await score_state(session, rules)
+    """The epoch row and the divisor that turns a score_base into today's score.
+
+    Only reads, so that fan cards and lists can use read-only sessions: before the first score
+    is stored (the writer creates the row) it is the row as it will be created.
+    """
+    state = await session.get(ScoreState, 1)
+    if state is None:
+        state = ScoreState(id=1, epoch=DEFAULT_EPOCH, half_life_days=rules.half_life_days)  # not added
     return state, math.pow(2.0, exponent(now, state.epoch, state.half_life_days))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -151,9 +151,7 @@ class SuperfanBot(commands.Bot):
         gateway reconnect) is retried once: the retry sees the other transaction's row and reports
         a duplicate instead of failing. Shutdown waits for units in flight (:meth:`idle`).
         """
-        self._in_flight += 1
-        self._idle.clear()
-        try:
+        with self._unit():
             try:
                 async with self.crm.sessions.begin() as session:
                     return await work(session)
@@ -161,6 +159,21 @@ class SuperfanBot(commands.Bot):
                 log.debug("unique-constraint race; retrying the unit of work once")
                 async with self.crm.sessions.begin() as session:
                     return await work(session)
+
+    async def read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run read-only ``work`` (a fan card, stats) on a snapshot: on SQLite a write transaction
+        would take the write lock, waiting for the group writer and then holding it up."""
+        with self._unit():
+            async with self.crm.read() as session:
+                return await work(session)
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[None]:
+        """Count a unit of work in flight; shutdown waits for them (:meth:`idle`)."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

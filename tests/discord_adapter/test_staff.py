@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -80,6 +81,30 @@ async def _line_fan(crm: Crm, name: str, uid: str) -> None:
     async with crm.sessions.begin() as session:
         await record_many(session, [InteractionIn("line", uid, "message", utcnow(), f"line-{uid}", name, text="hi")],
                           crm.settings, utcnow())
+
+
+async def test_looking_a_fan_up_never_waits_for_the_write_lock(emu: DiscordEmulator, bot: SuperfanBot, crm: Crm) -> None:
+    """Cards, stats and a fan's own data are read from a snapshot: with SQLite's write lock held
+    elsewhere (the group writer committing a burst, a CLI import) they still answer at once."""
+    if crm.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    await emu.message_create(GENERAL, FAN, "新歌超好聽")
+    await eventually(lambda: _n(crm, FAN, 1))
+    holder = sqlite3.connect(crm.engine.url.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        card = await emu.invoke_slash("fan", user_id=STAFF, channel_id=GENERAL, options={"member": FAN},
+                                      locale="en-US")
+        stats = await emu.invoke_slash("stats", user_id=STAFF, channel_id=GENERAL, locale="en-US")
+        mine = await emu.invoke_slash("me", user_id=FAN, channel_id=GENERAL, locale="en-US")
+        replies = [await reply_of(i) for i in (card, stats, mine)]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(i.responded_after < 1.0 for i in (card, stats, mine))
+    assert "新歌超好聽" in embed_text(replies[0]) and "Passer-by" in embed_text(replies[0])
+    assert "Community figures" in embed_text(replies[1]) and "1 fans in all" in embed_text(replies[1])
+    assert "新歌超好聽" in embed_text(replies[2])
 
 
 async def test_fan_card_has_everything_staff_need_within_three_seconds(

@@ -59,7 +59,7 @@ class FanCard(StaffCog):
             return (await fan_documents(session, [fan], self.bot.settings, self.bot.now(), interactions=RECENT))[0]
 
         async def build() -> Reply:
-            doc = await self.bot.transact(work)
+            doc = await self.bot.read(work)
             if doc is None:
                 assert member is not None
                 return Reply(content=t("discord.fan.no_record", locale, member=member.mention))

@@ -65,7 +65,7 @@ class Preferences(commands.Cog):
             return [] if fan is None else await topics(session, fan.id, sources=PREFERENCE_SOURCES)
 
         async def build() -> Reply:
-            found = await self.bot.transact(work)
+            found = await self.bot.read(work)
             return Reply(content=topics_text(t("discord.prefs.title", locale), found, locale)
                          + "\n" + t("discord.prefs.hint", locale))
 

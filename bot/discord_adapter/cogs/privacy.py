@@ -82,7 +82,7 @@ class Privacy(commands.Cog):
             return (await fan_documents(session, [fan], self.bot.settings, self.bot.now(), interactions=10))[0]
 
         async def build() -> Reply:
-            doc = await self.bot.transact(work)
+            doc = await self.bot.read(work)
             if doc is None:
                 return Reply(content=t("discord.me.nothing", locale))
             return Reply(content=t("discord.me.intro", locale),

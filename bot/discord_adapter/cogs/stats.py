@@ -30,7 +30,7 @@ class Stats(StaffCog):
             return await community_stats(session, self.bot.settings, self.bot.now(), top=TOP)
 
         async def build() -> Reply:
-            figures = await self.bot.transact(work)
+            figures = await self.bot.read(work)
             return Reply(embed=stats_embed(figures, locale, self.bot.settings.tiers))
 
         await answer(interaction, build)

@@ -109,7 +109,7 @@ class GroupWriter:
         self._checkpoints = False  # the held connection leaves WAL checkpoints to us (SQLite)
         self._checkpointing: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
-        self.groups = 0
+        self.groups = 0  # transactions run: one per group, one per op when committing them one by one
         self.ops = 0
         #: Called after a commit in which some fan changed tier (e.g. Discord's role sync).
         self.on_tier_moves: list[Callable[[], None]] = []
@@ -175,12 +175,12 @@ class GroupWriter:
                         _fail(work, exc)
 
     async def _commit(self, group: list[_Work]) -> None:
-        self.groups += 1
         self.ops += sum(len(w.ops) for w in group)
         if self._naive:
             await self._one_by_one(group)
             return
         ops = [op for work in group for op in work.ops]
+        self.groups += 1
         session = self._sessions(bind=await self._connection())
         try:
             async with session.begin():
@@ -299,6 +299,7 @@ class GroupWriter:
             outcomes: list[Outcome] = []
             failure: BaseException | None = None
             for op in work.ops:
+                self.groups += 1
                 try:
                     async with self._sessions.begin() as session:
                         (outcome,) = await self._apply(session, [op], self._clock())

@@ -1,6 +1,6 @@
 """Bulk import speed: ``record_many`` against raw stdlib sqlite3 ``executemany`` of the same rows.
 
-    python -m benchmarks.bench_import [--rows 200000] [--fans 10000] [--repeat 3]
+    python -m benchmarks.bench_import [--rows 200000] [--fans 10000] [--repeat 5]
 
 Target (issue #2): record_many ≥ 0.25 × raw (raw ≈ 430k rows/s on a 2-core machine).
 """
@@ -85,13 +85,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--fans", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=0, help="rows per record_many call (0: one call, as import)")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=5,
                         help="rounds of raw then superfan, each on fresh files; medians are compared")
     args = parser.parse_args()
     items = synth(args.rows, args.fans)
     raws, ours = [], []
     # Alternating rounds: on a shared VM one raw run can be 2x another a minute later, and
-    # a single pair would compare two different machines.
+    # a single pair would compare two different machines. Five, not three: the identical raw insert
+    # took 1.0 to 1.7 s of CPU within one minute here, and raw's 1.5-s run samples that noise more
+    # than superfan's 5-s run does, so with three rounds two fast raw runs decided the median.
     for n in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             raws.append(raw_sqlite(items, Path(tmp) / f"raw{n}.db"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import datetime_encoder, fetch_rows, insert_rows, next_ids
@@ -46,18 +46,29 @@ class FanRef(NamedTuple):
     last_seen: Any = None
 
 
+class RowQueue(Protocol):
+    """Where new fans' rows may be queued instead of inserted at once
+    (:meth:`crm.interaction_sink.InteractionSink.queue_rows`)."""
+
+    async def queue_rows(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> bool: ...
+
+
 async def resolve_identities(
     session: AsyncSession,
     names: dict[Key, str | None],
     span: dict[Key, tuple[datetime, datetime]],
     settings: CrmSettings,
     now: datetime,
+    *,
+    queue: RowQueue | None = None,
 ) -> dict[Key, FanRef]:
     """Map every (platform, external_id) to its fan, creating fans on first sight.
 
     ``names`` carries the newest display name seen per identity (kept fresh on the identity and,
     when the fan's name came from it, on the fan). ``span`` gives first/last-seen times for new fans.
     Safe against a concurrent writer creating the same identity: the loser's fan is discarded.
+    With ``queue`` the new fans may be inserted after this returns (before anything the caller
+    queues later): a first import's 10^4 new fans then go in while its rows are worked out.
     """
     keys = list(names)
     found = await _lookup(session, keys)
@@ -74,10 +85,11 @@ async def resolve_identities(
         if ids is not None:
             # SQLite under BEGIN IMMEDIATE: this transaction is the only writer, so the ids are
             # ours and no other writer can create these identities first.
-            await insert_rows(session, table(Fan), ("id", *FAN_COLUMNS),
-                              [(fan_id, *row) for fan_id, row in zip(ids, fan_rows, strict=True)])
-            await insert_rows(session, table(Identity), IDENTITY_COLUMNS,
-                              [(fan_id, *row) for fan_id, row in zip(ids, id_rows, strict=True)])
+            inserts = ((table(Fan), ("id", *FAN_COLUMNS), [(i, *row) for i, row in zip(ids, fan_rows, strict=True)]),
+                       (table(Identity), IDENTITY_COLUMNS, [(i, *row) for i, row in zip(ids, id_rows, strict=True)]))
+            for target, columns, rows in inserts:
+                if queue is None or not await queue.queue_rows(target, columns, rows):
+                    await insert_rows(session, target, columns, rows)
             for k, fan_id, display, row in zip(missing, ids, displays, fan_rows, strict=True):
                 found[k] = FanRef(fan_id, False, True, None, names[k], display, lowest, None, 0.0, row[-1])
         else:

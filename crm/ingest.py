@@ -137,25 +137,25 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
     allowance = Allowance(rules)
     # A first import: nothing stored can be a duplicate or count against a cap.
     first = size >= ID_CHUNK and not await fetch_rows(session, _ANY_INTERACTION)
-    seen: set[tuple[str, str]]
-    if first:
-        seen, fans = set(), await resolve_identities(session, names, span, settings, now)
-    else:
-        seen, fans = await _look_up(session, clean, event_ids, names, span, allowance, settings, now)
-    refs = list(map([fans[key] for key in identities].__getitem__, slots))
-
-    statuses = ["stored"] * size
-    result = BulkResult(statuses, [r.fan_id for r in refs], [0.0] * size, [r.new for r in refs])
-    rows = RowBuilder(clean, stamps, event_ids, refs, result, allowance, term_function(epoch, half_life),
-                      _summariser(settings), enc)
-    # Screening per row is needed only when something can be left out.
-    screen = bool(seen) or any(r.opted_out for r in fans.values()) or len(set(event_ids)) < size
-    if screen:
-        rows.seen = seen
-
-    order.sort(key=result.fan_ids.__getitem__)  # stable: each fan's rows stay in time order
     sink = await InteractionSink.open(session, enc(now), empty_table=first)
     try:
+        seen: set[tuple[str, str]]
+        if first:
+            seen, fans = set(), await resolve_identities(session, names, span, settings, now, queue=sink)
+        else:
+            seen, fans = await _look_up(session, clean, event_ids, names, span, allowance, settings, now, sink)
+        refs = list(map([fans[key] for key in identities].__getitem__, slots))
+
+        statuses = ["stored"] * size
+        result = BulkResult(statuses, [r.fan_id for r in refs], [0.0] * size, [r.new for r in refs])
+        rows = RowBuilder(clean, stamps, event_ids, refs, result, allowance, term_function(epoch, half_life),
+                          _summariser(settings), enc)
+        # Screening per row is needed only when something can be left out.
+        screen = bool(seen) or any(r.opted_out for r in fans.values()) or len(set(event_ids)) < size
+        if screen:
+            rows.seen = seen
+
+        order.sort(key=result.fan_ids.__getitem__)  # stable: each fan's rows stay in time order
         for start in range(0, size, SLICE):
             indexes = order[start : start + SLICE]
             stored, columns, contributions = rows.build(indexes, as_sqlite=sink.sqlite)
@@ -182,7 +182,8 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
 
 async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str],
                    names: dict[Key, str | None], span: dict[Key, tuple[datetime, datetime]], allowance: Allowance,
-                   settings: CrmSettings, now: datetime) -> tuple[set[tuple[str, str]], dict[Key, FanRef]]:
+                   settings: CrmSettings, now: datetime, queue: InteractionSink
+                   ) -> tuple[set[tuple[str, str]], dict[Key, FanRef]]:
     """What a batch needs from the database: which events are stored already, each identity's fan
     (created on first sight), and what those fans already earned today (fed to ``allowance``)."""
     stored = _existing_event_ids(session, [i.platform for i in items], event_ids)
@@ -191,11 +192,11 @@ async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_
         # The three reads share one trip round the event loop: the others wait in aiosqlite's
         # queue, not behind every other task. Elsewhere a session takes one operation at a time.
         stored_soon, earned_soon = asyncio.ensure_future(stored), asyncio.ensure_future(earned)
-        fans = await resolve_identities(session, names, span, settings, now)
+        fans = await resolve_identities(session, names, span, settings, now, queue=queue)
         seen, awarded = await stored_soon, await earned_soon
     else:
         seen, awarded = await stored, await earned
-        fans = await resolve_identities(session, names, span, settings, now)
+        fans = await resolve_identities(session, names, span, settings, now, queue=queue)
     counted: set[int] = set()  # a fan with two identities in the batch comes back twice
     for key, row_id, kind, ts, points in awarded:
         ref = fans[key]

@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateIndex
@@ -49,7 +52,8 @@ _IGNORE_REPEATS = f" ON CONFLICT ({', '.join(UNIQUE_KEY)}) DO NOTHING"
 #: from JSON (1.9 against 1.4 ms per 80 rows), and the writer waits for that insert: the
 #: sqlite3 module's statement cache keeps the few row counts a burst uses compiled.
 VALUES_INSERT = sqlite3.sqlite_version_info >= (3, 32)
-#: Rows per multi-row VALUES statement: 30,000 parameters.
+#: Parameters per multi-row VALUES statement, and interaction rows in one (30,000 parameters).
+VALUES_PARAMS = 30_000
 VALUES_ROWS = 3000
 #: Mostly-NULL columns (by ``ROW_COLUMNS`` position) and what stands for NULL in a VALUES
 #: statement. The sqlite3 module binds None ten times slower than an int (it looks for an
@@ -62,6 +66,12 @@ _NULL_STAND_INS = {ROW_COLUMNS.index("amount_cents"): -1, ROW_COLUMNS.index("cur
 _VALUES_ROW = "(" + ", ".join(
     "?" if _NULL_STAND_INS.get(c) is None else f"nullif(?, {_NULL_STAND_INS[c]})" for c in range(len(ROW_COLUMNS))
 ) + ", ?)"
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_values_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
 
 
 @functools.lru_cache(maxsize=256)
@@ -121,6 +131,25 @@ class InteractionSink:
         at = [self._recorded_at] * count
         full = list(zip(*columns[:4], at, *columns[4:], strict=True))
         return await insert_rows(self._session, _interactions, _ALL_COLUMNS, full, ignore_conflicts_on=UNIQUE_KEY)
+
+    async def queue_rows(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> bool:
+        """Queue plain rows for another table of the batch (new fans and their identities) ahead of
+        the interaction rows that refer to them; False where they cannot be queued (not SQLite, or
+        an SQLite too old for long ``VALUES`` lists): the caller inserts them itself.
+
+        They reach SQLite's thread before this returns and run while the caller goes on (working
+        out the batch's rows); like every queued insert they are waited for by :meth:`close` or
+        :meth:`abandon`.
+        """
+        if self._driver is None or not VALUES_INSERT:
+            return False
+        per = VALUES_PARAMS // len(columns)
+        for start in range(0, len(rows), per):
+            part = rows[start : start + per]
+            sql = _plain_values_sql(table.name, tuple(columns), len(part))
+            self._queued.append(asyncio.ensure_future(self._driver.execute(sql, list(chain.from_iterable(part)))))
+        await asyncio.sleep(0)  # the queued tasks hand their statements to the thread
+        return True
 
     async def abandon(self) -> None:
         """Wait for queued inserts without looking at them: the caller is failing and will roll back.

@@ -127,14 +127,39 @@ async def test_a_failed_first_import_keeps_the_index_and_stores_nothing(sessions
         assert await s.scalar(select(func.count()).select_from(Interaction)) == 0
 
 
+@pytest.mark.parametrize("first_import", [True, False], ids=["first-import", "later-batch"])
+async def test_a_batch_failing_after_its_new_fans_were_queued_leaves_no_fan_behind(
+        sessions, settings, now, monkeypatch, small_first_import, first_import):
+    """New fans' rows are queued to go in while the batch's rows are worked out; when the batch
+    fails right after, none of them may outlive the rollback."""
+    if not first_import:
+        async with sessions.begin() as s:
+            await record(s, InteractionIn("discord", "42", "join", now, "j1"), settings, now)
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("bad row")
+
+    monkeypatch.setattr(ingest.RowBuilder, "build", fail)
+    with pytest.raises(RuntimeError, match="bad row"):
+        async with sessions.begin() as s:
+            await record_many(s, history("line", now), settings, now)
+    await asyncio.sleep(0.05)  # anything still queued would have run by now
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Identity).where(Identity.platform == "line")) == 0
+        assert await s.scalar(select(func.count()).select_from(Fan)) == (0 if first_import else 1)
+    assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
+
+
 class FailingDriver:
     """Stands in for the aiosqlite connection: the second insert fails, after a delay for the first."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.done: list[int] = []
+        self.sent: list[tuple[str, Any]] = []
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.sent.append((sql, params))
         n, self.calls = self.calls, self.calls + 1
         await asyncio.sleep(0.01 * (3 - n))
         self.done.append(n)
@@ -161,6 +186,18 @@ async def test_abandon_waits_for_queued_inserts_so_none_runs_after_the_rollback(
     await sink.put([(1, "line", "message", "2026-01-01 00:00:00.000000", 0.1, None, None, None, "e0")])
     await sink.abandon()  # no error: the caller is already failing
     assert driver.done == [0]
+
+
+async def test_queued_fan_rows_go_in_bounded_statements_and_are_waited_for(monkeypatch):
+    monkeypatch.setattr(sink_module, "VALUES_INSERT", True)
+    monkeypatch.setattr(sink_module, "VALUES_PARAMS", 4)  # two 2-column rows per statement
+    driver = FailingDriver()
+    sink = InteractionSink(None, driver, "2026-01-01 00:00:00.000000")  # type: ignore[arg-type]
+    assert await sink.queue_rows(Fan.__table__, ("id", "display_name"), [(1, "小慧"), (2, None), (3, "Mika")])
+    assert [params for _sql, params in driver.sent] == [[1, "小慧", 2, None], [3, "Mika"]]
+    assert driver.sent[0][0] == "INSERT INTO fans (id, display_name) VALUES (?, ?), (?, ?)"
+    await sink.abandon()  # the second statement fails: the batch is failing anyway
+    assert sorted(driver.done) == [0, 1]  # both finished before the caller may roll back
 
 
 async def test_caps_run_in_time_order_across_a_linked_fans_accounts(sessions, settings, now):

@@ -120,6 +120,24 @@ async def record_many(
 
 async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
                        progress: Callable[[int], None] | None) -> BulkResult:
+    # The batch's working lists (10^5 entries each in an import) die with _queue_rows: freeing
+    # them takes tens of milliseconds, which now pass while SQLite inserts the last slices.
+    sink, result, delta, last_seen = await _queue_rows(session, items, settings, now, progress)
+    try:
+        await apply_deltas(session, delta, last_seen)
+    except BaseException:
+        await sink.abandon()
+        raise
+    await sink.close()
+    await apply_moves(session, result.tier_moves, now, actor=None)
+    return result
+
+
+async def _queue_rows(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
+                      progress: Callable[[int], None] | None
+                      ) -> tuple[InteractionSink, BulkResult, dict[int, float], dict[int, object]]:
+    """Resolve fans, work out every row (points, caps, times) and queue the inserts; with the
+    sink to wait on, the result, and each fan's score delta and newest time."""
     # The transaction begins (a trip to the database) while the batch is prepared in Python.
     connecting = asyncio.ensure_future(session.connection())
     try:
@@ -171,13 +189,10 @@ async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], se
                 delta[fan_id] = 0.0  # last-seen moves even where no points were earned
         # Worked out while SQLite may still be inserting the last slices (they need no database).
         result.tier_moves = _tier_moves(delta, fans.values(), settings, now, epoch, half_life)
-        await apply_deltas(session, delta, rows.last_seen)
     except BaseException:
         await sink.abandon()
         raise
-    await sink.close()
-    await apply_moves(session, result.tier_moves, now, actor=None)
-    return result
+    return sink, result, delta, rows.last_seen
 
 
 async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str],

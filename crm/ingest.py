@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import compress
@@ -18,6 +16,7 @@ from typing import NamedTuple
 from sqlalchemy import bindparam, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.bulk_mode import bulk_mode
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.fan_deltas import apply_deltas, later_minute
 from crm.identity import FanRef, Key, resolve_identities
@@ -114,7 +113,7 @@ async def record_many(
     cooldowns need each fan's rows in time order, and the ``(fan_id, occurred_at)`` indexes then
     grow at one place per fan rather than at 10^5 random ones.
     """
-    with _gc_paused(len(items) > SLICE):
+    with bulk_mode(len(items) > SLICE):
         return await _record_many(session, items, settings, now, progress)
 
 
@@ -261,24 +260,6 @@ def _identities_seen(
         names = {key: newest.get(s) for s, key in enumerate(identities)}
     span = {identities[s]: (items[n].occurred_at, items[last[s]].occurred_at) for s, n in first.items()}
     return slots, identities, names, span
-
-
-@contextmanager
-def _gc_paused(pause: bool = True) -> Iterator[None]:
-    """Hold off the cyclic garbage collector through a bulk call, whose 10^5-item lists hold no cycles.
-
-    A collection in the middle of an import walks every one of those live lists (and the caller's
-    items) again and again; once the call returns they are freed by reference counting and the
-    next collection finds little. Small batches (``pause`` false) leave the collector alone.
-    """
-    was_enabled = pause and gc.isenabled()
-    if was_enabled:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _lost_races(columns: Columns, contributions: list[float], inserted: set[tuple[object, ...]],

@@ -1,9 +1,11 @@
-"""Where :func:`crm.ingest.record_many` puts interaction rows, a slice at a time.
+"""Where :func:`crm.ingest.record_many` puts interaction rows, a slice at a time (and, ahead of
+them, the rows of the fans they belong to when those are new).
 
 On SQLite a slice goes to the driver's thread as a few multi-row ``VALUES`` statements that each
 insert up to thousands of rows in one step (a webhook group's rows in one). SQLite then inserts
-without the GIL while the caller builds the next slice or serves other requests. ``executemany`` takes the GIL back after every row, so behind a busy event loop it
-would insert a row per GIL switch interval. Rows arrive fan by fan, so the secondary indexes
+without the GIL while the caller builds the next slice or serves other requests. ``executemany``
+takes the GIL back after every row, so behind a busy event loop it would insert a row per GIL
+switch interval. Rows arrive fan by fan, so the secondary indexes
 (which lead with ``fan_id``) grow at one place per fan and are kept up as rows go in. On
 PostgreSQL, asyncpg batches ``executemany`` itself and a concurrent writer can win a race, so the
 sink reports which rows it inserted.

@@ -328,6 +328,7 @@ async def run() -> None:
             logging.getLogger(name).setLevel(logging.INFO)
     await run_app(cfg, on_ready=lambda where: err.print(
         t("line.cli.running", cfg.creator.locale, where=where), highlight=False, markup=False, soft_wrap=True))
+    err.print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("link-code")

@@ -128,6 +128,7 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_event(tmp_path: Path) -> 
             assert set(await asyncio.gather(*(redeliver(*r) for r in requests))) == {200}
         assert await restarted.stop(signal.SIGTERM) == 0
         assert "Traceback" not in "".join(restarted.stderr)
+        assert "superfan 已停止" in "".join(restarted.stderr)  # the creator is told it stopped
 
     stored = stored_event_ids(db)
     assert len(stored) == len(set(stored)) == 1000

@@ -70,6 +70,14 @@ class WriterClosed(RuntimeError):
     """The writer is shutting down and takes no new work (answer 503 and let the sender retry)."""
 
 
+class StorageUnavailable(RuntimeError):
+    """The ops were not committed because the database was busy or unreachable (a transient failure).
+
+    Nothing of the request was stored: a webhook answers 5xx (503 with ``Retry-After``) so the
+    sender redelivers, and Discord intake keeps the event and tries again later.
+    """
+
+
 @dataclass
 class _Work:
     ops: Sequence[Op]

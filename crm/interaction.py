@@ -41,6 +41,9 @@ class InteractionIn(NamedTuple):
     amount: Decimal | None = None
     currency: str | None = None
     text: str | None = None
+    #: The platform's id of the message itself when it differs from the event id (LINE's
+    #: ``message.id``): an unsend or an edit names the message, not the webhook event.
+    message_ref: str | None = None
 
     def event_id(self) -> str:
         """The source event id, or a stable digest of the row when the source has none."""

@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import text as sql_text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel
 
 from crm.clock import as_utc
 
@@ -76,6 +76,9 @@ class Fan(Base):
     referred_by: Mapped[int | None] = mapped_column(ForeignKey("fans.id", ondelete="SET NULL"))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: SQLAlchemy's insert sentinel: lets one multi-row ``INSERT … RETURNING`` hand back each new
+    #: fan's id in the order the rows were given, on SQLite as on PostgreSQL (crm.ingest).
+    insert_sentinel: Mapped[int | None] = orm_insert_sentinel("insert_sentinel")
 
 
 class Identity(Base):
@@ -105,6 +108,9 @@ class Interaction(Base):
         # who writes 10^4 messages a day, most of them past the cap and worth nothing.
         Index("ix_interactions_awarded", "fan_id", "occurred_at", "kind", "points",
               sqlite_where=sql_text("points > 0"), postgresql_where=sql_text("points > 0")),
+        # An unsend or an edit on LINE names the message, not the webhook event (migration 0007).
+        Index("ix_interactions_message_ref", "platform", "message_ref",
+              sqlite_where=sql_text("message_ref IS NOT NULL"), postgresql_where=sql_text("message_ref IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -118,6 +124,8 @@ class Interaction(Base):
     currency: Mapped[str | None] = mapped_column(String(8))
     summary: Mapped[str | None] = mapped_column(String(280))
     source_event_id: Mapped[str] = mapped_column(String(128))
+    #: The platform's id of the message (LINE ``message.id``) when it differs from the event id.
+    message_ref: Mapped[str | None] = mapped_column(String(128))
 
 
 class FanTopic(Base):
@@ -260,6 +268,26 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(128))
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     result: Mapped[str | None] = mapped_column(Text)
+
+
+class DeadLetter(Base):
+    """A signed event superfan could not understand, kept whole so it can be replayed after an upgrade.
+
+    ``reason`` is short and never holds fan content; ``raw`` is the event's JSON as it arrived.
+    A redelivered event (same platform and event id) is kept once.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("platform", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    event_type: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(200))
+    raw: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ScoreState(Base):

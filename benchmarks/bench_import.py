@@ -1,8 +1,8 @@
-"""Bulk import speed: ``record_many`` against raw stdlib sqlite3 ``executemany`` of the same rows.
+"""Bulk import speed: ``bulk_record`` against raw stdlib sqlite3 ``executemany`` of the same rows.
 
     python -m benchmarks.bench_import [--rows 200000] [--fans 10000] [--repeat 5]
 
-Target (issue #2): record_many ≥ 0.25 × raw (raw ≈ 430k rows/s on a 2-core machine).
+Target (issue #2): bulk_record ≥ 0.25 × raw (raw ≈ 430k rows/s on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from bot.bulk_mode import bulk_mode
+from crm.bulk_ingest import bulk_record
 from crm.db import make_engine, make_sessionmaker, migrate
-from crm.ingest import record_many
 from crm.interaction import InteractionIn
 from crm.settings import CrmSettings
 
@@ -74,7 +75,8 @@ async def superfan(items: list[InteractionIn], path: Path, batch: int) -> float:
     async with sessions.begin() as session:
         step = batch or len(items)
         for start in range(0, len(items), step):
-            await record_many(session, items[start : start + step], settings, now)
+            with bulk_mode(step > 4000):  # as `superfan import` runs it
+                await bulk_record(session, items[start : start + step], settings, now)
     elapsed = time.perf_counter() - t0
     await engine.dispose()
     return len(items) / elapsed
@@ -84,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--fans", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=0, help="rows per record_many call (0: one call, as import)")
+    parser.add_argument("--batch", type=int, default=0, help="rows per bulk_record call (0: one call, as import)")
     parser.add_argument("--repeat", type=int, default=5,
                         help="rounds of raw then superfan, each on fresh files; medians are compared")
     args = parser.parse_args()
@@ -102,7 +104,7 @@ def main() -> None:
     ratio = mine / raw
     print(f"rows={args.rows} fans={args.fans} rounds={args.repeat}")
     print(f"raw sqlite3 executemany : {raw:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in raws)})")
-    print(f"superfan record_many    : {mine:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in ours)})")
+    print(f"superfan bulk_record    : {mine:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in ours)})")
     print(f"ratio                   : {ratio:.3f} (target ≥ {TARGET_RATIO}) {'OK' if ratio >= TARGET_RATIO else 'BELOW TARGET'}"
           f"; per round {', '.join(f'{o / r:.3f}' for r, o in zip(raws, ours, strict=True))}")
 

@@ -20,10 +20,11 @@ from typing import Any, NamedTuple, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.bulk_mode import bulk_mode
+from crm.bulk_ingest import SLICE, BulkResult, bulk_record
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
-from crm.ingest import BulkResult, record_many
 from crm.interaction import InteractionIn, validate
 from crm.merge import merge_fans
 from crm.settings import CrmSettings
@@ -155,8 +156,13 @@ async def import_rows(
     session: AsyncSession, rows: list[ImportRow], settings: CrmSettings, now: datetime,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[BulkResult, int]:
-    """Record every row in the caller's transaction, then merge rows that share a ``fan`` value."""
-    total = await record_many(session, [r.item for r in rows], settings, now, progress=progress)
+    """Record every row in the caller's transaction, then merge rows that share a ``fan`` value.
+
+    A large file runs in :func:`bot.bulk_mode.bulk_mode` (garbage collector held, shorter GIL
+    switch interval): the import is the only thing this process does then.
+    """
+    with bulk_mode(len(rows) > SLICE):
+        total = await bulk_record(session, [r.item for r in rows], settings, now, progress=progress)
     groups: dict[str, set[tuple[str, str]]] = {}
     for r in rows:
         if r.fan_ref:

@@ -1,7 +1,11 @@
-"""Recording interactions, set-based: identity resolution, dedupe, points and the score.
+"""The bulk loader behind ``superfan import``: 10^5 interactions at a time, set-based.
 
-``record_many`` is the one path every event takes (a webhook batch, a Discord event, an import of
-100k rows), a fixed number of statements per chunk; ``record`` is its one-item form.
+Same outcomes as :func:`crm.ingest.record_many` (the live path; a test holds the two to it), but
+built for size: per-row work is done column by column (:class:`crm.interaction_rows.RowBuilder`)
+on slices, and on SQLite the rows go straight to the driver in the background while the next
+slice is built (:class:`crm.interaction_sink.InteractionSink`). Together that is several times
+faster than the plain path on a large import (``benchmarks/bench_import.py``); nothing but the
+import command (and its benchmark) calls it.
 """
 
 from __future__ import annotations
@@ -11,15 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import compress
-from typing import NamedTuple
 
 from sqlalchemy import bindparam, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.bulk_mode import bulk_mode
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.fan_deltas import apply_deltas, later_minute
 from crm.identity import FanRef, Key, resolve_identities
+from crm.ingest import Recorded
 from crm.interaction import InteractionIn, validate_many
 from crm.interaction_rows import RowBuilder
 from crm.interaction_sink import Columns, InteractionSink
@@ -47,16 +50,9 @@ ID_CHUNK = 5000
 SLICE = 4000  # rows built (and, on SQLite, inserted in the background) at a time
 
 
-class Recorded(NamedTuple):
-    status: str  # stored | duplicate | opted_out
-    fan_id: int
-    points: float = 0.0
-    new_fan: bool = False
-
-
 @dataclass
 class BulkResult:
-    """What :func:`record_many` did, per item in the order given.
+    """What :func:`bulk_record` did, per item in the order given.
 
     Kept as parallel lists (an import of 200k rows should not build 200k objects it never reads);
     :attr:`results` builds the :class:`Recorded` view on demand.
@@ -88,12 +84,7 @@ class BulkResult:
         return len({f for f, new in zip(self.fan_ids, self.new, strict=True) if new})
 
 
-async def record(session: AsyncSession, item: InteractionIn, settings: CrmSettings, now: datetime) -> Recorded:
-    """Record one interaction (see :func:`record_many`)."""
-    return (await record_many(session, [item], settings, now)).results[0]
-
-
-async def record_many(
+async def bulk_record(
     session: AsyncSession,
     items: Sequence[InteractionIn],
     settings: CrmSettings,
@@ -113,11 +104,10 @@ async def record_many(
     cooldowns need each fan's rows in time order, and the ``(fan_id, occurred_at)`` indexes then
     grow at one place per fan rather than at 10^5 random ones.
     """
-    with bulk_mode(len(items) > SLICE):
-        return await _record_many(session, items, settings, now, progress)
+    return await _bulk_record(session, items, settings, now, progress)
 
 
-async def _record_many(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
+async def _bulk_record(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
                        progress: Callable[[int], None] | None) -> BulkResult:
     # The batch's working lists (10^5 entries each in an import) die with _queue_rows: freeing
     # them takes tens of milliseconds, which now pass while SQLite inserts the last slices.

@@ -95,7 +95,7 @@ async def resolve_identities(
         else:
             await _create_racing(session, missing, fan_rows, id_rows, found)
     fresh = set(missing)
-    await _refresh_names(session, {k: n for k, n in names.items() if n and k not in fresh}, found)
+    await refresh_seen_names(session, {k: n for k, n in names.items() if n and k not in fresh}, found)
     return found
 
 
@@ -141,7 +141,7 @@ async def _lookup(session: AsyncSession, keys: list[Key]) -> dict[Key, FanRef]:
     return out
 
 
-async def _refresh_names(session: AsyncSession, names: dict[Key, str | None], found: dict[Key, FanRef]) -> None:
+async def refresh_seen_names(session: AsyncSession, names: dict[Key, str | None], found: dict[Key, FanRef]) -> None:
     """Keep display names fresh; the fan's own name follows when it was this identity's old name."""
     stale: list[dict[str, object]] = []
     for (platform, external_id), seen in names.items():
@@ -276,7 +276,7 @@ async def refresh_profiles(session: AsyncSession, settings: CrmSettings, *, plat
     kept = {key: ref for key, ref in found.items() if not ref.opted_out}
     if not kept:
         return
-    await _refresh_names(session, {key: names[key[1]] for key in kept if names[key[1]]}, kept)
+    await refresh_seen_names(session, {key: names[key[1]] for key in kept if names[key[1]]}, kept)
     identities = table(Identity)
     await session.execute(update(identities).where(identities.c.id.in_([ref.identity_id for ref in kept.values()]))
                           .values(profile_refreshed_at=now))

@@ -1,7 +1,7 @@
-"""The bulk path of record_many: slices fan by fan, background inserts, and the executemany fallback.
+"""The bulk loader (crm.bulk_ingest): slices fan by fan, background inserts, and the executemany fallback.
 
-A batch recorded in one call must leave exactly the history that recording the same interactions
-one at a time leaves: same rows, same points (caps and cooldowns), same times, same scores.
+A batch recorded in one bulk call must leave exactly the history that recording the same interactions
+one at a time through the live path (crm.ingest) leaves: same rows, same points (caps and cooldowns), same times, same scores.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-import crm.ingest as ingest
+import crm.bulk_ingest as ingest
 import crm.interaction_sink as sink_module
-from crm.ingest import record, record_many
+from crm.bulk_ingest import bulk_record
+from crm.ingest import record
 from crm.interaction import InteractionIn
 from crm.interaction_sink import InteractionSink
 from crm.merge import merge_fans
@@ -64,11 +65,11 @@ async def test_one_bulk_call_leaves_the_history_of_one_at_a_time(sessions, setti
     monkeypatch.setattr(sink_module, "VALUES_INSERT", values_insert)
     done: list[int] = []
     async with sessions.begin() as s:
-        result = await record_many(s, history("line", now), settings, now, progress=done.append)
+        result = await bulk_record(s, history("line", now), settings, now, progress=done.append)
     assert sum(done) == 121 and result.stored == 120 and result.duplicates == 1 and result.new_fans == 3
     first_import = await stored(sessions, "line")
     async with sessions.begin() as s:  # the same file again: every row is already there
-        again = await record_many(s, history("line", now), settings, now)
+        again = await bulk_record(s, history("line", now), settings, now)
     assert again.duplicates == 121 and again.new_fans == 0 and set(again.points) == {0.0}
     assert await stored(sessions, "line") == first_import
 
@@ -103,7 +104,7 @@ async def test_a_first_import_leaves_event_ids_unique(sessions, settings, now, s
     """On SQLite the unique index is built after the rows are in; it must be there afterwards."""
     assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
     async with sessions.begin() as s:
-        result = await record_many(s, history("line", now), settings, now)
+        result = await bulk_record(s, history("line", now), settings, now)
     assert result.stored == 120 and result.duplicates == 1
     assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
     row = {"fan_id": result.fan_ids[0], "platform": "line", "kind": "message", "occurred_at": now,
@@ -121,7 +122,7 @@ async def test_a_failed_first_import_keeps_the_index_and_stores_nothing(sessions
     monkeypatch.setattr(ingest, "apply_deltas", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         async with sessions.begin() as s:
-            await record_many(s, history("line", now), settings, now)
+            await bulk_record(s, history("line", now), settings, now)
     assert await event_id_index(sessions) == ["uq_interactions_platform_source_event_id"]
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Interaction)) == 0
@@ -142,7 +143,7 @@ async def test_a_batch_failing_after_its_new_fans_were_queued_leaves_no_fan_behi
     monkeypatch.setattr(ingest.RowBuilder, "build", fail)
     with pytest.raises(RuntimeError, match="bad row"):
         async with sessions.begin() as s:
-            await record_many(s, history("line", now), settings, now)
+            await bulk_record(s, history("line", now), settings, now)
     await asyncio.sleep(0.05)  # anything still queued would have run by now
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(Identity).where(Identity.platform == "line")) == 0
@@ -212,7 +213,7 @@ async def test_caps_run_in_time_order_across_a_linked_fans_accounts(sessions, se
     chat = [("discord", "42", 0), ("line", "U-linked", 100), ("discord", "42", 200), ("line", "U-linked", 300)]
     items = [InteractionIn(p, ext, "message", start + timedelta(seconds=t), f"m{t}") for p, ext, t in chat]
     async with sessions.begin() as s:
-        result = await record_many(s, items[::-1], settings, now)
+        result = await bulk_record(s, items[::-1], settings, now)
     assert len(set(result.fan_ids)) == 1
     points = dict(zip((i.source_event_id for i in items[::-1]), result.points, strict=True))
     cap, weight = settings.scoring.daily_caps["message"], settings.scoring.weights["message"]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from crm.bulk_mode import BULK_SWITCH_INTERVAL_S, bulk_mode
+from bot.bulk_mode import BULK_SWITCH_INTERVAL_S, bulk_mode
 
 
 @pytest.fixture(autouse=True)

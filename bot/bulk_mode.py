@@ -1,4 +1,6 @@
-"""Interpreter settings for the length of a bulk call (an import of 10^5 rows), restored after."""
+"""Interpreter settings for the length of ``superfan import``'s bulk call (10^5 rows), restored after.
+
+They change the whole interpreter, so only the import command uses them, never ``superfan run``."""
 
 from __future__ import annotations
 

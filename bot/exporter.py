@@ -15,6 +15,7 @@ from typing import TextIO
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.fan_tables import stored_rows
 from crm.privacy import EXPORT_COLUMNS, export_rows
 from crm.profiles import fan_documents, ranked_fans
 from crm.settings import CrmSettings
@@ -46,6 +47,10 @@ async def write_export(session: AsyncSession, settings: CrmSettings, fmt: str, s
 async def _write_fans(session: AsyncSession, settings: CrmSettings, sink: TextIO, now: datetime) -> int:
     """``{"exported_at": …, "fans": [every fan's record]}``, indented by two, best fans first.
 
+    Each record also carries ``stored``: the rows, as kept, of every fan table
+    (:data:`crm.fan_tables.FAN_TABLES`) the record does not already show (tier history,
+    conversations, deliveries, link codes), so the export holds everything stored about a fan.
+
     Records are built and written ``FANS_PER_CHUNK`` fans at a time, so memory stays bounded
     however much history there is (all at once, 200k interactions took 416 MB). orjson: the
     standard encoder runs in pure Python once it indents (10 s of a 200k-interaction export).
@@ -54,8 +59,11 @@ async def _write_fans(session: AsyncSession, settings: CrmSettings, sink: TextIO
     sink.write("{\n  " + orjson.dumps("exported_at").decode() + ": " + orjson.dumps(now.isoformat()).decode()
                + ',\n  "fans": [')
     for start in range(0, len(fans), FANS_PER_CHUNK):
-        docs = await fan_documents(session, fans[start : start + FANS_PER_CHUNK], settings, now, interactions=10**9)
+        chunk = fans[start : start + FANS_PER_CHUNK]
+        docs = await fan_documents(session, chunk, settings, now, interactions=10**9)
+        stored = await stored_rows(session, [fan.id for fan in chunk])
         for n, doc in enumerate(docs, start=start):
+            doc["stored"] = stored[doc["id"]]
             text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
             sink.write(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
     sink.write("\n  ]\n}\n" if fans else "]\n}\n")

@@ -5,22 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from crm.errors import BadInput, FanNotFound
-from crm.models import (
-    Conversation,
-    Delivery,
-    Fan,
-    FanTopic,
-    Identity,
-    Interaction,
-    LinkCode,
-    Note,
-    TierChange,
-)
+from crm.fan_tables import move_rows
+from crm.models import Fan
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, reevaluate
 
@@ -37,9 +26,10 @@ async def merge_fans(
 ) -> MergeResult:
     """Move everything of ``other`` onto ``keep`` and delete ``other``. Nothing is lost.
 
-    Identities, interactions, topics, notes, conversations, deliveries, link codes and tier
-    history move; scores add up (both are sums over the same epoch); the stronger pin and the
-    earlier first-seen survive; opting out on either record keeps the merged one opted out.
+    The rows of every table in :data:`crm.fan_tables.FAN_TABLES` move (a topic or delivery the
+    kept record already has is not doubled); scores add up (both are sums over the same epoch);
+    the stronger pin and the earlier first-seen survive; opting out on either record keeps the
+    merged one opted out.
     """
     if keep_id == other_id:
         raise BadInput("cannot merge a fan with itself", code="merge.self")
@@ -50,24 +40,7 @@ async def merge_fans(
     if other is None:
         raise FanNotFound(f"#{other_id}")
 
-    dup = aliased(FanTopic)
-    await session.execute(delete(FanTopic).where(
-        FanTopic.fan_id == other_id,
-        exists().where(and_(dup.fan_id == keep_id, dup.topic == FanTopic.topic, dup.source == FanTopic.source)),
-    ))
-    dup_d = aliased(Delivery)
-    await session.execute(delete(Delivery).where(
-        Delivery.fan_id == other_id,
-        exists().where(and_(dup_d.fan_id == keep_id, dup_d.drop_id == Delivery.drop_id,
-                            dup_d.platform == Delivery.platform)),
-    ))
-    for model in (Identity, Interaction, FanTopic, Note, Conversation, Delivery, LinkCode, TierChange):
-        await session.execute(
-            update(model).where(model.fan_id == other_id).values(fan_id=keep_id)
-            .execution_options(synchronize_session=False)
-        )
-    await session.execute(update(Fan).where(Fan.referred_by == other_id).values(referred_by=keep_id)
-                          .execution_options(synchronize_session=False))
+    await move_rows(session, keep_id, other_id)
 
     keep.score_base += other.score_base
     keep.first_seen_at = min(keep.first_seen_at, other.first_seen_at)

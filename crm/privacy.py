@@ -10,24 +10,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.errors import FanNotFound
+from crm.fan_tables import delete_rows
 from crm.identity import resolve_identities
-from crm.models import (
-    Conversation,
-    Delivery,
-    Fan,
-    FanTopic,
-    Identity,
-    Interaction,
-    LinkCode,
-    Note,
-    TierChange,
-    table,
-)
+from crm.models import Delivery, Fan, Identity, Interaction, table
 from crm.profiles import amount_of
 from crm.settings import CrmSettings
 
-#: Every table that holds a row about a fan, children first.
-FAN_TABLES = (Delivery, LinkCode, Conversation, TierChange, Note, FanTopic, Interaction, Identity)
 EXPORT_COLUMNS = ("fan", "platform", "external_id", "display_name", "kind", "occurred_at", "amount",
                   "currency", "event_id", "text")
 
@@ -93,13 +81,7 @@ async def erase_fan(session: AsyncSession, fan_id: int) -> int:
     """Delete every row that identifies the fan; returns how many rows went. Irreversible."""
     if await session.get(Fan, fan_id) is None:
         raise FanNotFound(f"#{fan_id}")
-    removed = 0
-    for model in FAN_TABLES:
-        result = await session.execute(delete(model).where(model.fan_id == fan_id)
-                                       .execution_options(synchronize_session=False))
-        removed += int(getattr(result, "rowcount", 0) or 0)
-    await session.execute(update(Fan).where(Fan.referred_by == fan_id).values(referred_by=None)
-                          .execution_options(synchronize_session=False))
+    removed = await delete_rows(session, fan_id)  # every table of crm.fan_tables.FAN_TABLES
     await session.execute(delete(Fan).where(Fan.id == fan_id).execution_options(synchronize_session=False))
     session.expunge_all()
     return removed + 1

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
+from bot.exporter import write_export
 from crm.errors import BadInput, FanNotFound
+from crm.fan_actions import issue_link_code
+from crm.fan_tables import FAN_REFERENCES, FAN_TABLES
 from crm.ingest import record, record_many
 from crm.interaction import InteractionIn
 from crm.merge import merge_fans
-from crm.models import Base, Fan, Identity, Interaction, Note
+from crm.models import Base, Conversation, Delivery, Drop, Fan, Identity, Interaction, Note
 from crm.privacy import erase_fan, export_rows, forget_fan, set_opt_out
 from crm.profiles import fan_documents
 from crm.tiers_service import pin
@@ -146,3 +151,57 @@ async def test_forgetting_a_tracked_fan_leaves_nothing(sessions, settings, now):
         assert not (await forget_fan(s, settings, lfan, now)).kept_opt_out
     async with sessions() as s:
         assert (await s.execute(select(Identity).where(Identity.platform == "line"))).first() is None
+
+
+def test_every_table_that_points_at_a_fan_is_in_the_one_list_of_fan_tables():
+    """Merge, erasure and export walk ``crm.fan_tables``: a new table missing from it fails here."""
+    listed = {(entry.name, entry.fan_column.key) for entry in FAN_TABLES}
+    listed |= {(column.class_.__tablename__, column.key) for column in FAN_REFERENCES}
+    pointing = {(table.name, fk.parent.name) for table in Base.metadata.sorted_tables
+                for fk in table.foreign_keys if fk.column.table.name == "fans" and fk.column.name == "id"}
+    assert pointing, "no table points at fans.id: the walk itself is broken"
+    assert pointing - listed == set(), "add these to crm.fan_tables.FAN_TABLES"
+
+
+async def _a_bit_of_everything(sessions, settings, now, fan_id, other_id):
+    """A fan with a row in every fan table (tier history, link code, conversation, delivery too)."""
+    async with sessions.begin() as s:
+        await pin(s, settings, fan_id, "superfan", by="creator", now=now)
+        await issue_link_code(s, fan_id, platform="discord", now=now)
+        s.add(Conversation(fan_id=fan_id, platform="line", status="waiting", opened_at=now, waiting_since=now))
+        drop = Drop(created_at=now, created_by="staff", text="新歌搶先聽", min_tier="fan", platforms="line",
+                    status="sent")
+        s.add(drop)
+        await s.flush()
+        s.add_all([Delivery(drop_id=drop.id, fan_id=fid, platform="line", external_id=f"U{fid}", status="pending")
+                   for fid in (fan_id, other_id)])
+
+
+async def test_merge_leaves_no_row_on_the_record_that_goes(sessions, settings, now):
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    await _a_bit_of_everything(sessions, settings, now, dfan, lfan)
+    async with sessions.begin() as s:
+        await merge_fans(s, settings, lfan, dfan, now=now)
+    async with sessions() as s:
+        for entry in FAN_TABLES:
+            left = (await s.execute(select(entry.model).where(entry.fan_column == dfan))).all()
+            assert left == [], entry.name
+        deliveries = (await s.execute(select(Delivery))).scalars().all()
+    assert [d.fan_id for d in deliveries] == [lfan]  # one drop, one delivery: never sent twice
+
+
+async def test_json_export_shows_every_fan_table(sessions, settings, now):
+    """A staff export must hold everything stored about a fan, not only the fan card's fields."""
+    dfan, lfan = await _two_fans(sessions, settings, now)
+    await _a_bit_of_everything(sessions, settings, now, dfan, lfan)
+    sink = io.StringIO()
+    async with sessions() as s:
+        await write_export(s, settings, "json", sink, now)
+    fans = {doc["id"]: doc for doc in json.loads(sink.getvalue())["fans"]}
+    stored = fans[dfan]["stored"]
+    not_in_card = {entry.name for entry in FAN_TABLES if not entry.in_fan_document}
+    assert set(stored) == not_in_card
+    assert "superfan" in [row["to_tier"] for row in stored["tier_changes"]]
+    assert stored["link_codes"][0]["platform"] == "discord"
+    assert stored["conversations"][0]["status"] == "waiting"
+    assert len(stored["deliveries"]) == 1 and len(fans[lfan]["stored"]["deliveries"]) == 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from rapidfuzz import fuzz, process
@@ -11,6 +11,7 @@ from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import datetime_encoder, fetch_rows, insert_rows, next_ids
+from crm.display_names import profile_due, profiles_due, refresh_profile, refresh_profiles  # noqa: F401 (moved)
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
@@ -253,54 +254,3 @@ async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
             ids.append(fid)
     fans = [await session.get(Fan, fid) for fid in ids]
     return [f for f in fans if f is not None]
-
-
-async def refresh_profile(session: AsyncSession, settings: CrmSettings, *, platform: str, external_id: str,
-                          display_name: str | None, now: datetime) -> None:
-    """Store a display name fetched from a platform's profile API (see :func:`refresh_profiles`)."""
-    await refresh_profiles(session, settings, platform=platform, names={external_id: display_name}, now=now)
-
-
-async def refresh_profiles(session: AsyncSession, settings: CrmSettings, *, platform: str,
-                           names: Mapping[str, str | None], now: datetime) -> None:
-    """Store display names fetched from a platform's profile API, and when they were fetched.
-
-    ``names`` maps external ids to the fetched name (None: fetched, no name given). An identity's
-    name changes, and its fan's with it when the fan's name came from this identity (the rule
-    :func:`resolve_identities` applies to names seen on events). Unknown identities and opted-out
-    fans are left alone, so a late profile answer never resurrects an erased fan. A few
-    set-based statements however many names: a burst of new fans fetches many profiles at once.
-    ``settings`` is taken like every other identity writer's, for rules to come.
-    """
-    found = await _lookup(session, [(platform, external_id) for external_id in names])
-    kept = {key: ref for key, ref in found.items() if not ref.opted_out}
-    if not kept:
-        return
-    await refresh_seen_names(session, {key: names[key[1]] for key in kept if names[key[1]]}, kept)
-    identities = table(Identity)
-    await session.execute(update(identities).where(identities.c.id.in_([ref.identity_id for ref in kept.values()]))
-                          .values(profile_refreshed_at=now))
-
-
-async def profile_due(session: AsyncSession, platform: str, external_id: str, now: datetime,
-                      max_age: timedelta) -> bool | None:
-    """:func:`profiles_due` for one identity: None when there is no such identity yet."""
-    return (await profiles_due(session, platform, [external_id], now, max_age)).get(external_id)
-
-
-async def profiles_due(session: AsyncSession, platform: str, external_ids: Sequence[str], now: datetime,
-                       max_age: timedelta) -> dict[str, bool]:
-    """Whether each identity's profile is worth fetching: True when it was never fetched or not
-    within ``max_age`` (the time is stored, so this holds across restarts), False when it is fresh
-    or the fan opted out. Ids without an identity yet are left out (nothing to store a name on:
-    ask again once the fan exists)."""
-    due: dict[str, bool] = {}
-    for start in range(0, len(external_ids), LOOKUP_CHUNK):
-        rows = await session.execute(
-            select(Identity.external_id, Identity.profile_refreshed_at, Fan.opted_out)
-            .join(Fan, Fan.id == Identity.fan_id)
-            .where(Identity.platform == platform,
-                   Identity.external_id.in_(external_ids[start : start + LOOKUP_CHUNK])))
-        for external_id, refreshed_at, opted_out in rows:
-            due[external_id] = not opted_out and (refreshed_at is None or now - refreshed_at >= max_age)
-    return due

@@ -7,6 +7,12 @@ replaying a change is harmless, and marks the rows. :func:`reconcile_roles` comp
 of the server with the CRM and fixes whatever drifted (roles changed by hand, changes made while
 the bot was down, fans erased).
 
+The two run side by side, and a reconcile walks the server for minutes with tiers read at its
+start, so it never applies a tier it read earlier than the sync loop did: a member whose roles
+differ from that snapshot has their tier read again right before the change, and one member's
+roles are changed by one of them at a time (:func:`role_lock`). A tier changed after the sync
+loop read it keeps its row unmarked, so the loop applies it on its next pass.
+
 superfan owns the configured tier roles: a member holds exactly the role of their tier (and the
 lower tiers' with ``cumulative_tier_roles``); a member without a fan record holds none. A missing
 permission is logged and counted, never raised: the next reconcile repairs it once fixed.
@@ -14,7 +20,9 @@ permission is logged and counted, never raised: the next reconcile repairs it on
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +41,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "discord"
 CHUNK = 500
 PERMISSION_HINT = "give the bot Manage Roles and move its role above the tier roles"
+_locks: weakref.WeakKeyDictionary[discord.Client, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -66,6 +75,14 @@ def tier_roles(guild: discord.Guild, role_ids: Mapping[str, int], rules: TierRul
         else:
             out[key] = role
     return out
+
+
+def role_lock(client: discord.Client) -> asyncio.Lock:
+    """Held while reading a member's tier and changing their roles, so two passes cannot cross."""
+    lock = _locks.get(client)
+    if lock is None:
+        lock = _locks[client] = asyncio.Lock()
+    return lock
 
 
 def wanted_roles(tier: str | None, roles: Mapping[str, discord.Role], rules: TierRules,
@@ -156,7 +173,9 @@ async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime 
             if member is None or member.bot:
                 continue
             report.members += 1
-            ok = await apply_tier(member, tier, roles, rules, cumulative=config.cumulative_tier_roles, report=report)
+            async with role_lock(client):
+                ok = await apply_tier(member, tier, roles, rules, cumulative=config.cumulative_tier_roles,
+                                      report=report)
             if not ok:
                 retry.add(int(fan_id))
         done = [cid for cid, fid in changes if fid not in retry]
@@ -182,14 +201,25 @@ async def reconcile_roles(client: discord.Client, crm: Crm, *, now: datetime | N
         tiers.update({eid: tier for _, eid, tier in rows})
     for member in members:
         report.members += 1
-        await apply_tier(member, tiers.get(str(member.id)), roles, rules,
-                         cumulative=config.cumulative_tier_roles, report=report)
+        async with role_lock(client):
+            tier = tiers.get(str(member.id))
+            managed = set(roles.values())
+            if wanted_roles(tier, roles, rules, config.cumulative_tier_roles) != managed.intersection(member.roles):
+                tier = await _current_tier(crm, member.id)  # the snapshot may be older than the sync loop's
+            await apply_tier(member, tier, roles, rules, cumulative=config.cumulative_tier_roles, report=report)
     if high is not None:
         async with crm.sessions.begin() as session:
             report.marked = await role_outbox.mark_synced_through(session, high, now or client_now(client))
     log.info("tier roles reconciled: %d members, %d added, %d removed, %d failed",
              report.members, report.added, report.removed, report.failed)
     return report
+
+
+async def _current_tier(crm: Crm, user_id: int) -> str | None:
+    """The member's tier as committed now (None: no fan record)."""
+    async with crm.read() as session:
+        rows = await role_outbox.platform_tiers(session, PLATFORM, external_ids=[str(user_id)])
+    return rows[0][2] if rows else None
 
 
 async def clear_roles(member: discord.Member, crm: Crm) -> RoleReport:

@@ -11,8 +11,9 @@ from sqlalchemy import select, update
 
 from bot.app import Crm
 from bot.discord_adapter.client import SuperfanBot
-from bot.discord_adapter.roles import reconcile_roles
+from bot.discord_adapter.roles import reconcile_roles, sync_pending_roles
 from bot.sandbox.discord_emulator import DiscordEmulator
+from crm import role_outbox
 from crm.clock import utcnow
 from crm.fan_actions import ensure_fan
 from crm.models import TierChange
@@ -150,3 +151,41 @@ async def test_cumulative_roles_give_every_tier_up_to_the_fans(
     await slash(emu, "tier", STAFF, subcommand="pin", member=FAN, tier="fan")
     await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE]))
     assert emu.member_roles(GUILD, FAN) == [FAN_TIER_ROLE]
+
+
+def _cached_roles(bot: SuperfanBot, user: int) -> list[int]:
+    member = bot.get_guild(GUILD).get_member(user)
+    return [r.id for r in member.roles[1:]]
+
+
+@pytest.mark.parametrize("discord_overrides", [{"role_sync_seconds": 3600}])
+async def test_reconcile_never_reverts_a_tier_changed_after_its_snapshot(
+    emu: DiscordEmulator, bot: SuperfanBot, crm: Crm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 9: the hourly reconcile reads every member's tier once, then walks the server; a
+    promotion committed meanwhile, already given by the sync loop, must not be taken back."""
+    await _pin(crm, FAN, "fan")
+    await sync_pending_roles(bot, crm)
+    await eventually(lambda: _roles_are(emu, FAN, [FAN_TIER_ROLE]))
+    real = role_outbox.platform_tiers
+    promoted = False
+
+    async def snapshot_then_promote(session, platform, **keys):  # type: ignore[no-untyped-def]
+        nonlocal promoted
+        rows = await real(session, platform, **keys)
+        if keys.get("external_ids") is not None and not promoted:  # the reconcile's snapshot
+            promoted = True
+            await _pin(crm, FAN, "superfan")  # committed after the snapshot, before the walk
+            await sync_pending_roles(bot, crm)  # the sync loop gives the new role at once
+            await eventually(lambda: _cache_is(bot, FAN, [SUPERFAN_ROLE]))
+        return rows
+
+    monkeypatch.setattr(role_outbox, "platform_tiers", snapshot_then_promote)
+    await reconcile_roles(bot, crm)
+    assert promoted
+    assert emu.member_roles(GUILD, FAN) == [SUPERFAN_ROLE]
+    assert await _unsynced(crm) == []
+
+
+async def _cache_is(bot: SuperfanBot, user: int, roles: list[int]) -> bool:
+    return _cached_roles(bot, user) == roles

@@ -41,6 +41,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "checkin": 1.5,
     "event_checkin": 4.0,
     "purchase": 5.0,
+    "membership": 25.0,  # LINE paid membership joined or renewed: a commitment like a purchase
 }
 DEFAULT_DAILY_CAPS: dict[str, float] = {
     "message": 0.25,

@@ -1,16 +1,23 @@
 """LINE webhook event → what superfan does with it (a :class:`Plan`): pure, no I/O.
 
-| LINE event                              | superfan                                               |
-|-----------------------------------------|--------------------------------------------------------|
-| 1:1 message (text, sticker, image, …)   | ``dm_in`` (the staff inbox), or a command if it is one  |
-| group / room message                    | ``message`` (check-in keywords work there too)         |
-| follow (``isUnblocked`` on a re-follow) | ``follow`` + a free welcome reply                      |
-| unfollow                                | ``unfollow``                                           |
-| postback                                | our buttons (check-in, confirmations), else ``postback``|
-| memberJoined / memberLeft               | ``member_joined`` / ``member_left`` per member         |
-| join / leave (the bot in a group)       | a greeting on join; nothing stored                     |
+| LINE event                              | superfan                                                   |
+|-----------------------------------------|------------------------------------------------------------|
+| 1:1 message (text, sticker, image, …)   | ``dm_in`` (the staff inbox), or a command if it is one      |
+| group / room message                    | ``message`` (check-in keywords work there too)             |
+| follow (``isUnblocked`` on a re-follow) | ``follow`` + a free welcome reply                          |
+| unfollow                                | ``unfollow``                                               |
+| postback                                | our buttons (check-in, confirmations), else ``postback``    |
+| memberJoined / memberLeft               | ``member_joined`` / ``member_left`` per member             |
+| membership joined / renewed / left      | ``membership`` (a commitment, weighted) / ``membership_left`` |
+| unsend                                  | the stored text of that message is redacted (row, points stay) |
+| messageEdited                           | the stored summary becomes the edited text                 |
+| join / leave (the bot in a group)       | a greeting on join; nothing stored                         |
+| beacon, videoPlayComplete, accountLink, | an INFO line naming what is ignored and why; nothing stored |
+| activated, botSuspended, …              |                                                            |
+| unknown type, or a needed field missing | a dead letter (``superfan dead-letters``), replayable      |
 
-``occurred_at`` is the event's own timestamp, never the arrival time.
+Every message interaction carries LINE's ``message.id`` as ``message_ref``, so that a later
+unsend or edit finds it. ``occurred_at`` is the event's own timestamp, never the arrival time.
 """
 
 from __future__ import annotations
@@ -21,32 +28,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from linebot.v3.webhooks import (
-    Event,
-    EventMode,
-    FollowEvent,
-    GroupSource,
-    JoinEvent,
-    LeaveEvent,
-    MemberJoinedEvent,
-    MemberLeftEvent,
-    MessageEvent,
-    PostbackEvent,
-    RoomSource,
-    StickerMessageContent,
-    TextMessageContent,
-    UnfollowEvent,
-    UserSource,
-)
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.line_adapter.commands import PLATFORM, Command, action_for, parse_postback, parse_text
-from bot.line_adapter.webhook import TextIn
-from bot.writer import Op
+from bot.line_adapter.webhook import LineEvent, MessageIn, Parsed, TextIn, Unusable, raw_text
+from bot.writer import Action, Op
+from crm.dead_letters import DeadLetterIn, keep
 from crm.errors import BadInput
 from crm.interaction import InteractionIn, validate
+from crm.message_edits import edit_message, redact_message
 from crm.settings import CrmSettings
 
 log = logging.getLogger(__name__)
+
+#: ``occurred_at`` of a dead letter's plan: an unusable event has no time superfan can trust.
+NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Inbound(NamedTuple):
@@ -57,7 +53,7 @@ class Inbound(NamedTuple):
 
     event_id: str
     type: str
-    chat: str  # user | group | room
+    chat: str  # user | group | room | unknown
     user_id: str | None
     occurred_at: datetime
     reply_token: str | None
@@ -82,125 +78,149 @@ class Plan:
     keep_token: bool = False
 
 
-def occurred_at(event: Event) -> datetime:
-    return datetime.fromtimestamp(event.timestamp / 1000, UTC)
-
-
-def _chat(event: Event) -> tuple[str, str | None]:
-    source = event.source
-    if isinstance(source, UserSource):
-        return "user", source.user_id
-    if isinstance(source, GroupSource | RoomSource):
-        return ("group" if isinstance(source, GroupSource) else "room"), source.user_id
-    return "unknown", None
+def occurred_at(timestamp_ms: int) -> datetime:
+    """The event's own time (the webhook parser has checked that it is in range)."""
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
 
 
 def _interaction(inbound: Inbound, kind: str, text: str | None = None, *, user_id: str | None = None,
-                 event_id: str | None = None) -> InteractionIn | None:
+                 event_id: str | None = None, message_ref: str | None = None) -> InteractionIn | None:
     """A validated interaction, or None (logged) when the event cannot make one."""
     try:
         return validate(InteractionIn(
             platform=PLATFORM, external_id=user_id or inbound.user_id or "", kind=kind,
             occurred_at=inbound.occurred_at, source_event_id=event_id or inbound.event_id, text=text,
+            message_ref=message_ref,
         ))
     except BadInput as exc:
-        log.warning("LINE %s event %s skipped: %s", inbound.type, inbound.event_id, exc)
+        log.warning("LINE %s event %s skipped: %s", inbound.type, inbound.event_id, exc.code)
         return None
 
 
-def message_text(event: MessageEvent) -> str:
+def message_text(message: MessageIn) -> str:
     """What the summary keeps of a message: the text itself, or a ``[type]`` marker for media."""
-    message = event.message
-    if isinstance(message, TextMessageContent):
+    if message.type == "text" and message.text is not None:
         return message.text
-    if isinstance(message, StickerMessageContent) and message.text:
+    if message.type == "sticker" and message.text:
         return f"[sticker] {message.text}"
     return f"[{message.type}]"
 
 
-def plan_event(event: Event | TextIn, *, received_at: float, settings: CrmSettings,
+def plan_event(event: Parsed, *, received_at: float, settings: CrmSettings,
                checkin_keywords: Sequence[str]) -> Plan | None:
     """The plan for one parsed event, or None for events superfan does not keep (logged).
 
     In standby mode another channel (a chat tool or module) is answering the fan, so the event
     is recorded but superfan stays silent.
     """
+    if isinstance(event, Unusable):
+        return dead_letter(event, received_at)
     plan = _plan(event, received_at, settings, checkin_keywords)
-    standby = event.standby if isinstance(event, TextIn) else event.mode == EventMode.STANDBY
-    if plan is not None and standby:
+    if plan is not None and event.standby:
         plan.respond, plan.push_fallback, plan.keep_token = None, False, False
     return plan
 
 
-def _plan(event: Event | TextIn, received_at: float, settings: CrmSettings,
+def dead_letter(event: Unusable, received_at: float) -> Plan:
+    """A plan that keeps an unusable event whole, committed with the request's other events."""
+    log.warning("LINE webhook: kept %s event %s as a dead letter: %s", event.type, event.event_id, event.reason)
+    letter = DeadLetterIn(PLATFORM, event.event_id, event.type, event.reason, raw_text(event.raw))
+
+    async def run(session: AsyncSession, now: datetime) -> bool:
+        return await keep(session, letter, now)
+
+    inbound = Inbound(event.event_id or "", event.type or "", "unknown", None, NO_TIME, None, False, received_at)
+    return Plan(inbound, ops=[Action("line dead letter", run)])
+
+
+def _plan(event: TextIn | LineEvent, received_at: float, settings: CrmSettings,
           checkin_keywords: Sequence[str]) -> Plan | None:
     if isinstance(event, TextIn):
-        inbound = Inbound(event.event_id, "message", event.chat, event.user_id,
-                          datetime.fromtimestamp(event.timestamp / 1000, UTC), event.reply_token,
-                          event.redelivery, received_at)
-        return _message(Plan(inbound), event.text, True, settings, checkin_keywords)
-    chat, user_id = _chat(event)
-    inbound = Inbound(
-        event_id=event.webhook_event_id, type=event.type, chat=chat, user_id=user_id,
-        occurred_at=occurred_at(event), reply_token=getattr(event, "reply_token", None),
-        redelivery=bool(event.delivery_context and event.delivery_context.is_redelivery),
-        received_at=received_at,
-    )
+        inbound = Inbound(event.event_id, "message", event.chat, event.user_id, occurred_at(event.timestamp),
+                          event.reply_token, event.redelivery, received_at)
+        return _message(Plan(inbound), event.text, True, settings, checkin_keywords, event.message_id)
+    inbound = Inbound(event.event_id, event.type, event.chat, event.user_id, occurred_at(event.timestamp),
+                      event.reply_token, event.redelivery, received_at)
     plan = Plan(inbound)
-    if isinstance(event, JoinEvent):
+    kind = event.type
+    if kind == "join":
         plan.respond = "join"
         return plan
-    if isinstance(event, LeaveEvent):
-        log.info("LINE: the account was removed from a %s", chat)
+    if kind == "leave":
+        log.info("LINE: the account was removed from a %s", event.chat)
         return None
-    if isinstance(event, MemberJoinedEvent | MemberLeftEvent):
-        joined = isinstance(event, MemberJoinedEvent)
-        members = event.joined.members if isinstance(event, MemberJoinedEvent) else event.left.members
-        kind = "member_joined" if joined else "member_left"
-        for member in members:
-            if member.user_id:
-                item = _interaction(inbound, kind, user_id=member.user_id,
-                                    event_id=f"{inbound.event_id}:{member.user_id}")
-                if item:
-                    plan.ops.append(item)
+    if kind in ("memberJoined", "memberLeft"):
+        interaction = "member_joined" if kind == "memberJoined" else "member_left"
+        for member in event.members:
+            item = _interaction(inbound, interaction, user_id=member, event_id=f"{inbound.event_id}:{member}")
+            if item:
+                plan.ops.append(item)
         return plan if plan.ops else None
-    if not user_id:
-        log.debug("LINE %s event %s has no user id; skipped", event.type, inbound.event_id)
+    if event.unsent_id is not None:  # an unsend names no one's points, only a message's text
+        return _unsend(plan, event.unsent_id)
+    if not event.user_id:
+        log.info("LINE %s event %s has no user id; not recorded", kind, inbound.event_id)
         return None
-    if isinstance(event, MessageEvent):
-        is_text = isinstance(event.message, TextMessageContent)
-        return _message(plan, message_text(event), is_text, settings, checkin_keywords)
-    if isinstance(event, PostbackEvent):
-        command = parse_postback(event.postback.data)
+    if kind == "message" and event.message is not None:
+        message = event.message
+        return _message(plan, message_text(message), message.type == "text", settings, checkin_keywords,
+                        message.id)
+    if kind == "messageEdited" and event.message is not None:
+        return _edited(plan, event.message, settings)
+    if kind == "postback" and event.postback is not None:
+        command = parse_postback(event.postback)
         if command is None:
-            return _store(plan, "postback", event.postback.data[:100])
+            return _store(plan, "postback", event.postback[:100])
         return _command(plan, command, settings)
-    if isinstance(event, FollowEvent):
-        unblocked = event.follow.is_unblocked
-        plan.respond = "welcome_back" if unblocked else "welcome"
-        return _store(plan, "follow", "unblocked" if unblocked else None)
-    if isinstance(event, UnfollowEvent):
+    if kind == "follow":
+        plan.respond = "welcome_back" if event.unblocked else "welcome"
+        return _store(plan, "follow", "unblocked" if event.unblocked else None)
+    if kind == "unfollow":
         return _store(plan, "unfollow")
-    log.debug("LINE %s event %s is not used by superfan; skipped", event.type, inbound.event_id)
+    if kind == "membership" and event.membership is not None:
+        left = event.membership == "left"
+        return _store(plan, "membership_left" if left else "membership", event.membership)
+    log.info("LINE %s event %s is not used by superfan; not recorded", kind, inbound.event_id)
     return None
 
 
-def _message(plan: Plan, text: str, is_text: bool, settings: CrmSettings,
-             checkin_keywords: Sequence[str]) -> Plan | None:
+def _message(plan: Plan, text: str, is_text: bool, settings: CrmSettings, checkin_keywords: Sequence[str],
+             message_id: str | None) -> Plan | None:
     inbound = plan.inbound
     if not inbound.user_id:
-        log.debug("LINE message %s has no user id; skipped", inbound.event_id)
+        log.info("LINE message %s has no user id; not recorded", inbound.event_id)
         return None
     private = inbound.chat == "user"
     command = parse_text(text, checkin_keywords, private=private) if is_text else None
     if command is not None:
         return _command(plan, command, settings)
     plan.keep_token = private
-    return _store(plan, "dm_in" if private else "message", text)
+    return _store(plan, "dm_in" if private else "message", text, message_ref=message_id)
 
 
-def _store(plan: Plan, kind: str, text: str | None = None) -> Plan | None:
-    item = _interaction(plan.inbound, kind, text)
+def _unsend(plan: Plan, message_id: str) -> Plan:
+    async def run(session: AsyncSession, now: datetime) -> int:
+        return await redact_message(session, PLATFORM, [message_id])
+
+    plan.ops = [Action("line unsend", run)]
+    return plan
+
+
+def _edited(plan: Plan, message: MessageIn, settings: CrmSettings) -> Plan | None:
+    if message.type != "text" or message.text is None:
+        log.info("LINE messageEdited %s edits a %s message; not recorded", plan.inbound.event_id, message.type)
+        return None
+    text = message.text
+
+    async def run(session: AsyncSession, now: datetime) -> bool:
+        return await edit_message(session, settings, PLATFORM, message.id, text, now)
+
+    plan.ops = [Action("line message edited", run)]
+    return plan
+
+
+def _store(plan: Plan, kind: str, text: str | None = None, *, message_ref: str | None = None) -> Plan | None:
+    item = _interaction(plan.inbound, kind, text, message_ref=message_ref)
     plan.ops = [item] if item else []
     return plan if plan.ops else None
 

@@ -209,7 +209,7 @@ async def test_a_large_body_under_the_limit_is_fine(rig: LineRig) -> None:
     assert await rig.count(kind="dm_in") == 80
 
 
-async def test_unknown_and_malformed_events_are_skipped_the_rest_stored(rig: LineRig) -> None:
+async def test_unknown_and_malformed_events_are_dead_letters_the_rest_stored(rig: LineRig) -> None:
     good = text_event(FAN, "still here")
     unknown = {"type": "somethingNew", "timestamp": 1, "mode": "active", "webhookEventId": event_id(),
                "deliveryContext": {"isRedelivery": False}, "source": {"type": "user", "userId": FAN}}
@@ -218,7 +218,16 @@ async def test_unknown_and_malformed_events_are_skipped_the_rest_stored(rig: Lin
     bad_message = text_event(user(3), "odd").to_dict()
     bad_message["message"]["type"] = "hologram"
     assert await rig.post(unknown, good, no_timestamp, bad_message, "not an object") == 200
-    assert [(r.kind, r.summary) for r in await interactions(rig)] == [("dm_in", "still here")]
+    # A message of a type LINE adds later is still the fan talking; the rest is kept to replay.
+    assert [(r.kind, r.summary) for r in await interactions(rig)] == [("dm_in", "still here"),
+                                                                      ("dm_in", "[hologram]")]
+    from sqlalchemy import select
+
+    from crm.models import DeadLetter
+    async with rig.sessions() as session:
+        kept = (await session.execute(select(DeadLetter.event_type, DeadLetter.reason).order_by(DeadLetter.id))).all()
+    assert kept == [("somethingNew", "event type unknown to this version"),
+                    ("message", "timestamp missing or out of range"), (None, "event is not an object")]
 
 
 async def test_empty_event_list_is_lines_verify_call(rig: LineRig) -> None:
@@ -304,12 +313,12 @@ async def test_healthz(rig: LineRig) -> None:
         assert json.loads(await resp.text())["status"] == "ok"
 
 
-def test_the_fast_text_path_plans_exactly_what_the_sdk_path_plans() -> None:
-    """Text messages skip pydantic for speed; what they become must not depend on that."""
-    from linebot.v3.webhooks import Event, RoomSource
+def test_the_fast_text_path_plans_exactly_what_the_full_reader_plans() -> None:
+    """Text messages take a hand-checked path for speed; what they become must not depend on that."""
+    from linebot.v3.webhooks import RoomSource
 
     from bot.line_adapter.events import plan_event
-    from bot.line_adapter.webhook import parse_event
+    from bot.line_adapter.webhook import LineEvent, TextIn, Unusable, line_event, parse_event
     from crm.interaction import InteractionIn
     from crm.settings import CrmSettings
 
@@ -323,8 +332,8 @@ def test_the_fast_text_path_plans_exactly_what_the_sdk_path_plans() -> None:
     standby = text_event(FAN, "我的資料").to_dict() | {"mode": "standby"}
     raws = [e.to_dict() for e in texts] + [standby]
     for raw in raws:
-        fast, full = parse_event(raw), Event.from_dict(raw)
-        assert not isinstance(fast, Event), "text messages take the fast path"
+        fast, full = parse_event(raw), line_event(raw, raw["type"], raw["webhookEventId"])
+        assert isinstance(fast, TextIn), "text messages take the fast path"
         plans = [plan_event(e, received_at=1.0, settings=CrmSettings(), checkin_keywords=["打卡"]) for e in (fast, full)]
         a, b = plans
         assert a is not None and b is not None
@@ -335,5 +344,5 @@ def test_the_fast_text_path_plans_exactly_what_the_sdk_path_plans() -> None:
     assert plan_event(parse_event(standby), received_at=1.0, settings=CrmSettings(),
                       checkin_keywords=[]).respond is None  # another channel answers in standby
     for broken in ({**raws[0], "timestamp": "1700000000000"}, {**raws[0], "message": {"type": "text", "id": "1"}}):
-        assert parse_event(broken) is None  # not fast-tracked, and the SDK refuses it too
-    assert isinstance(parse_event(room.to_dict()), MessageEvent)
+        assert isinstance(parse_event(broken), Unusable)  # not fast-tracked, and kept as a dead letter
+    assert isinstance(parse_event(room.to_dict()), LineEvent)

@@ -123,6 +123,14 @@ class GoalConfig:
 
 
 @dataclass(frozen=True)
+class PurchasesConfig:
+    """The purchase webhook's limits: ``[goal] currency`` is accepted besides ``currencies``."""
+
+    max_amount: float = 1_000_000.0
+    currencies: list[str] = field(default_factory=lambda: ["TWD", "USD", "JPY"])
+
+
+@dataclass(frozen=True)
 class CheckinConfig:
     keywords: list[str] = field(default_factory=lambda: ["打卡", "checkin"])
 
@@ -145,6 +153,7 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     tiers: TiersConfig = field(default_factory=TiersConfig)
     goal: GoalConfig = field(default_factory=GoalConfig)
+    purchases: PurchasesConfig = field(default_factory=PurchasesConfig)
     checkin: CheckinConfig = field(default_factory=CheckinConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     source: str = "built-in defaults"
@@ -320,6 +329,17 @@ def problems(cfg: Config) -> list[str]:
         except ValueError as exc:
             errors.append(f"tiers: {exc}")
     errors += _discord_problems(cfg)
+    errors += _purchases_problems(cfg)
+    return errors
+
+
+def _purchases_problems(cfg: Config) -> list[str]:
+    p, errors = cfg.purchases, []
+    if not p.max_amount > 0:
+        errors.append("purchases.max_amount must be positive")
+    bad = [c for c in p.currencies if not (len(c) == 3 and c.isascii() and c.isalpha() and c.isupper())]
+    if bad:
+        errors.append(f"purchases.currencies takes ISO 4217 codes such as TWD, not {bad!r}")
     return errors
 
 

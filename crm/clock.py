@@ -21,8 +21,15 @@ def as_utc(value: datetime) -> datetime:
 
 
 def parse_iso(text: str) -> datetime:
-    """Parse ISO-8601 (``Z`` accepted); a time without an offset is rejected as ambiguous."""
+    """Parse ISO-8601 (``Z`` accepted); a time without an offset is rejected as ambiguous.
+
+    Every failure is a :class:`ValueError` (also a time such as ``0001-01-01T00:00:00+14:00``
+    that has no UTC equivalent), so a caller can answer bad input with one ``except``.
+    """
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time {text!r} is out of range") from None

@@ -34,6 +34,11 @@ class BadInput(CrmError):
     """The caller supplied something malformed (a bad row, an unknown kind, a bad time)."""
 
 
+class Conflict(CrmError):
+    """What was sent contradicts what is already stored (an order id seen with another amount);
+    nothing was changed. Params ``stored`` and ``given`` hold the two versions as plain values."""
+
+
 class FanNotFound(CrmError):
     """No fan matches the query (code ``fan.not_found``, param ``query``)."""
 

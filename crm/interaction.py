@@ -20,6 +20,12 @@ from crm.errors import BadInput
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_AMOUNT = Decimal("1e12")
+#: The range of ``occurred_at``. 1970 reaches back past any shop's or platform's history that a
+#: creator might import (a narrower "year 2000 onward" would refuse old orders), 2200 is past any
+#: real event yet far from the ends of ``datetime`` and of the score's exponent, so a typo such as
+#: 0001 or 9999 is refused with a reason instead of failing somewhere deeper.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _GOOD_IDENTS: set[str] = set()
 
@@ -76,13 +82,20 @@ def validate(item: InteractionIn) -> InteractionIn:
                        code="platform.bad", platform=item.platform)
     if not item.external_id or len(item.external_id) > 128:
         raise BadInput("external_id is empty or longer than 128 characters", code="external_id.bad", max=128)
+    if not item.external_id.isprintable():
+        raise BadInput("external_id has a control or other invisible character", code="external_id.bad_characters")
     if not _is_ident(item.kind):
         raise BadInput(f"bad kind {item.kind!r} (e.g. message, purchase, checkin)", code="kind.bad",
                        kind=item.kind)
     if item.occurred_at.tzinfo is None:
         raise BadInput("occurred_at needs a UTC offset", code="time.no_offset")
+    if not EARLIEST <= item.occurred_at < LATEST:
+        raise BadInput("occurred_at is before 1970 or after 2199", code="time.out_of_range",
+                       earliest=EARLIEST.year, latest=LATEST.year - 1)
     if item.source_event_id is not None and len(item.source_event_id) > 128:
         raise BadInput("event id longer than 128 characters", code="event_id.too_long", max=128)
+    if item.source_event_id is not None and not item.source_event_id.isprintable():
+        raise BadInput("event id has a control or other invisible character", code="event_id.bad_characters")
     amount = item.amount
     if amount is not None and not isinstance(amount, Decimal):
         try:
@@ -111,9 +124,13 @@ def validate(item: InteractionIn) -> InteractionIn:
 
 def _whole_characters(text: str | None) -> str | None:
     """``text`` with any lone UTF-16 surrogate (half an emoji, e.g. from a JSON ``\\ud83d`` escape)
-    replaced by U+FFFD: the database takes only whole characters, and one broken emoji must not
-    cost a fan's message."""
-    if text is None or text.isascii() or not _SURROGATE.search(text):
+    and any NUL (which PostgreSQL refuses in text) replaced by U+FFFD: the database takes only
+    whole characters, and one broken emoji must not cost a fan's message."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if text.isascii() or not _SURROGATE.search(text):
         return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
@@ -131,7 +148,8 @@ def validate_many(items: Sequence[InteractionIn]) -> list[InteractionIn]:
 def _normal(item: InteractionIn) -> bool:
     """True when :func:`validate` would return ``item`` as it is (platform and kind checked apart)."""
     ext, eid = item.external_id, item.source_event_id
-    return (item.occurred_at.tzinfo is UTC and item.amount is None and item.currency is None
-            and 0 < len(ext) <= 128 and not ext[0].isspace() and not ext[-1].isspace()
-            and (eid is None or len(eid) <= 128)
+    return (item.occurred_at.tzinfo is UTC and EARLIEST <= item.occurred_at < LATEST
+            and item.amount is None and item.currency is None
+            and 0 < len(ext) <= 128 and not ext[0].isspace() and not ext[-1].isspace() and ext.isprintable()
+            and (eid is None or (len(eid) <= 128 and eid.isprintable()))
             and _whole_characters(item.text) is item.text and _whole_characters(item.display_name) is item.display_name)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -234,19 +234,23 @@ async def test_any_other_failure_is_a_500_with_a_code_and_no_fan_content(
 # the fuzz test
 
 customers = st.one_of(
+    st.sampled_from([{"line_user_id": LINE_FAN}, {"email": "fan@example.com"}, {"discord_user_id": "9001"},
+                     {"discord_user_id": 9002}, {"referral_code": "NOSUCH"}]),
     st.none(), st.integers(), st.text(max_size=5),
     st.dictionaries(st.sampled_from(["line_user_id", "discord_user_id", "email", "referral_code", "other"]),
-                    st.one_of(st.text(max_size=40), st.integers(), st.booleans(), st.none(),
-                              st.just(LINE_FAN), st.just("9001"), st.just("fan@example.com")), max_size=3),
+                    st.one_of(st.text(max_size=40), st.integers(), st.booleans(), st.none()), max_size=3),
 )
-amounts = st.one_of(st.integers(min_value=-10**30, max_value=10**30), st.floats(), st.text(max_size=12),
-                    st.decimals(allow_nan=False, allow_infinity=False).map(str),
-                    st.sampled_from(["1,234", "12,34", "1.234,56", "1e999999999", "0", "1280"]), st.booleans())
-times = st.one_of(st.text(max_size=30), st.sampled_from([
-    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-11-22T20:15:00+08:00", "1970-01-01T00:00:00Z",
-    "2026-02-30T00:00:00Z", "2026-11-22T20:15:00+23:59"]), st.datetimes(timezones=st.timezones()).map(str))
+amounts = st.one_of(
+    st.sampled_from([1280, 1380, "1,234", "999.5", 0, "12,34", "1.234,56", "1e999999999", 10**30, -1]),
+    st.integers(min_value=-10**30, max_value=10**30), st.floats(), st.text(max_size=12), st.booleans(),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+)
+times = st.one_of(st.sampled_from([
+    "2026-11-22T20:15:00+08:00", "1970-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+    "2026-02-30T00:00:00Z", "2026-11-22T20:15:00+23:59", "2026-11-22T20:15:00"]),
+    st.text(max_size=30), st.datetimes(timezones=st.timezones()).map(lambda t: t.isoformat()))
 orders = st.fixed_dictionaries({
-    "order_id": st.one_of(st.text(max_size=110), st.integers(), st.sampled_from(["A1", "A2", "A\x00"])),
+    "order_id": st.one_of(st.sampled_from(["A1", "A2", 3]), st.text(max_size=110), st.integers()),
     "amount": amounts,
     "currency": st.one_of(st.sampled_from(["TWD", "usd", "JPY", "XYZ", "EUR", ""]), st.text(max_size=4)),
     "time": times, "customer": customers,
@@ -254,16 +258,23 @@ orders = st.fixed_dictionaries({
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                         max_size=3), max_leaves=20)
+near_valid = st.builds(  # a good order (one of two ids, so repeats and conflicts happen) with one field changed
+    lambda oid, key, value: {**order(oid), key: value}, st.sampled_from(["N1", "N2"]),
+    st.sampled_from(["amount", "currency", "time", "customer", "summary", "display_name"]),
+    st.one_of(amounts, times, customers, st.sampled_from(["TWD", "JPY", "XYZ"])))
 bodies = st.one_of(
     orders.map(lambda o: json.dumps(o, default=str).encode()),
+    near_valid.map(lambda o: json.dumps(o, default=str).encode()),
+    near_valid.map(lambda o: json.dumps(o, default=str).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.integers(min_value=1, max_value=3000).map(lambda n: b"[" * n + b"]" * n),
     st.binary(max_size=60),
 )
-signatures = st.one_of(st.just("good"), st.none(), st.binary(max_size=70), st.text(max_size=70).map(str.encode))
+signatures = st.one_of(st.just("good"), st.just("good"), st.none(), st.binary(max_size=70),
+                       st.text(max_size=70).map(str.encode))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, signature=signatures)
 async def test_fuzz_never_a_5xx_and_nothing_stored_unless_200(shop: Shop, body: bytes,
                                                              signature: bytes | str | None) -> None:
@@ -277,9 +288,13 @@ async def test_fuzz_never_a_5xx_and_nothing_stored_unless_200(shop: Shop, body: 
     else:
         assert isinstance(signature, bytes)
         status = await raw_post(shop.url, signature.replace(b"\r", b"").replace(b"\n", b""), body)
+    event(f"HTTP {status}")
     assert status < 500
+    after = await stored(shop.sessions)
     if status != 200:
-        assert await stored(shop.sessions) == before
+        assert after == before
+    else:
+        assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1
 
 
 async def test_a_decimal_amount_is_stored_exactly(shop: Shop) -> None:

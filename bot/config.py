@@ -59,6 +59,7 @@ class LineConfig:
     monthly_quota: int = 200
     reply_token_ttl_seconds: float = 50.0
     profile_refresh_hours: float = 24.0
+    profile_requests_per_second: float = 100.0
     send_max_attempts: int = 4
     send_backoff_seconds: float = 0.5
 

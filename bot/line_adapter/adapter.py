@@ -46,7 +46,8 @@ class LineAdapter:
         self._parser = WebhookParser(channel_secret)
         self._monotonic = monotonic
         self.profiles = Profiles(sender, writer, crm.read, crm.settings, clock=clock,
-                                 refresh=timedelta(hours=crm.config.line.profile_refresh_hours))
+                                 refresh=timedelta(hours=crm.config.line.profile_refresh_hours),
+                                 rate=crm.config.line.profile_requests_per_second)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -65,9 +66,11 @@ class LineAdapter:
 
     async def start(self) -> None:
         await self.sender.start()
+        await self.profiles.start()
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Finish background answers (bounded), then close the API client."""
+        """Stop the profile worker, finish background answers (bounded), then close the API client."""
+        await self.profiles.close()  # names not yet stored are looked up after the restart
         try:
             await asyncio.wait_for(self.drain(), timeout)
         except TimeoutError:
@@ -80,6 +83,7 @@ class LineAdapter:
         """Wait until every background answer and profile refresh has finished (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.profiles.settle()
 
     async def _health(self) -> str | None:
         return None if self.writer.running else "writer stopped"
@@ -127,9 +131,7 @@ class LineAdapter:
             messages = render.answer(plan, mine, self.locale)
             if messages:
                 answers.append((plan, messages))
-            for user_id in self._users(plan, mine):
-                if self.profiles.due(user_id):
-                    self._spawn(self.profiles.refresh(user_id))
+            self.profiles.noticed(self._users(plan, mine))  # names are looked up by the worker, later
         if answers:
             self._spawn(self._answer_in_order(answers))
 

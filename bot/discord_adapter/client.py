@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import discord
@@ -22,13 +22,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import DiscordConfig
+from bot.discord_adapter.backlog import IntakeBacklog
 from bot.discord_adapter.cogs import discover
 from bot.discord_adapter.endpoints import configure_endpoints
 from bot.discord_adapter.errors import SuperfanTree
 from bot.discord_adapter.localise import CatalogueTranslator
 from bot.discord_adapter.roles import RoleReport, reconcile_roles
-from bot.writer import GroupWriter
+from bot.writer import Action, GroupWriter, Op, Outcome, Rejected, StorageUnavailable, transient
 from crm.clock import Clock, utcnow
+from crm.errors import CrmError
 from crm.ingest import Recorded, record_many
 from crm.interaction import InteractionIn
 from crm.settings import CrmSettings
@@ -102,6 +104,8 @@ class SuperfanBot(commands.Bot):
         #: ``superfan run``'s group-commit writer: intake events share its transactions with the
         #: LINE webhooks (one writer, commits in groups); without one, each event commits alone.
         self.writer: GroupWriter | None = None
+        #: Intake that met unavailable storage, retried in order (Discord never redelivers).
+        self.backlog = IntakeBacklog(self.store)
 
     @property
     def config(self) -> DiscordConfig:
@@ -149,16 +153,23 @@ class SuperfanBot(commands.Bot):
 
         A unique-constraint race (the same Discord event handled twice at once, e.g. around a
         gateway reconnect) is retried once: the retry sees the other transaction's row and reports
-        a duplicate instead of failing. Shutdown waits for units in flight (:meth:`idle`).
+        a duplicate instead of failing. A busy or unreachable database raises
+        :class:`~bot.writer.StorageUnavailable` (the user is asked to try again in a moment).
+        Shutdown waits for units in flight (:meth:`idle`).
         """
         with self._unit():
             try:
-                async with self.crm.sessions.begin() as session:
-                    return await work(session)
-            except IntegrityError:
-                log.debug("unique-constraint race; retrying the unit of work once")
-                async with self.crm.sessions.begin() as session:
-                    return await work(session)
+                try:
+                    async with self.crm.sessions.begin() as session:
+                        return await work(session)
+                except IntegrityError:
+                    log.debug("unique-constraint race; retrying the unit of work once")
+                    async with self.crm.sessions.begin() as session:
+                        return await work(session)
+            except Exception as exc:
+                if transient(exc):
+                    raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+                raise
 
     async def read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run read-only ``work`` (a fan card, stats) on a snapshot: on SQLite a write transaction
@@ -179,28 +190,57 @@ class SuperfanBot(commands.Bot):
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def record(self, item: InteractionIn) -> Recorded:
-        """Store one intake event: through the shared writer when there is one, else on its own."""
-        if self.writer is None:
-            async def work(session: AsyncSession) -> tuple[Recorded, bool]:
-                result = await record_many(session, [item], self.settings, self.now())
-                return result.results[0], bool(result.tier_moves)
+    async def store(self, op: Op) -> Outcome:
+        """Commit one op now: in the shared writer's next group, else in a transaction of its own.
 
-            recorded, moved = await self.transact(work)
-            if moved:
-                self.tiers_moved()
-            return recorded
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            (outcome,) = await self.writer.submit([item])
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
-        if isinstance(outcome, Recorded):
+        Raises :class:`~bot.writer.StorageUnavailable` (or ``WriterClosed``) when it was not
+        committed. An action's expected failure (:class:`~crm.errors.CrmError`) is its outcome.
+        """
+        if self.writer is not None:
+            with self._unit():
+                (outcome,) = await self.writer.submit([op])
+            if isinstance(op, Action):
+                self.tiers_moved()  # an action may have moved a tier; a spare wake-up costs one read
             return outcome
-        return Recorded("rejected", 0)  # the writer logged why
+        now = self.now()
+
+        async def work(session: AsyncSession) -> tuple[Outcome, bool]:
+            if isinstance(op, InteractionIn):
+                result = await record_many(session, [op], self.settings, now)
+                return result.results[0], bool(result.tier_moves)
+            try:
+                async with session.begin_nested():
+                    return await op.run(session, now), True
+            except CrmError as exc:
+                return exc, False
+
+        outcome, moved = await self.transact(work)
+        if moved:
+            self.tiers_moved()
+        return outcome
+
+    async def intake(self, op: Op) -> Outcome | None:
+        """Store an intake event (message, reaction, DM, join, leave, delete), never losing it:
+        when storage is unavailable it is kept and retried in order (None: queued, see backlog.py)."""
+        return await self.backlog.submit(op)
+
+    async def record(self, item: InteractionIn) -> Recorded | None:
+        """Store one intake interaction (see :meth:`intake`); None when it was queued."""
+        outcome = await self.intake(item)
+        return outcome if isinstance(outcome, Recorded) else None
+
+    async def run_action(self, action: Action) -> Any:
+        """Run a command's action on the same path as LINE's (the writer when there is one).
+
+        Raises its :class:`~crm.errors.CrmError` for the error handler to show, and
+        ``StorageUnavailable`` when it was not stored (the user is asked to try again).
+        """
+        outcome = await self.store(action)
+        if isinstance(outcome, CrmError):
+            raise outcome
+        if isinstance(outcome, Rejected):
+            raise RuntimeError(f"{action.name} could not be stored: {outcome.reason}")
+        return outcome
 
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until no unit of work is running (shutdown: nothing received is half-written)."""
@@ -242,6 +282,7 @@ class DiscordHandle:
             await self.client.idle(timeout)
         except TimeoutError:
             log.warning("Discord units of work still running after %.0fs at shutdown", timeout)
+        await self.client.backlog.close()  # one more try for intake still waiting for storage
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(self.task, timeout)
 

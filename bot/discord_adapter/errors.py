@@ -4,12 +4,14 @@ Order of precedence (first match wins):
 
 1. :class:`NotStaff` — a polite refusal; the command's body never ran. :class:`Refusal` — the
    adapter's own "cannot do that", from the catalogue.
-2. :class:`crm.errors.CrmError` — an expected failure whose text is safe to show (unknown fan,
+2. :class:`bot.writer.StorageUnavailable` (and ``WriterClosed`` at shutdown) — nothing was stored
+   because the database is busy or unreachable: "try again in a moment", logged as a warning.
+3. :class:`crm.errors.CrmError` — an expected failure whose text is safe to show (unknown fan,
    several fans match, bad input, a referral code that cannot be used), in the user's language
    via :func:`bot.i18n.errors.error_text`.
-3. Other ``AppCommandError`` raised by discord.py before the body ran (used outside a server,
+4. Other ``AppCommandError`` raised by discord.py before the body ran (used outside a server,
    an option that could not be converted, another failed check).
-4. Anything else is a bug: the user gets a short apology, the log gets the traceback with the
+5. Anything else is a bug: the user gets a short apology, the log gets the traceback with the
    command, interaction, user, guild and channel ids (never option values or message text).
 
 The answer is always ephemeral and goes out as the response, or as a follow-up when the command
@@ -27,6 +29,7 @@ from discord import app_commands
 from bot.discord_adapter.replies import locale_of, send_ephemeral
 from bot.i18n import t
 from bot.i18n.errors import error_text
+from bot.writer import StorageUnavailable, WriterClosed
 from crm.errors import CrmError
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ def user_message(error: BaseException, locale: str) -> str | None:
         return t("discord.errors.not_staff", locale)
     if isinstance(error, Refusal):
         return t(f"discord.{error.key}", locale, **error.params)
+    if isinstance(error, StorageUnavailable | WriterClosed):
+        return t("discord.errors.storage_busy", locale)
     if isinstance(error, CrmError):
         return error_text(error, locale)
     if isinstance(error, app_commands.NoPrivateMessage):
@@ -75,6 +80,9 @@ async def report(interaction: discord.Interaction[Any], error: BaseException, *,
             interaction.guild_id, interaction.channel_id, exc_info=original,
         )
         text = t("discord.errors.unexpected", locale)
+    elif isinstance(original, StorageUnavailable | WriterClosed):
+        log.warning("interaction %s not stored: storage unavailable; the user was asked to try again",
+                    interaction.id)
     else:
         log.debug("expected error in interaction %s: %s", interaction.id, type(original).__name__)
     await send_ephemeral(interaction, text)

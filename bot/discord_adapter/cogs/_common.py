@@ -29,8 +29,8 @@ def event_id(*parts: object) -> str:
     return raw if len(raw) <= 128 else f"{parts[0]}:h:" + hashlib.sha256(raw.encode()).hexdigest()[:64]
 
 
-async def record_event(bot: SuperfanBot, item: InteractionIn) -> Recorded:
-    """Record one interaction (see :meth:`SuperfanBot.record`)."""
+async def record_event(bot: SuperfanBot, item: InteractionIn) -> Recorded | None:
+    """Record one interaction (see :meth:`SuperfanBot.record`); None when it waits for storage."""
     return await bot.record(item)
 
 

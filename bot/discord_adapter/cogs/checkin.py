@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -12,6 +14,7 @@ from bot.discord_adapter.cogs._common import PLATFORM, external_id
 from bot.discord_adapter.localise import text
 from bot.discord_adapter.replies import Reply, answer, locale_of
 from bot.i18n import t
+from bot.writer import Action
 from crm.fan_actions import CheckinResult, checkin
 
 
@@ -34,15 +37,14 @@ class Checkin(commands.Cog):
                       code: app_commands.Range[str, 1, 32] | None = None) -> None:
         locale, user = locale_of(interaction), interaction.user
 
-        async def work(session: AsyncSession) -> CheckinResult:
+        async def work(session: AsyncSession, now: datetime) -> CheckinResult:
             return await checkin(session, self.bot.settings, platform=PLATFORM, external_id=external_id(user),
-                                 display_name=user.display_name, at=interaction.created_at, now=self.bot.now(),
+                                 display_name=user.display_name, at=interaction.created_at, now=now,
                                  source_event_id=str(interaction.id), code=code)
 
         async def build() -> Reply:
-            result = await self.bot.transact(work)
-            if result.status == "checked_in":
-                self.bot.tiers_moved()
+            # the same crm function on the same path as LINE's check-in: an action in the writer's group
+            result: CheckinResult = await self.bot.run_action(Action("discord checkin", work))
             return Reply(content=checkin_text(result, locale, code))
 
         await answer(interaction, build)

@@ -12,6 +12,7 @@ message ids are the event ids, so a message redelivered around a gateway reconne
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import discord
 from discord.ext import commands
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.discord_adapter.client import SuperfanBot
 from bot.discord_adapter.cogs._common import PLATFORM, event_id, interaction_in, record_event
+from bot.writer import Action
 from crm.privacy import redact_texts
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class Intake(commands.Cog):
             return
         item = interaction_in(message.author, kind, message.created_at, str(message.id), text=message.content)
         recorded = await record_event(self.bot, item)
-        log.debug("%s %s from %s: %s", kind, message.id, message.author.id, recorded.status)
+        log.debug("%s %s from %s: %s", kind, message.id, message.author.id, recorded.status if recorded else "queued")
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -63,11 +65,13 @@ class Intake(commands.Cog):
         if guild_id is not None and not self.bot.in_scope(guild_id):
             return
 
-        async def work(session: AsyncSession) -> int:
-            return await redact_texts(session, PLATFORM, [str(m) for m in message_ids])
+        event_ids = [str(m) for m in message_ids]
 
-        redacted = await self.bot.transact(work)
-        log.debug("deleted messages %s: %d texts redacted", message_ids, redacted)
+        async def redact(session: AsyncSession, now: datetime) -> int:
+            return await redact_texts(session, PLATFORM, event_ids)
+
+        redacted = await self.bot.intake(Action("discord delete", redact))
+        log.debug("deleted messages %s: %s texts redacted", message_ids, "queued" if redacted is None else redacted)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -80,7 +84,8 @@ class Intake(commands.Cog):
         eid = event_id("reaction", payload.message_id, payload.user_id, emoji)
         item = interaction_in(user, "reaction", self.bot.now(), eid, text=str(payload.emoji))
         recorded = await record_event(self.bot, item)
-        log.debug("reaction on %s by %s: %s", payload.message_id, payload.user_id, recorded.status)
+        log.debug("reaction on %s by %s: %s", payload.message_id, payload.user_id,
+                  recorded.status if recorded else "queued")
 
 
 async def setup(bot: SuperfanBot) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import discord
 from discord.ext import commands
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.discord_adapter.client import SuperfanBot
 from bot.discord_adapter.cogs._common import PLATFORM, event_id, existing_fan, interaction_in
+from bot.writer import Action
 from crm.errors import BadInput
 from crm.fan_actions import ensure_fan, redeem_referral, referral_code
 from crm.ingest import record_many
@@ -108,12 +109,11 @@ class Membership(commands.Cog):
         inviter = member.guild.get_member(inviter_id) if inviter_id else None
         if inviter_id == member.id or (inviter is not None and inviter.bot):
             inviter_id = None
-        now = self.bot.now()
-        joined = member.joined_at or now
+        joined = member.joined_at or self.bot.now()
         follow = interaction_in(member, "follow", joined,
                                 event_id("join", member.guild.id, member.id, int(joined.timestamp() * 1000)))
 
-        async def work(session: AsyncSession) -> bool:
+        async def work(session: AsyncSession, now: datetime) -> bool:
             result = await record_many(session, [follow], self.bot.settings, now)
             if inviter_id is None or result.results[0].status == "opted_out":
                 return bool(result.tier_moves)
@@ -130,8 +130,7 @@ class Membership(commands.Cog):
             log.info("member %s joined via an invite of %s: referral credited", member.id, inviter_id)
             return True
 
-        if await self.bot.transact(work):
-            self.bot.tiers_moved()
+        await self.bot.intake(Action("discord join", work))  # tier moves wake the role sync
 
     @commands.Cog.listener()
     async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
@@ -143,11 +142,11 @@ class Membership(commands.Cog):
         stamp = int(joined.timestamp() * 1000) if joined else int((now - timedelta(seconds=now.second)).timestamp())
         unfollow = interaction_in(user, "unfollow", now, event_id("leave", payload.guild_id, user.id, stamp))
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession, now: datetime) -> None:
             if await existing_fan(session, user) is not None:
                 await record_many(session, [unfollow], self.bot.settings, now)
 
-        await self.bot.transact(work)
+        await self.bot.intake(Action("discord leave", work))
 
 
 async def setup(bot: SuperfanBot) -> None:

@@ -302,3 +302,11 @@ async def test_a_decimal_amount_is_stored_exactly(shop: Shop) -> None:
     async with shop.sessions() as session:
         row = (await session.execute(select(Interaction))).scalar_one()
     assert Decimal(row.amount_cents) / 100 == Decimal("234567.89")
+
+
+async def test_a_nul_in_the_summary_or_name_is_stored_as_a_replacement_character(shop: Shop) -> None:
+    status, _ = await shop.post({**order(), "summary": "簽名\x00寫真集", "display_name": "A\x00nn"})
+    assert status == 200  # PostgreSQL refuses NUL in text: this was a 500 (a failed group) there
+    async with shop.sessions() as session:
+        row = (await session.execute(select(Interaction))).scalar_one()
+    assert row.summary == "簽名\ufffd寫真集"

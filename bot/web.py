@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[str | None]]
 HEALTH_CHECKS = web.AppKey("health_checks", dict[str, HealthCheck])
+HealthInfo = Callable[[], Awaitable[object]]
+HEALTH_INFO = web.AppKey("health_info", dict[str, HealthInfo])
 MAX_BODY = web.AppKey("max_body_bytes", int)
 HEALTH_TIMEOUT_S = 2.0
 
@@ -29,6 +31,7 @@ def make_web_app(config: WebConfig) -> web.Application:
     """A fresh app with ``/healthz``; routes for enabled adapters are added before it starts."""
     app = web.Application(client_max_size=config.max_body_bytes)
     app[HEALTH_CHECKS] = {}
+    app[HEALTH_INFO] = {}
     app[MAX_BODY] = config.max_body_bytes
     app.router.add_get("/healthz", _healthz)
     return app
@@ -37,6 +40,11 @@ def make_web_app(config: WebConfig) -> web.Application:
 def add_health_check(app: web.Application, name: str, check: HealthCheck) -> None:
     """Register a check for ``/healthz``: it returns ``None`` when healthy, else a short problem."""
     app[HEALTH_CHECKS][name] = check
+
+
+def add_health_info(app: web.Application, name: str, info: HealthInfo) -> None:
+    """Register a figure for ``/healthz``'s ``info`` (e.g. dead letters waiting): shown, never unhealthy."""
+    app[HEALTH_INFO][name] = info
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -51,7 +59,13 @@ async def _healthz(request: web.Request) -> web.Response:
     if problems:
         return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
     names: list[str] = sorted(request.app[HEALTH_CHECKS].keys())
-    return web.json_response({"status": "ok", "checks": names})
+    info: dict[str, object] = {}
+    for name, figure in request.app[HEALTH_INFO].items():
+        try:
+            info[name] = await asyncio.wait_for(figure(), HEALTH_TIMEOUT_S)
+        except Exception as exc:
+            info[name] = f"unavailable ({type(exc).__name__})"
+    return web.json_response({"status": "ok", "checks": names, "info": info})
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -22,8 +22,9 @@ from bot.line_adapter.events import Plan, plan_event
 from bot.line_adapter.profiles import Profiles
 from bot.line_adapter.sender import LineSender, mask
 from bot.line_adapter.webhook import SIGNATURE_HEADER, BadWebhook, verify_and_parse
-from bot.web import BodyTooLarge, add_health_check, bad_request, read_body
+from bot.web import BodyTooLarge, add_health_check, add_health_info, bad_request, read_body
 from bot.writer import GroupWriter, Outcome, WriterClosed
+from crm import dead_letters
 from crm.clock import Clock, utcnow
 from crm.ingest import Recorded
 
@@ -63,6 +64,7 @@ class LineAdapter:
     def mount(self, app: web.Application) -> None:
         app.router.add_post(self.crm.config.line.webhook_path, self.handle)
         add_health_check(app, "line", self._health)
+        add_health_info(app, "line_dead_letters", self._dead_letters)
 
     async def start(self) -> None:
         await self.sender.start()
@@ -84,6 +86,11 @@ class LineAdapter:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.profiles.settle()
+
+    async def _dead_letters(self) -> int:
+        """Events kept because they could not be understood, waiting for ``superfan dead-letters replay``."""
+        async with self.crm.read() as session:
+            return await dead_letters.waiting(session)
 
     async def _health(self) -> str | None:
         return None if self.writer.running else "writer stopped"

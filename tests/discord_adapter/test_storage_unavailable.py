@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -16,6 +17,7 @@ from bot.discord_adapter.endpoints import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL,
 from bot.i18n import t
 from bot.sandbox.discord_emulator import DiscordEmulator
 from bot.writer import GroupWriter, Op, Outcome, StorageUnavailable
+from crm.db import make_engine, make_sessionmaker
 from tests.discord_adapter.conftest import FAN, GENERAL, GUILD, STEP, eventually, interactions, slash
 
 
@@ -99,3 +101,37 @@ async def _waiting(handle: DiscordHandle, count: int) -> bool:
 async def _stored(crm: Crm, count: int) -> list[object] | None:
     rows = await interactions(crm, FAN)
     return rows if len(rows) == count else None
+
+
+@pytest.mark.parametrize("with_writer", [True, False], ids=["group writer", "own transaction"])
+async def test_events_sent_while_another_process_holds_the_write_lock_are_stored_after_it(
+    emu: DiscordEmulator, crm: Crm, with_writer: bool
+) -> None:
+    """The real trigger: ``superfan import`` (another process) holds SQLite's write lock longer
+    than the busy timeout while the bot serves; nothing the fans did in that time is lost."""
+    if crm.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    engine = make_engine(str(crm.engine.url), busy_timeout=0.2)
+    busy = Crm(crm.config, engine, make_sessionmaker(engine), crm.settings)
+    writer = GroupWriter(busy.sessions, busy.settings) if with_writer else None
+    if writer is not None:
+        await writer.start()
+    started = await asyncio.wait_for(start_discord(busy, token="test-token", guild_ready_timeout=0.05,
+                                                   writer=writer), STEP * 2)
+    started.client.backlog = IntakeBacklog(started.client.store, first_delay=0.05, max_delay=0.2)
+    holder = sqlite3.connect(crm.engine.url.database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        for n in range(3):
+            await emu.message_create(GENERAL, FAN, f"locked {n}", message_id=700 + n, guild_id=GUILD)
+        await eventually(lambda: _waiting(started, 3))
+        holder.execute("ROLLBACK")
+        rows = await eventually(lambda: _stored(crm, 3))
+        assert [r.source_event_id for r in rows] == ["700", "701", "702"]
+    finally:
+        holder.close()
+        await started.close()
+        if writer is not None:
+            await writer.close()
+        await engine.dispose()
+        configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)

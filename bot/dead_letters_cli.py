@@ -59,7 +59,7 @@ async def _list(as_json: bool) -> None:
     zone = ZoneInfo(config.creator.timezone)
     async with open_crm(config) as crm, crm.read() as session:
         letters = await listing(session)
-    rows = [{"id": d.id, "platform": d.platform, "event_id": d.event_id, "type": d.event_type, "reason": d.reason,
+    rows: list[dict[str, Any]] = [{"id": d.id, "platform": d.platform, "event_id": d.event_id, "type": d.event_type, "reason": d.reason,
              "received_at": d.received_at.astimezone(zone).isoformat(),
              "replayed_at": d.replayed_at.astimezone(zone).isoformat() if d.replayed_at else None}
             for d in letters]
@@ -74,9 +74,14 @@ async def _list(as_json: bool) -> None:
     for key in ("col_id", "col_time", "col_type", "col_reason", "col_replayed"):
         table.add_column(t(f"cli.{key}", locale))
     for row in rows:
-        table.add_row(str(row["id"]), row["received_at"][:19].replace("T", " "), row["type"] or "?", row["reason"],
-                      (row["replayed_at"] or "")[:19].replace("T", " "))
+        table.add_row(str(row["id"]), _local(row["received_at"]), row["type"] or "?", row["reason"],
+                      _local(row["replayed_at"] or ""))
     out.print(table)
+
+
+def _local(iso: str) -> str:
+    """``2026-11-22 12:00:00`` from an ISO time already in the creator's timezone."""
+    return iso[:19].replace("T", " ")
 
 
 async def _replay(ids: list[int], replay_all: bool) -> None:

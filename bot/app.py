@@ -45,7 +45,7 @@ class Crm:
 @asynccontextmanager
 async def open_crm(config: Config) -> AsyncIterator[Crm]:
     """Connect, bring the schema to head (or say what to run), and dispose on exit."""
-    engine = make_engine(config.database.url)
+    engine = make_engine(config.database.url, busy_timeout=config.database.busy_timeout_seconds)
     try:
         await ensure_schema(engine, config.database.url, auto_migrate=config.database.auto_migrate)
         yield Crm(config, engine, make_sessionmaker(engine), config.crm_settings())
@@ -100,11 +100,8 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
     await writer.start()
     stack.push_async_callback(writer.close)
 
-    async def writer_health() -> str | None:
-        return None if writer.running else "writer stopped"
-
     app = make_web_app(config.web)
-    add_health_check(app, "writer", writer_health)
+    add_health_check(app, "writer", writer.health)
     routes = []
     if config.line.enabled:
         from bot.line_adapter import LineAdapter

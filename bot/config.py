@@ -30,6 +30,7 @@ class ConfigError(Exception):
 class DatabaseConfig:
     url: str = "sqlite+aiosqlite:///superfan.db"
     auto_migrate: bool = True
+    busy_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,17 @@ def bad_request(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=400)
 
 
+#: Seconds a sender is asked to wait before redelivering what could not be stored.
+RETRY_AFTER_S = 5
+
+
+def not_stored(code: str, reason: str, *, status: int = 503) -> web.Response:
+    """A 5xx for a request that was not stored through no fault of the sender: ``code`` and a short
+    reason (never exception text, which can carry what fans wrote), and ``Retry-After``."""
+    return web.json_response({"error": reason, "code": code}, status=status,
+                             headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 class WebServer:
     """Serve an app on host:port; ``stop`` stops listening, lets in-flight requests finish, then closes."""
 

@@ -8,21 +8,35 @@ the previous commit), at rest a lone request is committed at once: no timer, no 
 
 Work is a list of ops: an :class:`~crm.ingest.InteractionIn` (the fast, set-based path through
 ``record_many``) or an :class:`Action` (a command such as a check-in, run in a savepoint so its
-expected failure cannot undo the rest of the group). If a group fails as a whole, its ops are
-retried one per transaction, so one bad event cannot sink the others.
+expected failure cannot undo the rest of the group).
+
+When a group fails, :func:`classify` decides what that means (one table, in order):
+
+| failure                                                      | what the writer does                  |
+|--------------------------------------------------------------|---------------------------------------|
+| the database is busy, locked, unreachable, or the connection | every request of the group fails at   |
+| broke (``OperationalError``, ``InterfaceError``, ``OSError``, | once with :class:`StorageUnavailable` |
+| ``TimeoutError``, an invalidated connection)                 | (webhooks answer 503, senders retry)  |
+| one op's data cannot be stored (``CrmError``,                | the ops are retried one per           |
+| ``IntegrityError``, ``DataError``)                           | transaction: the bad op is            |
+|                                                              | :class:`Rejected`, the others stored  |
+| anything else (a bug)                                        | retried one by one as well; the op    |
+|                                                              | that still fails fails its request    |
+|                                                              | (5xx: it may succeed after a fix)     |
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm.clock import Clock, utcnow
@@ -31,6 +45,7 @@ from crm.errors import CrmError
 from crm.ingest import Recorded, record_many
 from crm.interaction import InteractionIn
 from crm.settings import CrmSettings
+from crm.tiers_service import TIER_MOVES
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +103,30 @@ class _Work:
 _STOP = object()
 
 
+TRANSIENT = "transient"
+BAD_DATA = "bad data"
+BUG = "bug"
+
+
+def classify(exc: BaseException) -> str:
+    """What a failed commit means: :data:`TRANSIENT` (busy or unreachable storage: retry later, the
+    whole group), :data:`BAD_DATA` (one op cannot be stored, ever) or :data:`BUG` (anything else)."""
+    if isinstance(exc, StorageUnavailable):
+        return TRANSIENT
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return TRANSIENT
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError):
+        return TRANSIENT
+    if type(exc).__module__.startswith("asyncpg") and isinstance(exc, ConnectionError | OSError):
+        return TRANSIENT
+    if isinstance(exc, CrmError | IntegrityError | DataError):
+        return BAD_DATA
+    return BUG
+
+
 def transient(exc: BaseException) -> bool:
     """Errors worth a redelivery (the database was unreachable or busy), as opposed to bad data."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+    return classify(exc) == TRANSIENT
 
 
 class GroupWriter:
@@ -117,9 +151,12 @@ class GroupWriter:
         self._checkpoints = False  # the held connection leaves WAL checkpoints to us (SQLite)
         self._checkpointing: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
+        #: When commits began failing for a transient reason (None: the last commit went through).
+        self.blocked_since: datetime | None = None
         self.groups = 0  # transactions run: one per group, one per op when committing them one by one
         self.ops = 0
-        #: Called after a commit in which some fan changed tier (e.g. Discord's role sync).
+        #: Called after a commit in which some fan changed tier, whatever op moved it (e.g. to wake
+        #: Discord's role sync).
         self.on_tier_moves: list[Callable[[], None]] = []
 
     async def start(self) -> None:
@@ -196,13 +233,15 @@ class GroupWriter:
         except Exception as exc:
             await session.close()
             await self._drop_connection()
-            if len(ops) == 1 and transient(exc):
-                log.warning("writer: commit failed (%s); the request will be redelivered", brief(exc))
-                _fail(group[0], exc)
+            if transient(exc):
+                self._blocked(exc, len(ops))
+                for work in group:
+                    _fail(work, StorageUnavailable(brief(exc)))
                 return
             log.warning("writer: a group of %d ops failed (%s); retrying them one by one", len(ops), brief(exc))
             await self._one_by_one(group)
             return
+        self._committed(session)
         start = 0
         for work in group:
             _resolve(work, outcomes[start : start + len(work.ops)])
@@ -210,6 +249,26 @@ class GroupWriter:
         await session.close()
         self._announce_moves()
         self._maybe_checkpoint()
+
+    def _blocked(self, exc: BaseException, ops: int) -> None:
+        if self.blocked_since is None:
+            self.blocked_since = self._clock()
+        log.warning("writer: storage unavailable (%s); %d ops not stored, their senders will retry", brief(exc), ops)
+
+    def _committed(self, session: AsyncSession) -> None:
+        if self.blocked_since is not None:
+            log.warning("writer: storage available again (blocked since %s)", self.blocked_since.isoformat())
+        self.blocked_since = None
+        if session.info.get(TIER_MOVES):
+            self._moved = True
+
+    async def health(self) -> str | None:
+        """For ``/healthz``: None when the writer runs and its last commit went through."""
+        if not self.running:
+            return "writer stopped"
+        if self.blocked_since is not None:
+            return f"storage blocked since {self.blocked_since.isoformat(timespec='seconds')}"
+        return None
 
     async def _connection(self) -> AsyncConnection:
         """The connection the writer keeps between groups.
@@ -276,7 +335,6 @@ class GroupWriter:
         async def flush() -> None:
             if batch:
                 done = await record_many(session, [item for _, item in batch], self._settings, now)
-                self._moved = self._moved or bool(done.tier_moves)
                 for (n, _), result in zip(batch, done.results, strict=True):
                     outcomes[n] = result
                 batch.clear()
@@ -302,8 +360,13 @@ class GroupWriter:
         return outcomes
 
     async def _one_by_one(self, group: list[_Work]) -> None:
-        """Each op in its own transaction: bad data is rejected alone, a dead database fails the request."""
+        """Each op in its own transaction: bad data is rejected alone; storage that fails fails
+        this request and every one after it at once (their senders retry)."""
+        unavailable: StorageUnavailable | None = None
         for work in group:
+            if unavailable is not None:
+                _fail(work, unavailable)
+                continue
             outcomes: list[Outcome] = []
             failure: BaseException | None = None
             for op in work.ops:
@@ -311,13 +374,19 @@ class GroupWriter:
                 try:
                     async with self._sessions.begin() as session:
                         (outcome,) = await self._apply(session, [op], self._clock())
+                    self._committed(session)
                 except Exception as exc:
-                    if transient(exc):
+                    kind = classify(exc)
+                    if kind == TRANSIENT:
+                        self._blocked(exc, len(work.ops))
+                        failure = unavailable = StorageUnavailable(brief(exc))
+                        break
+                    if kind == BUG:
+                        log.error("writer: %s failed (%s)", _describe(op), brief(exc))
                         failure = exc
                         break
-                    log.error("writer: skipped %s that cannot be stored (%s)", _describe(op), brief(exc),
-                              exc_info=not isinstance(exc, CrmError | DBAPIError))
-                    outcome = Rejected(f"{type(exc).__name__}: {exc}")
+                    log.warning("writer: skipped %s that cannot be stored (%s)", _describe(op), brief(exc))
+                    outcome = Rejected(brief(exc))
                 outcomes.append(outcome)
             if failure is not None:
                 _fail(work, failure)

@@ -89,6 +89,10 @@ class Recording:
     def points(self) -> list[float]:
         return [r.points for r in self.results]
 
+    @property
+    def fan_ids(self) -> list[int]:
+        return [r.fan_id for r in self.results]
+
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
 
@@ -205,7 +209,7 @@ async def _senders(session: AsyncSession, items: Sequence[InteractionIn], creata
     missing = [key for key in names if key not in found and key in creatable]
     if missing:
         found.update(await _create_fans(session, missing, names, first, last, settings, now))
-    known = {key: name for key, name in names.items() if name and key not in missing}
+    known: dict[Key, str | None] = {key: name for key, name in names.items() if name and key not in missing}
     await refresh_seen_names(session, known, found)
     return found
 
@@ -244,8 +248,9 @@ async def _create_fans(session: AsyncSession, keys: list[Key], names: dict[Key, 
     for start in range(0, len(keys), CHUNK):
         part = keys[start : start + CHUNK]
         result = await session.execute(stmt, [
-            {"fan_id": made[k], "platform": k[0], "external_id": k[1], "display_name": names[k],
-             "name_key": name_key(names[k]) if names[k] else None, "created_at": now} for k in part])
+            {"fan_id": made[k], "platform": k[0], "external_id": k[1], "display_name": name,
+             "name_key": name_key(name) if name else None, "created_at": now}
+            for k in part for name in (names[k],)])
         claimed.update((p, e) for p, e in result)
     out = {k: FanRef(made[k], False, True, None, names[k], displays[k], lowest, None, 0.0, last[k])
            for k in keys if k in claimed}

@@ -17,6 +17,9 @@ from crm.settings import CrmSettings
 
 CHUNK = 500
 _CHANGE_COLUMNS = ("fan_id", "from_tier", "to_tier", "reason", "actor", "at")
+#: ``session.info`` key: how many tier changes the session's transaction recorded, so whoever
+#: commits it (the group writer) can wake what follows tiers (role sync) whatever op moved them.
+TIER_MOVES = "superfan_tier_moves"
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,10 @@ async def decay_candidates(session: AsyncSession, settings: CrmSettings, now: da
 
 
 async def apply_moves(session: AsyncSession, moves: Sequence[TierMove], now: datetime, actor: str | None) -> None:
+    """Set the fans' tiers and record each change (noted in ``session.info[TIER_MOVES]``)."""
     if not moves:
         return
+    session.info[TIER_MOVES] = session.info.get(TIER_MOVES, 0) + len(moves)
     at = datetime_encoder(session)(now)
     await update_rows(session, table(Fan), "id", ("tier",), [(m.to_tier, m.fan_id) for m in moves])
     await insert_rows(session, table(TierChange), _CHANGE_COLUMNS,

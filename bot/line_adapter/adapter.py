@@ -22,8 +22,8 @@ from bot.line_adapter.events import Plan, plan_event
 from bot.line_adapter.profiles import Profiles
 from bot.line_adapter.sender import LineSender, mask
 from bot.line_adapter.webhook import SIGNATURE_HEADER, BadWebhook, verify_and_parse
-from bot.web import BodyTooLarge, add_health_check, add_health_info, bad_request, read_body
-from bot.writer import GroupWriter, Outcome, WriterClosed
+from bot.web import BodyTooLarge, add_health_check, add_health_info, bad_request, not_stored, read_body
+from bot.writer import GroupWriter, Outcome, StorageUnavailable, WriterClosed, brief
 from crm import dead_letters
 from crm.clock import Clock, utcnow
 from crm.ingest import Recorded
@@ -93,7 +93,7 @@ class LineAdapter:
             return await dead_letters.waiting(session)
 
     async def _health(self) -> str | None:
-        return None if self.writer.running else "writer stopped"
+        return await self.writer.health()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``POST [line] webhook_path``: 200 only once the events are committed."""
@@ -117,10 +117,12 @@ class LineAdapter:
         try:
             outcomes = await self.writer.submit([op for plan in plans for op in plan.ops])
         except WriterClosed:
-            return web.json_response({"error": "shutting down"}, status=503)
-        except Exception:
-            log.exception("LINE webhook: %d events could not be stored; LINE will redeliver", len(events))
-            return web.json_response({"error": "storage unavailable"}, status=500)
+            return not_stored("shutting_down", "shutting down")
+        except StorageUnavailable:
+            return not_stored("storage.unavailable", "storage unavailable; nothing of this request was stored")
+        except Exception as exc:
+            log.error("LINE webhook: %d events could not be stored (%s); LINE will redeliver", len(events), brief(exc))
+            return not_stored("storage.failed", "could not store the events", status=500)
         self._after_commit(plans, outcomes)
         return web.json_response({"stored": sum(isinstance(o, Recorded) and o.status == "stored"
                                                 for o in outcomes)})

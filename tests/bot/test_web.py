@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import writer as writer_module
@@ -72,13 +73,20 @@ async def test_one_bad_op_cannot_sink_the_others(writer: GroupWriter,
     async def refused(session: AsyncSession, now: datetime) -> None:
         raise BadInput("unknown code", code="link.unknown")
 
-    good, bad, crm_no = await asyncio.gather(
+    async def conflicting(session: AsyncSession, now: datetime) -> None:
+        raise IntegrityError("INSERT …", {}, Exception("UNIQUE constraint failed"))
+
+    good, bad, crm_no, unstorable = await asyncio.gather(
         writer.submit([item(1), item(2)]), writer.submit([item(3), Action("broken", broken)]),
-        writer.submit([Action("refused", refused), item(4)]))
+        writer.submit([Action("refused", refused), item(4)]),
+        writer.submit([item(5), Action("conflicting", conflicting)]), return_exceptions=True)
     assert [r.status for r in good] == ["stored", "stored"]
-    assert bad[0].status == "stored" and isinstance(bad[1], Rejected)
+    # A bug is not the sender's fault: the request fails (5xx, redelivered), never a silent 200.
+    assert isinstance(bad, RuntimeError)
     assert isinstance(crm_no[0], BadInput) and crm_no[1].status == "stored"
-    assert await count(sessions) == 4
+    # Data that can never be stored is rejected alone; the rest of its request is stored.
+    assert unstorable[0].status == "stored" and isinstance(unstorable[1], Rejected)
+    assert await count(sessions) == 5  # item 3 too: its redelivery will be a duplicate
 
 
 async def test_an_invalid_interaction_is_rejected_alone(writer: GroupWriter,

@@ -99,7 +99,9 @@ async def serve(db: Path, api_base: str, mode: str) -> None:
         await server.stop()
         await line.close()
         await writer.close()
-        print(json.dumps({"groups": writer.groups, "ops": writer.ops, "cpu_s": busy}), flush=True)
+        print(json.dumps({"groups": writer.groups, "ops": writer.ops, "cpu_s": busy,
+                          "profiles_fetched": line.profiles.fetched,
+                          "profile_name_writes": line.profiles.stores}), flush=True)
 
 
 # the load generator
@@ -259,15 +261,16 @@ PHASES = (("a", "known fans", False, True), ("b", "burst of new fans", True, Fal
 class Server:
     """The server process of one mode, on its own fresh database."""
 
-    def __init__(self, mode: str, api_base: str, workdir: Path) -> None:
-        self.mode, self.api_base = mode, api_base
+    def __init__(self, mode: str, api_base: str, workdir: Path, cprofile: str | None = None) -> None:
+        self.mode, self.api_base, self.cprofile = mode, api_base, cprofile
         self.db = workdir / f"{mode}.db"
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
 
     async def start(self) -> None:
         env = {**os.environ, "LINE_CHANNEL_SECRET": SECRET, "LINE_CHANNEL_ACCESS_TOKEN": "bench-token"}
-        cmd = [sys.executable, "-m", "benchmarks.bench_line_webhook", "--serve", str(self.db),
+        profile = ["-m", "cProfile", "-o", self.cprofile] if self.cprofile else []
+        cmd = [sys.executable, *profile, "-m", "benchmarks.bench_line_webhook", "--serve", str(self.db),
                "--api-base", self.api_base, "--mode", self.mode]
         self.proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=asyncio.subprocess.PIPE, cwd=REPO)
         assert self.proc.stdout is not None
@@ -296,7 +299,7 @@ class Server:
 async def run_mode(mode: str, args: argparse.Namespace, emu: Any, workdir: Path,
                    phases: tuple[tuple[str, str, bool, bool], ...]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run ``phases`` one after another against one server; each phase's figures, then the server's."""
-    server = Server(mode, emu.base_url, workdir)
+    server = Server(mode, emu.base_url, workdir, args.cprofile if mode == "group" else None)
     await server.start()
     load = Load(args.events, args.users)
     per_phase = int(args.seconds * PREPARED_PER_SECOND)
@@ -371,6 +374,7 @@ def cli() -> None:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--layers", action="store_true",
                         help="also run the webhook without storage, to show the HTTP + parsing ceiling")
+    parser.add_argument("--cprofile", metavar="PATH", help="write a cProfile of the group-commit server here")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--api-base", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="group", help=argparse.SUPPRESS)

@@ -6,17 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import datetime_encoder, insert_rows, update_rows
 from crm.errors import BadInput
 from crm.models import Fan, TierChange, table
 from crm.scoring import base_for_score, current_scores
 from crm.settings import CrmSettings
 
 CHUNK = 500
-_CHANGE_COLUMNS = ("fan_id", "from_tier", "to_tier", "reason", "actor", "at")
 #: ``session.info`` key: how many tier changes the session's transaction recorded, so whoever
 #: commits it (the group writer) can wake what follows tiers (role sync) whatever op moved them.
 TIER_MOVES = "superfan_tier_moves"
@@ -72,10 +70,12 @@ async def apply_moves(session: AsyncSession, moves: Sequence[TierMove], now: dat
     if not moves:
         return
     session.info[TIER_MOVES] = session.info.get(TIER_MOVES, 0) + len(moves)
-    at = datetime_encoder(session)(now)
-    await update_rows(session, table(Fan), "id", ("tier",), [(m.to_tier, m.fan_id) for m in moves])
-    await insert_rows(session, table(TierChange), _CHANGE_COLUMNS,
-                      [(m.fan_id, m.from_tier, m.to_tier, m.reason, actor, at) for m in moves])
+    fans = table(Fan)
+    await session.execute(update(fans).where(fans.c.id == bindparam("fan")).values(tier=bindparam("to_tier")),
+                          [{"fan": m.fan_id, "to_tier": m.to_tier} for m in moves])
+    await session.execute(insert(table(TierChange)), [
+        {"fan_id": m.fan_id, "from_tier": m.from_tier, "to_tier": m.to_tier, "reason": m.reason, "actor": actor,
+         "at": now} for m in moves])
 
 
 async def pin(

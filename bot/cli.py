@@ -33,6 +33,7 @@ from bot.exporter import FORMATS, write_export
 from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
+from bot.log_safety import setup_logging
 from crm.clock import parse_iso, utcnow
 from crm.db import migrate as run_migrations
 from crm.errors import CrmError
@@ -63,8 +64,7 @@ def main_options(
     """superfan: know your true fans (鐵粉), answer every DM, reward close friends."""
     _state["config_path"] = config
     _state["config"] = None
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
 
 
 def _config(*, need_secrets: bool = False) -> Config:

@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.log_safety import safe_message
 from crm.clock import Clock, utcnow
 from crm.db import checkpoint, take_over_checkpoints
 from crm.errors import CrmError
@@ -382,7 +383,7 @@ class GroupWriter:
                         failure = unavailable = StorageUnavailable(brief(exc))
                         break
                     if kind == BUG:
-                        log.error("writer: %s failed (%s)", _describe(op), brief(exc))
+                        log.error("writer: %s failed (%s)", _describe(op), brief(exc), exc_info=exc)
                         failure = exc
                         break
                     log.warning("writer: skipped %s that cannot be stored (%s)", _describe(op), brief(exc))
@@ -396,10 +397,9 @@ class GroupWriter:
 
 
 def brief(exc: BaseException) -> str:
-    """An error for the log without SQL parameters (they can hold what fans wrote)."""
-    if isinstance(exc, DBAPIError):
-        return f"{type(exc).__name__}: {exc.orig}"
-    return f"{type(exc).__name__}: {exc}"[:300]
+    """An error for a log line or an answer: its type and, where that is safe, its message; never
+    SQL parameters or other text that can hold what fans wrote (:func:`bot.log_safety.safe_message`)."""
+    return f"{type(exc).__name__}: {safe_message(exc)}"
 
 
 def _describe(op: Op) -> str:

@@ -34,6 +34,7 @@ from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
 from bot.log_safety import setup_logging
+from bot.writer import brief, transient
 from crm.clock import parse_iso, utcnow
 from crm.db import migrate as run_migrations
 from crm.errors import CrmError
@@ -97,8 +98,10 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
         except Exception as exc:
             if os.environ.get("SUPERFAN_DEBUG"):
                 raise
-            err.print(f"error: {type(exc).__name__}: {exc} (set SUPERFAN_DEBUG=1 for a traceback)",
-                      highlight=False, markup=False)
+            # No exception text as it stands: it can quote what fans wrote (brief() keeps what is safe).
+            text = t("cli.storage_busy", _locale()) if transient(exc) else t("cli.unexpected", _locale(),
+                                                                              error=brief(exc))
+            err.print(f"error: {text}", highlight=False, markup=False)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -121,9 +121,13 @@ class LineSender:
 
     def remember_token(self, user_id: str, token: str, received_at: float) -> None:
         """Keep a fan's latest unused reply token, so a staff answer within the window is free."""
-        if len(self._tokens) >= _TOKEN_STORE_LIMIT:
-            self._tokens = {u: v for u, v in self._tokens.items() if self.fresh(v[1])}
-        self._tokens[user_id] = (token, received_at)
+        tokens = self._tokens
+        tokens.pop(user_id, None)  # re-inserted last: the dict stays in the order tokens arrived
+        while tokens and len(tokens) >= _TOKEN_STORE_LIMIT:
+            # The oldest token goes first (stale or not): rebuilding the whole store on every
+            # token once it was full cost a burst of new fans O(limit) per event.
+            del tokens[next(iter(tokens))]
+        tokens[user_id] = (token, received_at)
 
     def take_token(self, user_id: str) -> tuple[str, float] | None:
         token = self._tokens.pop(user_id, None)

@@ -4,8 +4,9 @@ A LINE event that is not stored is answered with a 5xx and LINE delivers it agai
 redelivers a gateway event. So when storage is unavailable (the writer's
 :class:`~bot.writer.StorageUnavailable`: a locked or unreachable database) a message, reaction,
 DM, join, leave or delete waits here, and one task retries the oldest first, pausing longer after
-each failure. Events arriving meanwhile queue behind it, so they are stored in the order they
-came. The queue is bounded: when it is full the oldest are kept and the newer ones are lost,
+each failure. Events arriving meanwhile queue behind it, and an event whose own attempt failed
+takes its place by arrival (concurrent attempts fail in any order), so they are stored in the
+order they came. The queue is bounded: when it is full the oldest are kept and the newer ones are lost,
 and the log says how many (never what they said). At shutdown what is still queued is tried once
 more and what remains is logged as a count.
 
@@ -16,9 +17,10 @@ redaction or a leave applied twice changes nothing).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from bot.writer import Action, Op, Outcome, StorageUnavailable, WriterClosed, brief
@@ -45,7 +47,8 @@ class IntakeBacklog:
         self._first_delay = first_delay
         self._max_delay = max_delay
         self._sleep = sleep
-        self._items: deque[Op] = deque()
+        self._items: list[tuple[int, Op]] = []  # (arrival number, op), oldest first
+        self._arrivals = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self.lost = 0  # events refused because the queue was full
 
@@ -57,22 +60,23 @@ class IntakeBacklog:
 
         While others wait, ``op`` queues behind them without trying, so it cannot overtake them.
         """
+        arrival = next(self._arrivals)
         if not self._items:
             try:
                 return await self._store(op)
             except UNAVAILABLE as exc:
                 log.warning("storage unavailable (%s); keeping Discord events to retry", brief(exc))
-        self._add(op)
+        self._add(arrival, op)
         return None
 
-    def _add(self, op: Op) -> None:
+    def _add(self, arrival: int, op: Op) -> None:
         if len(self._items) >= self._limit:
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
                 log.error("Discord intake backlog full (%d waiting): %d newer events lost so far",
                           len(self._items), self.lost)
             return
-        self._items.append(op)
+        bisect.insort(self._items, (arrival, op), key=lambda entry: entry[0])
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._retry(), name="superfan-discord-backlog")
 
@@ -91,7 +95,8 @@ class IntakeBacklog:
     async def _store_queued(self) -> bool:
         """Store queued ops oldest first; False when storage is still unavailable."""
         while self._items:
-            op = self._items[0]
+            entry = self._items[0]
+            op = entry[1]
             try:
                 await self._store(op)
             except UNAVAILABLE:
@@ -99,7 +104,7 @@ class IntakeBacklog:
             except Exception as exc:  # bad data or a bug: retrying cannot help, and must not block the rest
                 # the error's text may quote what the fan wrote: only its type goes to the log
                 log.error("dropped a queued Discord %s that cannot be stored: %s", _describe(op), type(exc).__name__)
-            self._items.popleft()
+            self._items.remove(entry)  # not pop(0): an earlier arrival may have been put before it meanwhile
         return True
 
     async def close(self) -> int:

@@ -125,3 +125,25 @@ async def test_an_event_that_can_never_be_stored_does_not_block_the_rest(caplog:
     await pauses.elapse()
     assert storage.stored == ["m0", "m2"] and len(backlog) == 0
     assert "m1" in caplog.text and "秘密" not in caplog.text
+
+
+async def test_concurrent_attempts_that_fail_out_of_order_are_kept_in_arrival_order() -> None:
+    """Without the group writer each event is its own transaction: the first to arrive can be the
+    last to give up waiting for the lock."""
+    storage, pauses = Storage(), Pauses()
+    slow = asyncio.Event()
+
+    async def store(op: Op) -> str:
+        if isinstance(op, InteractionIn) and op.source_event_id == "m0" and not storage.up:
+            await slow.wait()  # m0 waits out its busy timeout while m1 arrives and fails at once
+        return await storage.store(op)
+
+    backlog = IntakeBacklog(store, sleep=pauses.sleep)
+    first = asyncio.create_task(backlog.submit(message(0)))
+    await asyncio.sleep(0)
+    await backlog.submit(message(1))
+    slow.set()
+    await first
+    storage.up = True
+    await pauses.elapse()
+    assert storage.stored == ["m0", "m1"]

@@ -158,8 +158,8 @@ def parse_event(raw: Any) -> Parsed | None:
     if fast is not None:
         return fast
     kind, event_id = raw.get("type"), raw.get("webhookEventId")
-    event_id = event_id if type(event_id) is str and 0 < len(event_id) <= 128 else None
-    if type(kind) is not str or not 0 < len(kind) <= 32:
+    event_id = event_id if _is_id(event_id) else None
+    if not _is_id(kind, 32):
         return Unusable(raw, event_id, None, "event has no type")
     if kind in IGNORED:
         log.info("LINE webhook: ignored %s event %s (%s)", kind, event_id, IGNORED[kind])
@@ -195,11 +195,18 @@ def text_message(raw: dict[str, Any]) -> TextIn | None:
     if not (type(timestamp) is int and MIN_TIMESTAMP_MS <= timestamp < MAX_TIMESTAMP_MS
             and type(redelivery) is bool and type(event_id) is str and 0 < len(event_id) <= 128
             and type(text) is str and type(message_id) is str and message_id and isinstance(mode, str)
-            and (token is None or type(token) is str) and (user_id is None or type(user_id) is str)):
+            and (token is None or type(token) is str) and (user_id is None or type(user_id) is str)
+            and event_id.isascii() and message_id.isascii() and (user_id is None or user_id.isascii())):
         return None
     if chat not in ("user", "group", "room"):
         return None
     return TextIn(event_id, timestamp, redelivery, token, chat, user_id, text, mode != "active", message_id)
+
+
+def _is_id(value: Any, longest: int = 128) -> bool:
+    """LINE's ids and type names are short printable ASCII (ULIDs, ``U`` + hex); anything else is
+    not one, and could not be stored as a key (a lone surrogate cannot even be encoded)."""
+    return type(value) is str and 0 < len(value) <= longest and value.isascii() and value.isprintable()
 
 
 class _Bad(Exception):
@@ -246,7 +253,7 @@ def line_event(raw: dict[str, Any], kind: str, event_id: str) -> LineEvent:
         return event._replace(membership=membership)
     if kind == "unsend":
         unsent = _obj(raw, "unsend").get("messageId")
-        if type(unsent) is not str or not 0 < len(unsent) <= 128:
+        if not _is_id(unsent):
             raise _Bad("unsend without messageId")
         return event._replace(unsent_id=unsent)
     return event  # unfollow, join, leave: nothing more to read
@@ -271,6 +278,8 @@ def _opt_str(raw: dict[str, Any], key: str) -> str | None:
 def _source(raw: dict[str, Any]) -> tuple[str, str | None]:
     source = _obj(raw, "source", required=False)
     chat, user_id = source.get("type"), _opt_str(source, "userId")
+    if user_id and not _is_id(user_id):
+        raise _Bad("source.userId is not a LINE id")
     if chat in ("user", "group", "room"):
         return chat, user_id or None
     return "unknown", user_id or None
@@ -279,9 +288,9 @@ def _source(raw: dict[str, Any]) -> tuple[str, str | None]:
 def _message(raw: dict[str, Any]) -> MessageIn:
     message = _obj(raw, "message")
     kind, message_id = message.get("type"), message.get("id")
-    if type(kind) is not str or not 0 < len(kind) <= 32:
+    if not _is_id(kind, 32):
         raise _Bad("message without a type")
-    if type(message_id) is not str or not 0 < len(message_id) <= 128:
+    if not _is_id(message_id):
         raise _Bad("message without an id")
     text = _opt_str(message, "text")
     if kind == "text" and text is None:
@@ -299,6 +308,8 @@ def _members(group: dict[str, Any]) -> tuple[str, ...]:
     users = []
     for member in members:
         user_id = _opt_str(member, "userId")
+        if user_id and not _is_id(user_id):
+            raise _Bad("a member's userId is not a LINE id")
         if user_id:
             users.append(user_id)
     return tuple(users)

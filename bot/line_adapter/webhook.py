@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import orjson
 from linebot.v3.webhook import WebhookParser
@@ -203,7 +203,7 @@ def text_message(raw: dict[str, Any]) -> TextIn | None:
     return TextIn(event_id, timestamp, redelivery, token, chat, user_id, text, mode != "active", message_id)
 
 
-def _is_id(value: Any, longest: int = 128) -> bool:
+def _is_id(value: Any, longest: int = 128) -> TypeGuard[str]:
     """LINE's ids and type names are short printable ASCII (ULIDs, ``U`` + hex); anything else is
     not one, and could not be stored as a key (a lone surrogate cannot even be encoded)."""
     return type(value) is str and 0 < len(value) <= longest and value.isascii() and value.isprintable()

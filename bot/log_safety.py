@@ -21,7 +21,8 @@ from crm.errors import CrmError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WITHHELD = "(message withheld: it may hold fan content; run with --verbose to see it)"
-#: Exceptions whose messages say what went wrong without quoting anyone.
+#: Exceptions whose messages say what went wrong without quoting anyone (a class can also say so
+#: itself with ``message_is_safe = True``).
 _SAFE = (OSError, TimeoutError, sqlite3.Error, CrmError)
 
 
@@ -29,7 +30,7 @@ def safe_message(exc: BaseException) -> str:
     """An exception's message if it is safe to log, else a note that it was withheld."""
     if isinstance(exc, DBAPIError):
         return str(exc.orig)[:300]  # the driver's reason; the statement and parameters stay out
-    if isinstance(exc, _SAFE):
+    if isinstance(exc, _SAFE) or getattr(type(exc), "message_is_safe", False):
         return str(exc)[:300]
     return WITHHELD
 

@@ -85,6 +85,8 @@ Outcome = Recorded | Rejected | Any
 class WriterClosed(RuntimeError):
     """The writer is shutting down and takes no new work (answer 503 and let the sender retry)."""
 
+    message_is_safe = True
+
 
 class StorageUnavailable(RuntimeError):
     """The ops were not committed because the database was busy or unreachable (a transient failure).
@@ -92,6 +94,8 @@ class StorageUnavailable(RuntimeError):
     Nothing of the request was stored: a webhook answers 5xx (503 with ``Retry-After``) so the
     sender redelivers, and Discord intake keeps the event and tries again later.
     """
+
+    message_is_safe = True  # built from brief() of the underlying error
 
 
 @dataclass

@@ -27,6 +27,7 @@ from linebot.v3.webhooks.models import ContentProvider
 from sqlalchemy import select
 
 from bot.line_adapter.profiles import Profiles
+from bot.writer import StorageUnavailable
 from crm.identity import fan_by_identity
 from crm.models import Interaction
 from crm.profiles import fan_documents
@@ -116,14 +117,14 @@ async def test_a_profile_that_could_not_be_stored_is_asked_for_again_on_the_next
 
     async def failing(ops):  # type: ignore[no-untyped-def]
         if any(getattr(op, "name", "") == "line profiles" for op in ops):
-            raise RuntimeError("database is locked")
+            raise StorageUnavailable("OperationalError: database is locked")
         return await submit(ops)
 
     rig.writer.submit = failing  # type: ignore[method-assign]
     await rig.adapter.profiles.refresh(FAN)  # the failure is logged, not raised
     assert rig.emu.profile_requests == 2
     assert [r.message for r in caplog.records if "profiles failed" in r.message] == [
-        "LINE: refreshing 1 profiles failed: RuntimeError: database is locked"]
+        "LINE: refreshing 1 profiles failed: StorageUnavailable: OperationalError: database is locked"]
     rig.writer.submit = submit  # type: ignore[method-assign]
     await rig.post(text_event(FAN, "still here"))  # no clock change: retried at once
     assert rig.emu.profile_requests == 3

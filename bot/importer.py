@@ -21,10 +21,11 @@ from typing import Any, NamedTuple, TextIO
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.bulk_mode import bulk_mode
-from crm.bulk_ingest import SLICE, BulkResult, bulk_record
+from crm.bulk_ingest import SLICE, bulk_record
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
+from crm.ingest import Recording
 from crm.interaction import InteractionIn, validate
 from crm.merge import merge_fans
 from crm.settings import CrmSettings
@@ -155,7 +156,7 @@ def read_file(path: Path, progress: Callable[[int], None] | None = None) -> list
 async def import_rows(
     session: AsyncSession, rows: list[ImportRow], settings: CrmSettings, now: datetime,
     progress: Callable[[int], None] | None = None,
-) -> tuple[BulkResult, int]:
+) -> tuple[Recording, int]:
     """Record every row in the caller's transaction, then merge rows that share a ``fan`` value.
 
     A large file runs in :func:`bot.bulk_mode.bulk_mode` (garbage collector held, shorter GIL

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import compress
 
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.fan_deltas import apply_deltas, later_minute
 from crm.identity import FanRef, Key, resolve_identities
-from crm.ingest import Recorded
+from crm.ingest import Recording
 from crm.interaction import InteractionIn, validate_many
 from crm.interaction_rows import RowBuilder
 from crm.interaction_sink import Columns, InteractionSink
@@ -50,40 +49,6 @@ ID_CHUNK = 5000
 SLICE = 4000  # rows built (and, on SQLite, inserted in the background) at a time
 
 
-@dataclass
-class BulkResult:
-    """What :func:`bulk_record` did, per item in the order given.
-
-    Kept as parallel lists (an import of 200k rows should not build 200k objects it never reads);
-    :attr:`results` builds the :class:`Recorded` view on demand.
-    """
-
-    statuses: list[str] = field(default_factory=list)
-    fan_ids: list[int] = field(default_factory=list)
-    points: list[float] = field(default_factory=list)
-    new: list[bool] = field(default_factory=list)
-    tier_moves: list[TierMove] = field(default_factory=list)
-
-    @property
-    def results(self) -> list[Recorded]:
-        return [Recorded(*r) for r in zip(self.statuses, self.fan_ids, self.points, self.new, strict=True)]
-
-    def count(self, status: str) -> int:
-        return self.statuses.count(status)
-
-    @property
-    def stored(self) -> int:
-        return self.count("stored")
-
-    @property
-    def duplicates(self) -> int:
-        return self.count("duplicate")
-
-    @property
-    def new_fans(self) -> int:
-        return len({f for f, new in zip(self.fan_ids, self.new, strict=True) if new})
-
-
 async def bulk_record(
     session: AsyncSession,
     items: Sequence[InteractionIn],
@@ -91,7 +56,7 @@ async def bulk_record(
     now: datetime,
     *,
     progress: Callable[[int], None] | None = None,
-) -> BulkResult:
+) -> Recording:
     """Store interactions once each, create fans on first sight, award points, move tiers.
 
     A repeated ``(platform, source_event_id)`` — in the batch or already stored — is reported as
@@ -108,7 +73,7 @@ async def bulk_record(
 
 
 async def _bulk_record(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
-                       progress: Callable[[int], None] | None) -> BulkResult:
+                       progress: Callable[[int], None] | None) -> Recording:
     # The batch's working lists (10^5 entries each in an import) die with _queue_rows: freeing
     # them takes tens of milliseconds, which now pass while SQLite inserts the last slices.
     sink, result, delta, last_seen = await _queue_rows(session, items, settings, now, progress)
@@ -124,7 +89,7 @@ async def _bulk_record(session: AsyncSession, items: Sequence[InteractionIn], se
 
 async def _queue_rows(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
                       progress: Callable[[int], None] | None
-                      ) -> tuple[InteractionSink, BulkResult, dict[int, float], dict[int, object]]:
+                      ) -> tuple[InteractionSink, Recording, dict[int, float], dict[int, object]]:
     """Resolve fans, work out every row (points, caps, times) and queue the inserts; with the
     sink to wait on, the result, and each fan's score delta and newest time."""
     # The transaction begins (a trip to the database) while the batch is prepared in Python.
@@ -154,7 +119,7 @@ async def _queue_rows(session: AsyncSession, items: Sequence[InteractionIn], set
         refs = list(map([fans[key] for key in identities].__getitem__, slots))
 
         statuses = ["stored"] * size
-        result = BulkResult(statuses, [r.fan_id for r in refs], [0.0] * size, [r.new for r in refs])
+        result = Recording(statuses, [r.fan_id for r in refs], [0.0] * size, [r.new for r in refs])
         rows = RowBuilder(clean, stamps, event_ids, refs, result, allowance, term_function(epoch, half_life),
                           _summariser(settings), enc)
         # Screening per row is needed only when something can be left out.
@@ -253,7 +218,7 @@ def _identities_seen(
 
 
 def _lost_races(columns: Columns, contributions: list[float], inserted: set[tuple[object, ...]],
-                result: BulkResult, indexes: list[int], delta: dict[int, float]) -> None:
+                result: Recording, indexes: list[int], delta: dict[int, float]) -> None:
     """Rows a concurrent writer stored first (PostgreSQL): report them as duplicates, take back points."""
     fan_ids, platforms, event_ids = columns[0], columns[1], columns[8]
     for j, n in enumerate(indexes):

@@ -76,25 +76,24 @@ class Recorded(NamedTuple):
 
 @dataclass
 class Recording:
-    """What :func:`record_many` did: one :class:`Recorded` per item, in the order given."""
+    """What :func:`record_many` (or the bulk loader) did, per item in the order given.
 
-    results: list[Recorded] = field(default_factory=list)
+    Kept as parallel lists (an import of 200k rows should not build 200k objects it never reads);
+    :attr:`results` builds the :class:`Recorded` view on demand.
+    """
+
+    statuses: list[str] = field(default_factory=list)
+    fan_ids: list[int] = field(default_factory=list)
+    points: list[float] = field(default_factory=list)
+    new: list[bool] = field(default_factory=list)
     tier_moves: list[TierMove] = field(default_factory=list)
 
     @property
-    def statuses(self) -> list[str]:
-        return [r.status for r in self.results]
-
-    @property
-    def points(self) -> list[float]:
-        return [r.points for r in self.results]
-
-    @property
-    def fan_ids(self) -> list[int]:
-        return [r.fan_id for r in self.results]
+    def results(self) -> list[Recorded]:
+        return [Recorded(*r) for r in zip(self.statuses, self.fan_ids, self.points, self.new, strict=True)]
 
     def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.results)
+        return self.statuses.count(status)
 
     @property
     def stored(self) -> int:
@@ -106,7 +105,7 @@ class Recording:
 
     @property
     def new_fans(self) -> int:
-        return len({r.fan_id for r in self.results if r.new_fan})
+        return len({f for f, new in zip(self.fan_ids, self.new, strict=True) if new})
 
 
 async def record(session: AsyncSession, item: InteractionIn, settings: CrmSettings, now: datetime) -> Recorded:
@@ -178,7 +177,8 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
     await _update_fans(session, delta, newest, refs)
     moves = _tier_moves(delta, refs, settings, now, epoch, half_life)
     await apply_moves(session, moves, now, actor=None)
-    return Recording(results, moves)
+    return Recording([r.status for r in results], [r.fan_id for r in results], [r.points for r in results],
+                     [r.new_fan for r in results], moves)
 
 
 async def _stored_events(session: AsyncSession, keys: Sequence[Key]) -> set[Key]:

@@ -20,7 +20,7 @@ from crm.scoring import Allowance
 
 
 class Outcome(Protocol):
-    """Per-item results, in the order items were given (``crm.ingest.BulkResult``)."""
+    """Per-item results, in the order items were given (``crm.ingest.Recording``)."""
 
     statuses: list[str]
     points: list[float]

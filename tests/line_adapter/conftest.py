@@ -13,6 +13,7 @@ import itertools
 import json
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,9 +160,10 @@ async def emu() -> AsyncIterator[LineEmulator]:
         yield emulator
 
 
-@pytest.fixture
-async def rig(sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine,
-              emu: LineEmulator) -> AsyncIterator[LineRig]:
+@asynccontextmanager
+async def running_rig(engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+                      emu: LineEmulator) -> AsyncIterator[LineRig]:
+    """The real LINE adapter, its writer and web app on 127.0.0.1, over ``engine``."""
     config = make_config(api_base=emu.base_url, monthly_quota=50)
     crm = Crm(config, engine, sessions, config.crm_settings())
     monotonic = FakeMonotonic()
@@ -180,8 +182,17 @@ async def rig(sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine,
     adapter.mount(app)
     server = WebServer(app, "127.0.0.1", 0, shutdown_timeout=2.0)
     await server.start()
-    async with aiohttp.ClientSession() as http:
-        yield LineRig(server.url, adapter, writer, emu, crm, http, monotonic, clock)
-    await server.stop()
-    await adapter.close()
-    await writer.close()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield LineRig(server.url, adapter, writer, emu, crm, http, monotonic, clock)
+    finally:
+        await server.stop()
+        await adapter.close()
+        await writer.close()
+
+
+@pytest.fixture
+async def rig(sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine,
+              emu: LineEmulator) -> AsyncIterator[LineRig]:
+    async with running_rig(engine, sessions, emu) as line_rig:
+        yield line_rig

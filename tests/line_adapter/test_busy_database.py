@@ -10,28 +10,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 
-import aiohttp
 import pytest
 
-from bot.app import Crm
-from bot.line_adapter import LineAdapter
-from bot.line_adapter.sender import LineSender
 from bot.sandbox.line_emulator import LineEmulator
-from bot.web import WebServer, make_web_app
-from bot.writer import GroupWriter
 from crm.db import make_engine, make_sessionmaker
-from tests.line_adapter.conftest import (
-    SECRET,
-    T0,
-    FakeMonotonic,
-    LineRig,
-    body_of,
-    make_config,
-    text_event,
-    user,
-)
+from tests.line_adapter.conftest import LineRig, body_of, running_rig, sign, text_event, user
 
 BUSY_TIMEOUT_S = 0.2
 
@@ -46,27 +30,11 @@ def sqlite_path(db_url: str) -> str:
 @pytest.fixture
 async def busy_rig(sessions, sqlite_path: str, db_url: str, emu: LineEmulator) -> AsyncIterator[LineRig]:
     engine = make_engine(db_url, busy_timeout=BUSY_TIMEOUT_S)
-    makers = make_sessionmaker(engine)
-    config = make_config(api_base=emu.base_url)
-    crm = Crm(config, engine, makers, config.crm_settings())
-    clock = [T0 + timedelta(seconds=1)]
-    monotonic = FakeMonotonic()
-    writer = GroupWriter(makers, crm.settings, clock=lambda: clock[0])
-    await writer.start()
-    sender = LineSender(emu.base_url, emu.access_token, monthly_quota=50, timezone="Asia/Taipei",
-                        monotonic=monotonic, clock=lambda: clock[0])
-    adapter = LineAdapter(crm, writer, sender, SECRET, monotonic=monotonic, clock=lambda: clock[0])
-    await adapter.start()
-    app = make_web_app(config.web)
-    adapter.mount(app)
-    server = WebServer(app, "127.0.0.1", 0, shutdown_timeout=2.0)
-    await server.start()
-    async with aiohttp.ClientSession() as http:
-        yield LineRig(server.url, adapter, writer, emu, crm, http, monotonic, clock)
-    await server.stop()
-    await adapter.close()
-    await writer.close()
-    await engine.dispose()
+    try:
+        async with running_rig(engine, make_sessionmaker(engine), emu) as rig:
+            yield rig
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -81,8 +49,6 @@ def lock(sqlite_path: str) -> Iterator[sqlite3.Connection]:
 
 
 async def post(rig: LineRig, body: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
-    from tests.line_adapter.conftest import sign
-
     headers = {"Content-Type": "application/json", "X-Line-Signature": sign(body)}
     async with rig.http.post(rig.url + rig.path, data=body, headers=headers) as resp:
         return resp.status, dict(resp.headers), await resp.json()

@@ -16,6 +16,7 @@ deliberately does not use (beacons, account links, …) are logged at INFO and d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from typing import Any, NamedTuple, TypeGuard
@@ -165,13 +166,22 @@ def parse_event(raw: Any) -> Parsed | None:
         log.info("LINE webhook: ignored %s event %s (%s)", kind, event_id, IGNORED[kind])
         return None
     if event_id is None:
-        return Unusable(raw, None, kind, "event has no webhookEventId")
+        event_id = derived_event_id(raw)
     if kind not in KNOWN:
         return Unusable(raw, event_id, kind, "event type unknown to this version")
     try:
         return line_event(raw, kind, event_id)
     except _Bad as exc:
         return Unusable(raw, event_id, kind, exc.reason)
+
+
+def derived_event_id(raw: dict[str, Any]) -> str:
+    """A stable id for an event sent without ``webhookEventId`` (older payloads; LINE's own SDK
+    fixtures): a digest of the event without its ``deliveryContext``, which alone changes when LINE
+    redelivers it, so a redelivery is still stored once."""
+    identity = {key: value for key, value in raw.items() if key != "deliveryContext"}
+    canonical = json.dumps(identity, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+    return "d:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def text_message(raw: dict[str, Any]) -> TextIn | None:

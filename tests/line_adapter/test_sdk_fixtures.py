@@ -22,7 +22,6 @@ from crm.models import DeadLetter, Interaction
 from tests.line_adapter.conftest import BOT_ID, LineRig, sign
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NO_ID = ("dead", "event has no webhookEventId")
 BUY = "action=buyItem&itemId=123123&color=red"
 
 PYTHON: list[Any] = [
@@ -36,12 +35,15 @@ PYTHON: list[Any] = [
     "ignored", ("dm_in", "[image]"), ("dm_in", "Hello, world"),
     ("dead", "event type unknown to this version"),
 ]
+# Older payloads without webhookEventId are recorded under an id derived from the event itself.
 JAVA = {
-    "text-user.json": NO_ID, "sticker.json": NO_ID, "sticker-with-text.json": NO_ID, "follow.json": NO_ID,
-    "account_link.json": "ignored", "member_joined.json": NO_ID,
+    "text-user.json": ("dm_in", "Hello, world"), "sticker.json": ("dm_in", "[sticker]"),
+    "sticker-with-text.json": ("dm_in", "[sticker] userEnteredText"), "follow.json": ("follow", None),
+    "account_link.json": "ignored", "member_joined.json": ("member_joined", None),
     "webhook-redelivery.json": ("dm_in", "Hello, world"), "message-edited.json": "nothing",
 }
-PHP = [NO_ID] * 11 + ["ignored"]  # an old payload: no webhookEventId (and times in the year 2361)
+# PHP's parser test uses placeholder times in the year 2361: kept whole as dead letters, with the reason.
+PHP = [("dead", "timestamp missing or out of range")] * 11 + ["ignored"]
 
 
 def _cases() -> list[Any]:
@@ -49,7 +51,7 @@ def _cases() -> list[Any]:
     java = json.loads((FIXTURES / "java_sdk_callbacks.json").read_text(encoding="utf-8"))["files"]
     php = json.loads((FIXTURES / "php_sdk_parser.json").read_text(encoding="utf-8"))["events"]
     assert len(python) == len(PYTHON) and set(java) == set(JAVA) and len(php) == len(PHP)
-    cases = [pytest.param(e, x, id=f"python-{n}-{e['type']}") for n, (e, x) in enumerate(zip(python, PYTHON, strict=True))]
+    cases: list[Any] = [pytest.param(e, x, id=f"python-{n}-{e['type']}") for n, (e, x) in enumerate(zip(python, PYTHON, strict=True))]
     cases += [pytest.param(event, JAVA[name], id=f"java-{name}") for name, events in java.items() for event in events]
     cases += [pytest.param(e, x, id=f"php-{n}-{e['type']}") for n, (e, x) in enumerate(zip(php, PHP, strict=True))]
     return cases
@@ -79,3 +81,17 @@ async def test_every_sdk_fixture_event_is_recorded_ignored_or_kept(rig: LineRig,
         assert stored and {(s.kind, s.summary) for s in stored} == {(kind, summary)}
         at = datetime.fromtimestamp(event["timestamp"] / 1000, UTC)
         assert all(s.occurred_at == at for s in stored)  # the event's own time, not arrival
+
+
+async def test_an_event_without_webhook_event_id_is_stored_once_across_redeliveries(rig: LineRig) -> None:
+    java = json.loads((FIXTURES / "java_sdk_callbacks.json").read_text(encoding="utf-8"))["files"]
+    (event,) = java["text-user.json"]
+    again = {**event, "deliveryContext": {"isRedelivery": True}}
+    for each in (event, again, event):
+        body = json.dumps({"destination": BOT_ID, "events": [each]}, ensure_ascii=False).encode()
+        assert await rig.post(body=body, signature=sign(body)) == 200
+    assert await rig.count() == 1
+    other = {**event, "message": {**event["message"], "id": "325708-2"}}  # another message, same second
+    body = json.dumps({"destination": BOT_ID, "events": [other]}, ensure_ascii=False).encode()
+    assert await rig.post(body=body, signature=sign(body)) == 200
+    assert await rig.count() == 2

@@ -9,7 +9,8 @@ Inside a good request each event is read from the fields superfan needs into a s
 (:class:`TextIn` for the common text message, else :class:`LineEvent`), without the SDK's models:
 they refuse real payloads that lack fields superfan never reads (``quoteToken``,
 ``follow.isUnblocked``, ``deliveryContext``), and the next schema change would do the same.
-Missing optional fields take defaults; a field superfan needs that is missing or of the wrong
+Missing optional fields take defaults (a missing ``webhookEventId`` is derived from the event:
+:func:`derived_event_id`); a field superfan needs that is missing or of the wrong
 type makes the event :class:`Unusable`, and it is kept as a dead letter. Event types superfan
 deliberately does not use (beacons, account links, …) are logged at INFO and dropped.
 """

@@ -209,7 +209,8 @@ async def _senders(session: AsyncSession, items: Sequence[InteractionIn], creata
     missing = [key for key in names if key not in found and key in creatable]
     if missing:
         found.update(await _create_fans(session, missing, names, first, last, settings, now))
-    known: dict[Key, str | None] = {key: name for key, name in names.items() if name and key not in missing}
+    known: dict[Key, str | None] = {key: name for key, name in names.items()
+                                    if name and key in found and key not in missing}
     await refresh_seen_names(session, known, found)
     return found
 

@@ -196,3 +196,21 @@ async def test_last_seen_only_moves_forward_and_on_sqlite_by_the_minute(sessions
         async with sessions() as s:
             fan = await fan_by_identity(s, "line", "U-seen")
         assert fan is not None and fan.last_seen_at == expected, eid
+
+
+async def test_an_event_id_shared_by_many_senders_stores_one_interaction_and_creates_one_fan(
+        sessions, settings, now):
+    # A forged or buggy sender reuses one webhookEventId for a thousand users: only the event that
+    # is stored makes a fan; the others are duplicates and leave no empty fan records behind.
+    items = [msg(f"U{n:04d}", "shared-event", now - timedelta(minutes=1), f"粉絲{n}") for n in range(1000)]
+    async with sessions.begin() as s:
+        result = await record_many(s, items, settings, now)
+    assert result.stored == 1 and result.duplicates == 999
+    async with sessions() as s:
+        assert await count(s, Interaction) == 1
+        assert await count(s, Fan) == 1 and await count(s, Identity) == 1
+    async with sessions.begin() as s:  # the same again, later: still one fan
+        again = await record_many(s, items[:10], settings, now)
+    assert again.stored == 0
+    async with sessions() as s:
+        assert await count(s, Fan) == 1

@@ -34,7 +34,7 @@ from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
 from bot.log_safety import setup_logging
-from bot.writer import brief, transient
+from bot.write_failures import brief, transient
 from crm.clock import parse_iso, utcnow
 from crm.db import migrate as run_migrations
 from crm.errors import CrmError

@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.config import Config
 from bot.i18n.errors import error_text
 from bot.web import BodyTooLarge, read_body
-from bot.writer import Action, GroupWriter, StorageUnavailable, WriterClosed, brief, transient
+from bot.write_failures import StorageUnavailable, WriterClosed, brief, transient
+from bot.writer import Action, GroupWriter
 from crm.clock import parse_iso
 from crm.errors import BadInput, Conflict, CrmError
 from crm.ingest import Recorded

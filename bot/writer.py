@@ -10,36 +10,33 @@ Work is a list of ops: an :class:`~crm.ingest.InteractionIn` (the fast, set-base
 ``record_many``) or an :class:`Action` (a command such as a check-in, run in a savepoint so its
 expected failure cannot undo the rest of the group).
 
-When a group fails, :func:`classify` decides what that means (one table, in order):
-
-| failure                                                      | what the writer does                  |
-|--------------------------------------------------------------|---------------------------------------|
-| the database is busy, locked, unreachable, or the connection | every request of the group fails at   |
-| broke (``OperationalError``, ``InterfaceError``, ``OSError``, | once with :class:`StorageUnavailable` |
-| ``TimeoutError``, an invalidated connection)                 | (webhooks answer 503, senders retry)  |
-| one op's data cannot be stored (``CrmError``,                | the ops are retried one per           |
-| ``IntegrityError``, ``DataError``)                           | transaction: the bad op is            |
-|                                                              | :class:`Rejected`, the others stored  |
-| anything else (a bug)                                        | retried one by one as well; the op    |
-|                                                              | that still fails fails its request    |
-|                                                              | (5xx: it may succeed after a fix)     |
+When a group fails, :func:`bot.write_failures.classify` says what that means: a busy or
+unreachable database fails every request of the group at once (:class:`StorageUnavailable`, so
+webhooks answer 503 and senders retry); otherwise the ops are retried one per transaction, so one
+bad op is :class:`Rejected` alone and a bug fails only its own request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.log_safety import safe_message
+from bot.write_failures import (
+    BUG,
+    TRANSIENT,
+    StorageUnavailable,
+    WriterClosed,
+    brief,
+    classify,
+    transient,
+)
 from crm.clock import Clock, utcnow
 from crm.db import checkpoint, take_over_checkpoints
 from crm.errors import CrmError
@@ -82,22 +79,6 @@ Op = InteractionIn | Action
 Outcome = Recorded | Rejected | Any
 
 
-class WriterClosed(RuntimeError):
-    """The writer is shutting down and takes no new work (answer 503 and let the sender retry)."""
-
-    message_is_safe = True
-
-
-class StorageUnavailable(RuntimeError):
-    """The ops were not committed because the database was busy or unreachable (a transient failure).
-
-    Nothing of the request was stored: a webhook answers 5xx (503 with ``Retry-After``) so the
-    sender redelivers, and Discord intake keeps the event and tries again later.
-    """
-
-    message_is_safe = True  # built from brief() of the underlying error
-
-
 @dataclass
 class _Work:
     ops: Sequence[Op]
@@ -106,32 +87,6 @@ class _Work:
 
 
 _STOP = object()
-
-
-TRANSIENT = "transient"
-BAD_DATA = "bad data"
-BUG = "bug"
-
-
-def classify(exc: BaseException) -> str:
-    """What a failed commit means: :data:`TRANSIENT` (busy or unreachable storage: retry later, the
-    whole group), :data:`BAD_DATA` (one op cannot be stored, ever) or :data:`BUG` (anything else)."""
-    if isinstance(exc, StorageUnavailable):
-        return TRANSIENT
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return TRANSIENT
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | sqlite3.OperationalError):
-        return TRANSIENT
-    if type(exc).__module__.startswith("asyncpg") and isinstance(exc, ConnectionError | OSError):
-        return TRANSIENT
-    if isinstance(exc, CrmError | IntegrityError | DataError):
-        return BAD_DATA
-    return BUG
-
-
-def transient(exc: BaseException) -> bool:
-    """Errors worth a redelivery (the database was unreachable or busy), as opposed to bad data."""
-    return classify(exc) == TRANSIENT
 
 
 class GroupWriter:
@@ -398,12 +353,6 @@ class GroupWriter:
             else:
                 _resolve(work, outcomes)
         self._announce_moves()
-
-
-def brief(exc: BaseException) -> str:
-    """An error for a log line or an answer: its type and, where that is safe, its message; never
-    SQL parameters or other text that can hold what fans wrote (:func:`bot.log_safety.safe_message`)."""
-    return f"{type(exc).__name__}: {safe_message(exc)}"
 
 
 def _describe(op: Op) -> str:

@@ -23,7 +23,8 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.writer import Action, Op, Outcome, StorageUnavailable, WriterClosed, brief
+from bot.write_failures import StorageUnavailable, WriterClosed, brief
+from bot.writer import Action, Op, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from bot.discord_adapter.endpoints import configure_endpoints
 from bot.discord_adapter.errors import SuperfanTree
 from bot.discord_adapter.localise import CatalogueTranslator
 from bot.discord_adapter.roles import RoleReport, reconcile_roles
-from bot.writer import Action, GroupWriter, Op, Outcome, Rejected, StorageUnavailable, transient
+from bot.write_failures import StorageUnavailable, transient
+from bot.writer import Action, GroupWriter, Op, Outcome, Rejected
 from crm.clock import Clock, utcnow
 from crm.errors import CrmError
 from crm.ingest import Recorded, record_many

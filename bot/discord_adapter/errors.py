@@ -29,7 +29,7 @@ from discord import app_commands
 from bot.discord_adapter.replies import locale_of, send_ephemeral
 from bot.i18n import t
 from bot.i18n.errors import error_text
-from bot.writer import StorageUnavailable, WriterClosed
+from bot.write_failures import StorageUnavailable, WriterClosed
 from crm.errors import CrmError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from bot.line_adapter.profiles import Profiles
 from bot.line_adapter.sender import LineSender, mask
 from bot.line_adapter.webhook import SIGNATURE_HEADER, BadWebhook, verify_and_parse
 from bot.web import BodyTooLarge, add_health_check, add_health_info, bad_request, not_stored, read_body
-from bot.writer import GroupWriter, Outcome, StorageUnavailable, WriterClosed, brief
+from bot.write_failures import StorageUnavailable, WriterClosed, brief
+from bot.writer import GroupWriter, Outcome
 from crm import dead_letters
 from crm.clock import Clock, utcnow
 from crm.ingest import Recorded

@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.line_adapter.commands import PLATFORM
 from bot.line_adapter.sender import LineSender, mask
-from bot.writer import Action, GroupWriter, Rejected, WriterClosed, brief
+from bot.write_failures import WriterClosed, brief
+from bot.writer import Action, GroupWriter, Rejected
 from crm.clock import Clock, utcnow
 from crm.display_names import never_fetched, profiles_due, refresh_profiles
 from crm.settings import CrmSettings

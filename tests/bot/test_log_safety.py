@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Config
 from bot.log_safety import WITHHELD, FanSafeFormatter, safe_traceback
-from bot.writer import Action, GroupWriter, brief
+from bot.write_failures import brief
+from bot.writer import Action, GroupWriter
 from crm.interaction import InteractionIn
 from crm.models import Identity
 

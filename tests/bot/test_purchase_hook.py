@@ -26,7 +26,8 @@ from bot.app import Crm
 from bot.config import Config, GoalConfig, PurchasesConfig
 from bot.purchase_hook import PurchaseHook, sign
 from bot.web import WebServer, make_web_app
-from bot.writer import GroupWriter, Rejected, StorageUnavailable, WriterClosed
+from bot.write_failures import StorageUnavailable, WriterClosed
+from bot.writer import GroupWriter, Rejected
 from crm.models import Fan, Interaction
 from tests.bot import test_web
 from tests.bot.test_web import LINE_FAN, SECRET, Shop, order

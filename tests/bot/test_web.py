@@ -23,7 +23,8 @@ from bot.app import Crm, run
 from bot.config import Config, ConfigError, DatabaseConfig, LineConfig, WebConfig
 from bot.purchase_hook import PurchaseHook, sign
 from bot.web import WebServer, make_web_app
-from bot.writer import Action, GroupWriter, Rejected, WriterClosed
+from bot.write_failures import WriterClosed
+from bot.writer import Action, GroupWriter, Rejected
 from crm.errors import BadInput
 from crm.fan_actions import ensure_fan, referral_code
 from crm.identity import fan_by_identity

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.discord_adapter.backlog import IntakeBacklog
-from bot.writer import Op, StorageUnavailable
+from bot.write_failures import StorageUnavailable
+from bot.writer import Op
 from crm.interaction import InteractionIn
 
 AT = datetime(2026, 5, 1, 12, tzinfo=UTC)

@@ -16,7 +16,8 @@ from bot.discord_adapter.client import DiscordHandle, start_discord
 from bot.discord_adapter.endpoints import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, configure_endpoints
 from bot.i18n import t
 from bot.sandbox.discord_emulator import DiscordEmulator
-from bot.writer import GroupWriter, Op, Outcome, StorageUnavailable
+from bot.write_failures import StorageUnavailable
+from bot.writer import GroupWriter, Op, Outcome
 from crm.db import make_engine, make_sessionmaker
 from tests.discord_adapter.conftest import FAN, GENERAL, GUILD, STEP, eventually, interactions, slash
 

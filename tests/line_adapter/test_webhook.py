@@ -27,7 +27,7 @@ from linebot.v3.webhooks.models import ContentProvider
 from sqlalchemy import select
 
 from bot.line_adapter.profiles import Profiles
-from bot.writer import StorageUnavailable
+from bot.write_failures import StorageUnavailable
 from crm.identity import fan_by_identity
 from crm.models import Interaction
 from crm.profiles import fan_documents

@@ -181,15 +181,12 @@ async def test_last_seen_keeps_up_to_the_minute_through_a_burst(sessions, settin
         assert fan is not None and at - timedelta(minutes=1) < fan.last_seen_at <= at
 
 
-async def test_last_seen_only_moves_forward_and_on_sqlite_by_the_minute(sessions, settings, now, engine):
-    """A fan who writes all through a burst is rewritten once a minute on SQLite (PostgreSQL keeps
-    the exact time); an older event never moves last-seen back. ``follow`` earns no points, so
-    only last-seen can change."""
+async def test_last_seen_only_moves_forward_and_by_the_minute(sessions, settings, now):
+    """A fan who writes all through a burst is rewritten once a minute, on every database; an older
+    event never moves last-seen back. ``follow`` earns no points, so only last-seen can change."""
     at = now.replace(second=10, microsecond=0) - timedelta(hours=1)
-    by_minute = engine.dialect.name == "sqlite"
-    steps = [("s1", at, at), ("s2", at + timedelta(seconds=40), at if by_minute else at + timedelta(seconds=40))]
-    steps += [("s3", at - timedelta(minutes=5), steps[-1][2]),
-              ("s4", at + timedelta(seconds=70), at + timedelta(seconds=70))]
+    steps = [("s1", at, at), ("s2", at + timedelta(seconds=40), at), ("s3", at - timedelta(minutes=5), at),
+             ("s4", at + timedelta(seconds=70), at + timedelta(seconds=70))]
     for eid, when, expected in steps:
         async with sessions.begin() as s:
             assert (await record(s, msg("U-seen", eid, when, kind="follow"), settings, now)).status == "stored"

@@ -42,6 +42,7 @@ from crm.db import checkpoint, take_over_checkpoints
 from crm.errors import CrmError
 from crm.ingest import Recorded, record_many
 from crm.interaction import InteractionIn
+from crm.outbox import QUEUED
 from crm.settings import CrmSettings
 from crm.tiers_service import TIER_MOVES
 
@@ -118,6 +119,9 @@ class GroupWriter:
         #: Called after a commit in which some fan changed tier, whatever op moved it (e.g. to wake
         #: Discord's role sync).
         self.on_tier_moves: list[Callable[[], None]] = []
+        #: Called with a platform after a commit that queued outbox messages for it (wakes its sender).
+        self.on_outbox: list[Callable[[str], None]] = []
+        self._queued: set[str] = set()
 
     async def start(self) -> None:
         if self._task is None:
@@ -221,6 +225,7 @@ class GroupWriter:
         self.blocked_since = None
         if session.info.get(TIER_MOVES):
             self._moved = True
+        self._queued |= session.info.get(QUEUED, set())
 
     async def health(self) -> str | None:
         """For ``/healthz``: None when the writer runs and its last commit went through."""
@@ -274,6 +279,14 @@ class GroupWriter:
             log.warning("writer: WAL checkpoint failed: %s", brief(exc))
 
     def _announce_moves(self) -> None:
+        """Tell listeners what the commits just made: tier moves, and messages queued per platform."""
+        queued, self._queued = self._queued, set()
+        for platform in sorted(queued):
+            for wake in self.on_outbox:
+                try:
+                    wake(platform)
+                except Exception:
+                    log.exception("writer: an outbox listener failed")
         if not self._moved:
             return
         self._moved = False

@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 from crm.models import (
     Base,
     Conversation,
+    ConversationWait,
     Delivery,
     Fan,
     FanTopic,
@@ -30,6 +31,7 @@ from crm.models import (
     Interaction,
     LinkCode,
     Note,
+    Outbox,
     TierChange,
 )
 from crm.models import table as table_of
@@ -72,6 +74,8 @@ FAN_TABLES: tuple[FanTable, ...] = (
     FanTable(Delivery, OnMerge.DEDUPE, unique=("drop_id", "platform")),
     FanTable(LinkCode),
     FanTable(Conversation),
+    FanTable(ConversationWait),
+    FanTable(Outbox),  # pending messages to or about the fan: erased with them, never exported stale
     FanTable(TierChange),
     FanTable(Note, in_fan_document=True),
     FanTable(FanTopic, OnMerge.DEDUPE, unique=("topic", "source"), in_fan_document=True),

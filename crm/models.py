@@ -152,13 +152,21 @@ class Note(Base):
 
 
 class Conversation(Base):
+    """A fan's DM thread with the creator: one open at a time per fan and platform.
+
+    ``status``: ``waiting`` (a fan message is unanswered), ``answered`` (staff replied last) or
+    ``resolved`` (closed by staff, with ``resolution``). The current wait's clock is
+    ``waiting_since``/``due_at``; each wait is also a row of :class:`ConversationWait`, which the
+    SLA figures read. ``thread_ref`` is the Discord inbox thread, claimed before it is created.
+    """
+
     __tablename__ = "conversations"
     __table_args__ = (Index(None, "status", "due_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
     platform: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16))  # waiting | answered | closed
+    status: Mapped[str] = mapped_column(String(16))  # waiting | answered | resolved
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -167,6 +175,62 @@ class Conversation(Base):
     thread_ref: Mapped[str | None] = mapped_column(String(64))
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution: Mapped[str | None] = mapped_column(String(16))  # replied | elsewhere | spam | thanks
+    #: Set when an instance starts creating the inbox thread (so no two instances create one).
+    thread_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ConversationWait(Base):
+    """One stretch of a fan waiting for an answer: from their first unanswered message to the
+    staff reply (or resolution) that ended it. The SLA figures and the reminders read these."""
+
+    __tablename__ = "conversation_waits"
+    __table_args__ = (Index(None, "ended_at", "due_at"), Index(None, "started_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    fan_id: Mapped[int] = mapped_column(FanRef(), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(16))  # reply | elsewhere | spam | thanks
+    #: Wall-clock seconds from ``started_at`` to the reply (None when resolved without one).
+    response_seconds: Mapped[float | None] = mapped_column(Float)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Outbox(Base):
+    """Something superfan will send, written in the same transaction as the change that causes it.
+
+    One drainer per platform sends due rows (``status`` pending, ``next_attempt_at`` passed),
+    retrying with backoff; ``idempotency_key`` is unique and is what the platform sees (LINE's
+    ``X-Line-Retry-Key``, Discord's message nonce), so a send repeated after a crash is not doubled.
+    ``payload`` is JSON: what to send, in the shape the platform's sender knows for ``kind``.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index(None, "platform", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))  # line | discord
+    kind: Mapped[str] = mapped_column(String(32))  # answer | relay | reminder | breach | digest | drop | ...
+    recipient: Mapped[str] = mapped_column(String(128))  # a LINE user id, a Discord user/channel/thread id
+    payload: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fan_id: Mapped[int | None] = mapped_column(FanRef(), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    #: LINE: a fan's reply token (free to answer with until ``reply_until``), else a push.
+    reply_token: Mapped[str | None] = mapped_column(String(256))
+    reply_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TierChange(Base):

@@ -11,7 +11,6 @@ from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import datetime_encoder, fetch_rows, insert_rows, next_ids
-from crm.display_names import profile_due, profiles_due, refresh_profile, refresh_profiles  # noqa: F401 (moved)
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key

@@ -7,16 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from crm.display_names import profile_due, profiles_due, refresh_profile, refresh_profiles
 from crm.errors import AmbiguousFan, FanNotFound
 from crm.fan_actions import ensure_fan
-from crm.identity import (
-    fan_by_identity,
-    find_fan,
-    profile_due,
-    profiles_due,
-    refresh_profile,
-    refresh_profiles,
-)
+from crm.identity import fan_by_identity, find_fan
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
 from crm.models import Identity

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
-from crm.settings import CrmSettings, TrueFanGoal
+from crm.settings import CrmSettings, DigestRules, TrueFanGoal
 from crm.tiers import DEFAULT_TIERS, Tier, TierRules
 
 
@@ -95,6 +95,14 @@ class SlaConfig:
 class DigestConfig:
     at: str = "09:00"
     quiet_after_days: int = 14
+    care_phrases: list[str] = field(default_factory=lambda: list(DigestRules().care_phrases))
+    care_days: int = 7
+    list_limit: int = 50
+    #: A run missed by up to this long (a busy or sleeping machine) still happens; longer
+    #: downtime is caught up once at start.
+    misfire_grace_minutes: int = 60
+    #: The creator's own LINE user id: the digest is also pushed there (costs LINE quota). Empty: off.
+    line_user_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,9 @@ class Config:
             locale=self.creator.locale,
             store_text=self.privacy.store_message_text,
             summary_chars=self.privacy.summary_chars,
+            digest=DigestRules(quiet_after_days=self.digest.quiet_after_days,
+                               care_phrases=tuple(self.digest.care_phrases), care_days=self.digest.care_days,
+                               list_limit=self.digest.list_limit),
         )
 
 
@@ -320,6 +331,9 @@ def problems(cfg: Config) -> list[str]:
     hh, _, mm = cfg.digest.at.partition(":")
     if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
         errors.append(f"digest.at must be HH:MM, not {cfg.digest.at!r}")
+    for key in ("quiet_after_days", "care_days", "list_limit", "misfire_grace_minutes"):
+        if getattr(cfg.digest, key) < 1:
+            errors.append(f"digest.{key} must be at least 1")
     if cfg.scoring.half_life_days <= 0:
         errors.append("scoring.half_life_days must be positive")
     for lv in cfg.tiers.levels:

@@ -27,6 +27,20 @@ class TrueFanGoal:
 
 
 @dataclass(frozen=True)
+class DigestRules:
+    """What the daily digest looks for (``[digest]``): who is going quiet, who asked after the creator."""
+
+    #: A 鐵粉 (or higher) silent this many days is on the care list.
+    quiet_after_days: int = 14
+    #: Phrases that mean a fan is asking after the creator; matched in stored message summaries.
+    care_phrases: tuple[str, ...] = ("最近好嗎", "好久沒發文", "還好嗎", "are you ok", "miss your posts")
+    #: How many days back the phrases are looked for.
+    care_days: int = 7
+    #: Each list of the digest holds at most this many entries (its full count is in ``counts``).
+    list_limit: int = 50
+
+
+@dataclass(frozen=True)
 class CrmSettings:
     scoring: ScoringRules = field(default_factory=ScoringRules)
     tiers: TierRules = field(default_factory=TierRules)
@@ -35,3 +49,4 @@ class CrmSettings:
     #: Keep a short summary of message text on interactions (off: nothing of the text is stored).
     store_text: bool = True
     summary_chars: int = 140
+    digest: DigestRules = field(default_factory=DigestRules)

@@ -68,6 +68,8 @@ class RestApi(InteractionRoutes):
         self.requests: list[RecordedRequest] = []
         self.unknown_requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
+        #: (channel id, nonce) → the message it created, for ``enforce_nonce`` sends.
+        self._by_nonce: dict[tuple[int, str], Payload] = {}
         self._changed = asyncio.Condition()
         app, g, c, u = r"(?P<app>\d+)", r"(?P<g>\d+)", r"(?P<c>\d+)", r"(?P<u>\d+)"
         m = r"(?P<m>\d+|@original)"
@@ -216,13 +218,20 @@ class RestApi(InteractionRoutes):
         if any(u.dms_closed or u.bot for u in recipients):
             raise ApiError(403, 50007, "Cannot send messages to this user")
         body = rec.json or {}
+        nonce = (channel.id, str(body["nonce"])) if body.get("nonce") is not None else None
+        if nonce is not None and body.get("enforce_nonce") and nonce in self._by_nonce:
+            return json_response(self._by_nonce[nonce])  # Discord: the same nonce again → the first message
         reply = (
             {"type": 19, "message_reference": body["message_reference"]}
             if body.get("message_reference")
             else {}
         )
+        if nonce is not None:
+            reply["nonce"] = nonce[1]
         message = world.bot_message(channel.id, body, **reply)
         world.sent.append(message)
+        if nonce is not None:
+            self._by_nonce[nonce] = message
         if self.echo_bot_messages:
             await self.gateway.broadcast("MESSAGE_CREATE", world.gateway_message(message))
         return json_response(message)

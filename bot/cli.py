@@ -29,6 +29,7 @@ from bot import render_cli
 from bot.app import open_crm
 from bot.config import Config, ConfigError, load_config, require_secrets
 from bot.dead_letters_cli import dead_letters_app
+from bot.digest_cli import digest_command
 from bot.exporter import FORMATS, write_export
 from bot.i18n import t
 from bot.i18n.errors import error_text
@@ -363,6 +364,7 @@ async def link_code(
 line_app = typer.Typer(no_args_is_help=True, help="LINE Official Account tools.")
 app.add_typer(line_app, name="line")
 app.add_typer(dead_letters_app, name="dead-letters")
+app.command("digest")(digest_command)
 
 
 @line_app.command("richmenu")

@@ -1,0 +1,250 @@
+"""The daily digest: what needs the creator's attention today, in DESIGN.md's "digest" shape.
+
+Who is still waiting for an answer (overdue first, then higher tiers, then the longest wait), how
+the team kept the reply promise over the last week, who moved tier since the last digest, a care
+list (super-fans going quiet, fans who asked after the creator, first-interaction anniversaries)
+and progress to the true-fans goal. The same data feeds the Discord embed, the LINE text and
+``superfan digest --json``.
+
+Read-only and set-based: every section is one or two queries whatever the community's size, so it
+runs on a read session (:func:`crm.db.make_read_sessionmaker`) without holding up webhooks.
+Opted-out fans are never listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.conversations import sla_figures, unanswered
+from crm.models import Fan, Interaction, JobRun, TierChange, table
+from crm.profiles import iso
+from crm.settings import CrmSettings
+from crm.stats import tier_counts
+
+JOB = "digest"
+SLA_WINDOW_DAYS = 7
+#: Without a previous digest, tier changes of this long are shown.
+FIRST_SINCE = timedelta(hours=24)
+#: Interaction kinds whose text is the fan's own words (not staff's ``dm_out``).
+CARE_KINDS = ("message", "dm_in")
+
+_f = table(Fan).c
+_i = table(Interaction).c
+_tc = table(TierChange).c
+_jr = table(JobRun).c
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One digest. Field names are the JSON's (DESIGN.md); lists hold at most ``[digest] list_limit``
+    entries each, and ``counts`` has the full numbers."""
+
+    generated_at: str
+    timezone: str
+    locale: str
+    since: str
+    unanswered: list[dict[str, Any]]
+    sla: dict[str, Any]
+    tier_changes: list[dict[str, Any]]
+    quiet_superfans: list[dict[str, Any]]
+    asked_after_you: list[dict[str, Any]]
+    anniversaries: list[dict[str, Any]]
+    true_fans: dict[str, Any]
+    counts: dict[str, int]
+    quiet_after_days: int
+    drops: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The digest as plain JSON values (what the outbox row and ``--json`` carry)."""
+        return dataclasses.asdict(self)
+
+
+async def build_digest(session: AsyncSession, settings: CrmSettings, now: datetime, *,
+                       since: datetime | None = None) -> Digest:
+    """Build the digest at ``now``; tier changes after ``since`` (default: the previous digest's run,
+    else the last 24 hours)."""
+    tz = settings.scoring.tz
+    limit = settings.digest.list_limit
+    if since is None:
+        since = await previous_digest_at(session, now) or now - FIRST_SINCE
+    waiting, waiting_count, overdue = await _unanswered(session, settings, now, limit)
+    changes, change_count = await _tier_changes(session, settings, since, now, limit)
+    quiet, quiet_count = await _quiet_superfans(session, settings, now, limit)
+    asked = await _asked_after_you(session, settings, now)
+    anniversaries = await _anniversaries(session, settings, now)
+    return Digest(
+        generated_at=_iso(now, tz), timezone=str(tz.key), locale=settings.locale, since=_iso(since, tz),
+        unanswered=waiting, sla=await _sla(session, settings, now), tier_changes=changes,
+        quiet_superfans=quiet, asked_after_you=asked[:limit], anniversaries=anniversaries[:limit],
+        true_fans=await true_fans(session, settings),
+        counts={"unanswered": waiting_count, "overdue": overdue, "tier_changes": change_count,
+                "quiet_superfans": quiet_count, "asked_after_you": len(asked), "anniversaries": len(anniversaries)},
+        quiet_after_days=settings.digest.quiet_after_days,
+    )
+
+
+async def previous_digest_at(session: AsyncSession, now: datetime) -> datetime | None:
+    """When the last digest before ``now`` was claimed (``job_runs``), if any."""
+    return (await session.execute(select(func.max(_jr.started_at)).where(_jr.job == JOB, _jr.started_at < now))
+            ).scalar_one_or_none()
+
+
+def _iso(at: datetime, tz: ZoneInfo) -> str:
+    text = iso(at, tz)
+    assert text is not None
+    return text
+
+
+async def _unanswered(session: AsyncSession, settings: CrmSettings, now: datetime,
+                      limit: int) -> tuple[list[dict[str, Any]], int, int]:
+    """The waiting conversations in the SLA's order (crm.conversations): the first ``limit``, the
+    count, and how many are overdue."""
+    tz = settings.scoring.tz
+    waiting = await unanswered(session, settings, now)
+    items = [{"conversation_id": u.conversation_id, "fan_id": u.fan_id, "display_name": u.display_name,
+              "tier": settings.tiers.name(u.tier, settings.locale), "tier_key": u.tier, "platform": u.platform,
+              "waiting_since": iso(u.waiting_since, tz), "due_at": iso(u.due_at, tz), "overdue": u.overdue,
+              "hours_waiting": u.hours_waiting} for u in waiting[:limit]]
+    return items, len(waiting), sum(1 for u in waiting if u.overdue)
+
+
+async def _sla(session: AsyncSession, settings: CrmSettings, now: datetime) -> dict[str, Any]:
+    figures = await sla_figures(session, settings, now, window_days=SLA_WINDOW_DAYS)
+    return {"window_days": SLA_WINDOW_DAYS, "conversations": figures.conversations, "answered": figures.answered,
+            "within_sla": figures.within_sla, "within_sla_pct": figures.within_sla_pct,
+            "median_first_response_hours": figures.median_first_response_hours, "breaches": figures.breaches}
+
+
+async def _tier_changes(session: AsyncSession, settings: CrmSettings, since: datetime, now: datetime,
+                        limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Tier moves after ``since`` (newest first; the ``tier_changes.at`` index bounds the scan)."""
+    tz, rules, loc = settings.scoring.tz, settings.tiers, settings.locale
+    window = and_(_tc.at > since, _tc.at <= now, _f.opted_out.is_(False))
+    joined = table(TierChange).join(table(Fan), _f.id == _tc.fan_id)
+    count = (await session.execute(select(func.count()).select_from(joined).where(window))).scalar_one()
+    rows = await session.execute(
+        select(_tc.fan_id, _f.display_name, _tc.from_tier, _tc.to_tier, _tc.reason, _tc.at).select_from(joined)
+        .where(window).order_by(_tc.at.desc(), _tc.id.desc()).limit(limit))
+    items = []
+    for fan_id, name, before, after, reason, at in rows:
+        up = before is None or rules.rank(after) > rules.rank(before)
+        items.append({"fan_id": fan_id, "display_name": name,
+                      "from_tier": rules.name(before, loc) if before else None, "to_tier": rules.name(after, loc),
+                      "direction": "up" if up else "down", "reason": reason, "at": iso(at, tz)})
+    return items, int(count)
+
+
+def _true_fan_keys(settings: CrmSettings) -> list[str]:
+    rules = settings.tiers
+    return rules.keys[rules.rank(rules.true_fan_tier):]
+
+
+async def _quiet_superfans(session: AsyncSession, settings: CrmSettings, now: datetime,
+                           limit: int) -> tuple[list[dict[str, Any]], int]:
+    """鐵粉 and above silent for ``quiet_after_days``: the most valuable first."""
+    tz = settings.scoring.tz
+    quiet = and_(_f.tier.in_(_true_fan_keys(settings)), _f.opted_out.is_(False),
+                 _f.last_seen_at < now - timedelta(days=settings.digest.quiet_after_days))
+    count = (await session.execute(select(func.count()).select_from(table(Fan)).where(quiet))).scalar_one()
+    rows = await session.execute(select(_f.id, _f.display_name, _f.tier, _f.last_seen_at).where(quiet)
+                                 .order_by(_f.score_base.desc(), _f.id).limit(limit))
+    return [{"fan_id": i, "display_name": name, "tier": settings.tiers.name(tier, settings.locale),
+             "last_seen": iso(seen, tz), "days_quiet": (now - seen).days} for i, name, tier, seen in rows], int(count)
+
+
+def _like_any(column: Any, phrases: Sequence[str]) -> ColumnElement[bool]:
+    """``column`` contains one of ``phrases`` (case-insensitive; ``%`` and ``_`` taken literally)."""
+    def pattern(p: str) -> str:
+        return "%" + p.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return or_(*(func.lower(column).like(pattern(p), escape="\\") for p in phrases))
+
+
+async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[dict[str, Any]]:
+    """Fans whose own words of the last ``care_days`` days hold a care phrase, latest first.
+
+    Reads stored summaries, so it finds nothing with ``[privacy] store_message_text`` off. Starts
+    from the fans seen in the window (``last_seen_at`` moves by the minute, hence the margin) and
+    reaches their interactions through the (fan, time) index: a scan of recent activity, not of
+    every interaction ever stored.
+    """
+    phrases = [p for p in settings.digest.care_phrases if p.strip()]
+    if not phrases:
+        return []
+    tz, start = settings.scoring.tz, now - timedelta(days=settings.digest.care_days)
+    stmt = (select(_f.id, _f.display_name, _f.tier, _i.platform, _i.occurred_at, _i.summary)
+            .select_from(table(Fan).join(table(Interaction), _i.fan_id == _f.id))
+            .where(_f.last_seen_at >= start - timedelta(hours=1), _f.opted_out.is_(False),
+                   _i.occurred_at >= start, _i.occurred_at <= now, _i.kind.in_(CARE_KINDS),
+                   _i.summary.is_not(None), _like_any(_i.summary, phrases))
+            .order_by(_i.occurred_at.desc(), _i.id.desc()))
+    seen: set[int] = set()
+    items = []
+    for fan_id, name, tier, platform, at, summary in await session.execute(stmt):
+        if fan_id in seen:
+            continue
+        seen.add(fan_id)
+        said = summary.lower()
+        phrase = next((p for p in phrases if p.lower() in said), phrases[0])
+        items.append({"fan_id": fan_id, "display_name": name, "tier": settings.tiers.name(tier, settings.locale),
+                      "platform": platform, "at": iso(at, tz), "phrase": phrase})
+    return items
+
+
+def anniversary_days(today: date, first: date) -> Sequence[date]:
+    """The local dates ``years`` ago whose anniversary is ``today``, from ``first`` (the earliest
+    first interaction) up; a fan first seen on 29 February is celebrated on 28 February in other years."""
+    days = []
+    for year in range(today.year - 1, first.year - 1, -1):
+        if today.month == 2 and today.day == 29 and not _leap(year):
+            continue
+        days.append(today.replace(year=year))
+        if today.month == 2 and today.day == 28 and not _leap(today.year) and _leap(year):
+            days.append(date(year, 2, 29))
+    return days
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _local_day(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=tz)
+    following = day + timedelta(days=1)
+    return start, datetime(following.year, following.month, following.day, tzinfo=tz)
+
+
+async def _anniversaries(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[dict[str, Any]]:
+    """Fans whose first interaction was on today's local date one or more years ago (longest first)."""
+    tz = settings.scoring.tz
+    earliest = (await session.execute(select(func.min(_f.first_seen_at)))).scalar_one_or_none()
+    if earliest is None:
+        return []
+    today = now.astimezone(tz).date()
+    days = anniversary_days(today, earliest.astimezone(tz).date())
+    if not days:
+        return []
+    ranges = [_local_day(day, tz) for day in days]
+    stmt = (select(_f.id, _f.display_name, _f.tier, _f.first_seen_at)
+            .where(_f.opted_out.is_(False), or_(*(and_(_f.first_seen_at >= a, _f.first_seen_at < b)
+                                                   for a, b in ranges)))
+            .order_by(_f.first_seen_at, _f.id))
+    return [{"fan_id": i, "display_name": name, "tier": settings.tiers.name(tier, settings.locale),
+             "first_seen": iso(first, tz), "years": today.year - first.astimezone(tz).year}
+            for i, name, tier, first in await session.execute(stmt)]
+
+
+async def true_fans(session: AsyncSession, settings: CrmSettings) -> dict[str, Any]:
+    """Fans at the true-fan tier or above against the goal (the same figures as ``/stats``)."""
+    counts = await tier_counts(session)
+    count = sum(counts.get(k, 0) for k in _true_fan_keys(settings))
+    goal = settings.goal.target
+    return {"count": count, "goal": goal, "progress_pct": round(100.0 * count / goal, 1),
+            "tier": settings.tiers.name(settings.tiers.true_fan_tier, settings.locale)}

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crm.reply_hours import parse_reply_hours
 from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
-from crm.settings import CrmSettings, DigestRules, TrueFanGoal
+from crm.settings import DEFAULT_THANKS, CrmSettings, DigestRules, SlaRules, TrueFanGoal
 from crm.tiers import DEFAULT_TIERS, Tier, TierRules
 
 
@@ -89,6 +90,10 @@ class DiscordConfig:
 class SlaConfig:
     reply_within_hours: float = 24.0
     remind_before_hours: float = 4.0
+    hours: dict[str, list[str]] = field(default_factory=dict)
+    rest_days: list[str] = field(default_factory=list)
+    holidays: list[str] = field(default_factory=list)
+    thanks: list[str] = field(default_factory=lambda: list(DEFAULT_THANKS))
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,19 @@ class Config:
             digest=DigestRules(quiet_after_days=self.digest.quiet_after_days,
                                care_phrases=tuple(self.digest.care_phrases), care_days=self.digest.care_days,
                                list_limit=self.digest.list_limit),
+            sla=self.sla_rules(),
         )
+
+    def sla_rules(self) -> SlaRules:
+        """``[sla]`` as the domain uses it; raises ValueError when the reply hours are invalid."""
+        calendar, bad = parse_reply_hours(self.creator.timezone, self.sla.hours, self.sla.rest_days,
+                                          self.sla.holidays)
+        if calendar is None:
+            raise ValueError("; ".join(bad))
+        return SlaRules(reply_within_hours=self.sla.reply_within_hours,
+                        remind_before_hours=self.sla.remind_before_hours, calendar=calendar,
+                        thanks=tuple(self.sla.thanks),
+                        inbox=self.discord.enabled and self.discord.inbox_channel_id != 0)
 
 
 def config_path(explicit: str | None) -> Path | None:
@@ -339,6 +356,7 @@ def problems(cfg: Config) -> list[str]:
     for lv in cfg.tiers.levels:
         if not isinstance(lv, dict) or "key" not in lv or "threshold" not in lv:
             errors.append(f"tiers.levels entries need key and threshold: {lv!r}")
+    errors += _sla_problems(cfg)
     if not errors:
         try:
             cfg.crm_settings()
@@ -347,6 +365,15 @@ def problems(cfg: Config) -> list[str]:
     errors += _discord_problems(cfg)
     errors += _purchases_problems(cfg)
     return errors
+
+
+def _sla_problems(cfg: Config) -> list[str]:
+    s, errors = cfg.sla, []
+    if not s.reply_within_hours > 0:
+        errors.append("sla.reply_within_hours must be positive")
+    if s.remind_before_hours < 0:
+        errors.append("sla.remind_before_hours must not be negative (0: no reminders)")
+    return errors + parse_reply_hours(cfg.creator.timezone, s.hours, s.rest_days, s.holidays)[1]
 
 
 def _purchases_problems(cfg: Config) -> list[str]:

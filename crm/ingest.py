@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.conversations import Inbound, note_inbound_many
 from crm.db import insert_ignore
 from crm.identity import FanRef, Key, refresh_seen_names
 from crm.interaction import InteractionIn, validate_many
@@ -177,6 +178,10 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
     await _update_fans(session, delta, newest, refs)
     moves = _tier_moves(delta, refs, settings, now, epoch, half_life)
     await apply_moves(session, moves, now, actor=None)
+    dms = [Inbound(ref.fan_id, clean[n].platform, clean[n].occurred_at, clean[n].text)
+           for key, (n, ref, _, _) in awards.items() if key in inserted and clean[n].kind == "dm_in"]
+    if dms:  # a fan's DM opens or joins their conversation (the reply promise's clock)
+        await note_inbound_many(session, settings, dms, now)
     return Recording([r.status for r in results], [r.fan_id for r in results], [r.points for r in results],
                      [r.new_fan for r in results], moves)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from crm.reply_hours import ReplyHours
 from crm.scoring import ScoringRules
 from crm.tiers import TierRules
+
+#: Short messages that thank rather than ask: after a reply they do not restart the SLA clock.
+DEFAULT_THANKS = ("謝謝", "感謝", "thanks", "thank you", "👍", "[sticker]")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,23 @@ class DigestRules:
 
 
 @dataclass(frozen=True)
+class SlaRules:
+    """The reply promise (``[sla]``): answer within ``reply_within_hours`` of reply time.
+
+    ``thanks``: whole messages (case, spaces and trailing punctuation aside) that do not reopen
+    an answered conversation; ``[sticker]`` stands for any sticker. ``inbox``: a staff inbox
+    exists (Discord on with an inbox channel), so inbound DMs, reminders and breaches are queued
+    for it; without one the clock still runs and the digest and ``superfan inbox`` show it.
+    """
+
+    reply_within_hours: float = 24.0
+    remind_before_hours: float = 4.0
+    calendar: ReplyHours = field(default_factory=ReplyHours)
+    thanks: tuple[str, ...] = DEFAULT_THANKS
+    inbox: bool = False
+
+
+@dataclass(frozen=True)
 class CrmSettings:
     scoring: ScoringRules = field(default_factory=ScoringRules)
     tiers: TierRules = field(default_factory=TierRules)
@@ -49,4 +70,5 @@ class CrmSettings:
     #: Keep a short summary of message text on interactions (off: nothing of the text is stored).
     store_text: bool = True
     summary_chars: int = 140
+    sla: SlaRules = field(default_factory=SlaRules)
     digest: DigestRules = field(default_factory=DigestRules)

@@ -93,6 +93,7 @@ class RestApi(InteractionRoutes):
             ("POST", rf"/channels/{c}(/messages/{m})?/threads", self._create_thread),
             ("GET", rf"/guilds/{g}", self._get_guild),
             ("GET", rf"/guilds/{g}/channels", self._guild_channels),
+            ("GET", rf"/guilds/{g}/threads/active", self._active_threads),
             ("GET", rf"/guilds/{g}/roles", self._guild_roles),
             ("GET", rf"/guilds/{g}/members", self._guild_members),
             ("GET", rf"/guilds/{g}/members/{u}", self._get_member),
@@ -277,6 +278,10 @@ class RestApi(InteractionRoutes):
     async def _guild_channels(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
         channels = [c for c in self._guild(m).channels.values() if c.type not in THREAD_TYPES]
         return json_response([self.world.channel_payload(c) for c in channels])
+
+    async def _active_threads(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
+        threads = [c for c in self._guild(m).channels.values() if c.type in THREAD_TYPES]
+        return json_response({"threads": [self.world.channel_payload(c) for c in threads], "members": []})
 
     async def _guild_roles(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
         return json_response([r.payload() for r in self._guild(m).roles.values()])

@@ -16,7 +16,7 @@ from bot.sandbox.discord_emulator import DiscordEmulator
 from tests.discord_adapter.conftest import GUILD, STEP
 
 FAN_COMMANDS = {"checkin", "link", "prefs", "ref", "me", "optout", "forget-me"}
-STAFF_COMMANDS = {"fan", "note", "tag", "tier", "stats", "log"}
+STAFF_COMMANDS = {"fan", "note", "tag", "tier", "stats", "log", "reply"}
 
 
 async def test_every_extension_loads_and_registers_its_commands(emu: DiscordEmulator, bot: SuperfanBot) -> None:

@@ -2,7 +2,8 @@
 
 What counts: messages people post in the server (channels, threads, forum posts) → ``message``;
 reactions they add → ``reaction``; DMs to the bot → ``dm_in``. What never counts: the bot's own
-messages and other bots, webhooks, system messages (joins, pins, boosts), edits, and removals —
+messages and other bots, webhooks, system messages (joins, pins, boosts), staff messages in the
+inbox channel and its threads (answers to fans: cogs/inbox.py), edits, and removals —
 a removed reaction or deleted message keeps its history row (a deleted message loses its stored
 text unless ``[discord] redact_deleted_messages = false``), and adding the same reaction again
 is the same event (its id is message + user + emoji), so it is not counted twice. Discord
@@ -36,12 +37,18 @@ class Intake(commands.Cog):
     def _counts(self, author: discord.abc.User) -> bool:
         return not author.bot and not author.system and (self.bot.user is None or author.id != self.bot.user.id)
 
+    def _in_inbox(self, channel: object) -> bool:
+        inbox = self.bot.config.inbox_channel_id
+        return bool(inbox) and (getattr(channel, "id", None) == inbox or getattr(channel, "parent_id", None) == inbox)
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if message.webhook_id is not None or message.type not in COUNTED_TYPES or not self._counts(message.author):
             return
         if message.guild is None:
             kind = "dm_in"
+        elif self._in_inbox(message.channel):
+            return  # staff answering fans in the inbox (cogs/inbox.py) is not fan activity
         elif self.bot.in_scope(message.guild.id):
             kind = "message"
         else:

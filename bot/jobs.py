@@ -13,6 +13,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import Crm
+from bot.digest_job import DigestJob
 from bot.writer import Action, GroupWriter, Rejected
 from crm.clock import Clock, utcnow
 from crm.rescore import rebase_epoch, refresh_tiers
@@ -73,6 +74,7 @@ def build_scheduler(crm: Crm, *, extra: dict[str, Callable[[], Awaitable[object]
     scheduler = AsyncIOScheduler(timezone=crm.config.creator.timezone)
     scheduler.add_job(refresh_tiers_job, IntervalTrigger(minutes=TIER_REFRESH_MINUTES), args=[crm, clock, writer],
                       id="refresh_tiers", coalesce=True, max_instances=1, next_run_time=clock())
+    DigestJob(crm, clock=clock, writer=writer).add_to(scheduler)
     for name, job in (extra or {}).items():
         scheduler.add_job(job, IntervalTrigger(minutes=TIER_REFRESH_MINUTES), id=name, coalesce=True,
                           max_instances=1)

@@ -42,6 +42,9 @@ class ReplyHours:
     rest_days: frozenset[int] = frozenset()
     holidays: frozenset[date] = frozenset()
 
+    def __hash__(self) -> int:  # ``hours`` is a mapping: hash its items (settings are cache keys)
+        return hash((self.timezone, tuple(sorted(self.hours.items())), self.rest_days, self.holidays))
+
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

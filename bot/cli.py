@@ -34,6 +34,7 @@ from bot.exporter import FORMATS, write_export
 from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
+from bot.inbox_cli import inbox_app, reply
 from bot.log_safety import setup_logging
 from bot.write_failures import brief, transient
 from crm.clock import parse_iso, utcnow
@@ -365,6 +366,8 @@ line_app = typer.Typer(no_args_is_help=True, help="LINE Official Account tools."
 app.add_typer(line_app, name="line")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command("digest")(digest_command)
+app.add_typer(inbox_app, name="inbox")
+app.command("reply")(reply)
 
 
 @line_app.command("richmenu")

@@ -77,7 +77,7 @@ class DiscordConfig:
     api_base: str = "https://discord.com/api/v10"
     gateway_url: str = "wss://gateway.discord.gg/"
     tier_role_ids: dict[str, int] = field(default_factory=dict)
-    note_prefix: str = "!note"
+    note_prefix: str = "//"
     cumulative_tier_roles: bool = False
     sync_commands: bool = True
     defer_after_seconds: float = 1.5

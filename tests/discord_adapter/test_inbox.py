@@ -174,7 +174,7 @@ async def test_staff_reply_in_the_thread_is_relayed_to_the_line_fan_and_answers(
     await emu.wait_for_request("PUT", f"/messages/{sent['id']}/reactions/")
     # the gateway delivering the same message again relays nothing more
     await emu.dispatch("MESSAGE_CREATE", sent)
-    await emu.message_create(thread_id, STAFF, "!note sentinel", guild_id=GUILD)
+    await emu.message_create(thread_id, STAFF, "// sentinel", guild_id=GUILD)
     await eventually(lambda: _notes(crm))
     assert len(await outbox_rows(crm, "relay")) == 1
     # staff messages in inbox threads are not fan interactions
@@ -193,7 +193,7 @@ async def _interactions(crm: Crm) -> list[Interaction]:
 
 async def test_a_note_in_the_thread_stays_internal(bot, crm, writer, clock, emu):
     thread_id = await open_thread(bot, crm, writer, clock, emu)
-    await emu.message_create(thread_id, STAFF, "!note 她是第一次來信", guild_id=GUILD)
+    await emu.message_create(thread_id, STAFF, "// 她是第一次來信", guild_id=GUILD)
     (note,) = await eventually(lambda: _notes(crm))
     assert note.text == "她是第一次來信" and "staffer" in note.author
     assert await outbox_rows(crm, "relay") == []
@@ -203,7 +203,7 @@ async def test_a_note_in_the_thread_stays_internal(bot, crm, writer, clock, emu)
 async def test_a_non_staff_message_in_the_thread_is_not_relayed(bot, crm, writer, clock, emu):
     thread_id = await open_thread(bot, crm, writer, clock, emu)
     await emu.message_create(thread_id, FAN, "我也想問", guild_id=GUILD)
-    await emu.message_create(thread_id, STAFF, "!note sentinel", guild_id=GUILD)
+    await emu.message_create(thread_id, STAFF, "// sentinel", guild_id=GUILD)
     await eventually(lambda: _notes(crm))
     assert await outbox_rows(crm, "relay") == []
 

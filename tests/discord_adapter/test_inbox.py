@@ -37,6 +37,7 @@ from tests.discord_adapter.conftest import FAN, GUILD, STAFF, STEP, embed_text, 
 
 INBOX = 800_000_000_000_000_111
 STAFF_CHANNEL = 800_000_000_000_000_112
+FORUM_INBOX = 800_000_000_000_000_113
 LINE_USER = "U" + "4af4980629f1e0b7c1a2b3c4d5e6f7aa"
 T0 = datetime(2026, 12, 5, 14, 0, tzinfo=UTC)  # Saturday 22:00 in Taipei
 
@@ -63,6 +64,7 @@ def discord_overrides() -> dict[str, Any]:
 def inbox_channels(emu: DiscordEmulator) -> None:
     emu.add_channel(GUILD, INBOX, "inbox")
     emu.add_channel(GUILD, STAFF_CHANNEL, "staff")
+    emu.add_channel(GUILD, FORUM_INBOX, "inbox-forum", type=15)
 
 
 @pytest.fixture
@@ -296,3 +298,14 @@ async def test_a_failed_relay_is_reported_in_its_thread_once(bot, crm, writer, c
         assert await report_failed_relays(session, clock.now) == 0
     await drain(bot, clock)
     assert "blocked" in emu.sent_messages(thread_id)[-1]["content"]
+
+
+@pytest.mark.parametrize("discord_overrides", [{"inbox_channel_id": FORUM_INBOX}])
+async def test_a_forum_inbox_gets_one_post_per_conversation_with_the_card_first(bot, crm, writer, clock, emu):
+    await line_dm(writer, "請問週末有直播嗎？")
+    assert await drain(bot, clock) == 1
+    (post,) = [c for c in emu.world.guilds[GUILD].channels.values() if c.parent_id == FORUM_INBOX]
+    conv = await conversation(crm)
+    assert post.name == f"#{conv.id} 小慧" and conv.thread_ref == str(post.id)
+    card, message = emu.sent_messages(post.id)
+    assert card["embeds"] and "請問週末有直播嗎？" in message["content"]

@@ -70,6 +70,9 @@ class OutboxDrainer:
         self._max_attempts = max_attempts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.sent = 0
         self.failed = 0
 
@@ -102,6 +105,14 @@ class OutboxDrainer:
             await asyncio.gather(*(self._send(message) for message in claimed))
             handled += len(claimed)
 
+    async def settle(self) -> None:
+        """Send what is due now and wait for sends the background loop has in flight (tests, demo)."""
+        while True:
+            await self.drain_once()
+            if self._in_flight == 0:
+                return
+            await self._idle.wait()
+
     async def _claim(self, session: AsyncSession) -> list[OutboxMessage]:
         return await outbox.claim_due(session, self.platform, self._clock(), self._batch)
 
@@ -124,6 +135,16 @@ class OutboxDrainer:
                 pass
 
     async def _send(self, message: OutboxMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._send_one(message)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _send_one(self, message: OutboxMessage) -> None:
         async with self._limit:
             try:
                 await self._handler(message)

@@ -54,6 +54,9 @@ class OutboxMessage:
     conversation_id: int | None
     reply_token: str | None
     reply_until: datetime | None
+    #: Why the previous attempt was retried (None on a first attempt, and after an interrupted one:
+    #: a claim clears it), so a sender can tell "certainly not sent" from "may have been sent".
+    last_error: str | None = None
 
 
 async def enqueue(session: AsyncSession, *, platform: str, kind: str, recipient: str, payload: dict[str, Any],
@@ -63,10 +66,11 @@ async def enqueue(session: AsyncSession, *, platform: str, kind: str, recipient:
     """Queue one message in the caller's transaction; its row id, or None if ``key`` was queued before.
 
     ``key`` makes a message happen once whatever retries the caller makes (e.g.
-    ``digest:2026-12-07``); without one a fresh random key is used.
+    ``digest:2026-12-07``); without one a fresh random UUID is used (the form LINE's retry key
+    wants; a sender derives a UUID from any other key).
     """
     values = {"platform": platform, "kind": kind, "recipient": recipient,
-              "payload": json.dumps(payload, ensure_ascii=False), "idempotency_key": key or uuid.uuid4().hex,
+              "payload": json.dumps(payload, ensure_ascii=False), "idempotency_key": key or str(uuid.uuid4()),
               "status": PENDING, "attempts": 0, "next_attempt_at": not_before or now, "created_at": now,
               "fan_id": fan_id, "conversation_id": conversation_id, "reply_token": reply_token,
               "reply_until": reply_until}
@@ -83,18 +87,21 @@ async def claim_due(session: AsyncSession, platform: str, now: datetime, limit: 
 
     The claim is ``UPDATE … WHERE status = 'pending'``: of two instances racing for a row, one wins.
     """
-    ids = list((await session.execute(
-        select(_o.id).where(_o.platform == platform, _o.status == PENDING, _o.next_attempt_at <= now)
-        .order_by(_o.id).limit(limit))).scalars())
+    due = dict((await session.execute(
+        select(_o.id, _o.last_error).where(_o.platform == platform, _o.status == PENDING, _o.next_attempt_at <= now)
+        .order_by(_o.id).limit(limit))).all())
+    ids = list(due)
     if not ids:
         return []
     claimed = await session.execute(
         update(table(Outbox)).where(_o.id.in_(ids), _o.status == PENDING)
-        .values(status=SENDING, attempts=_o.attempts + 1, next_attempt_at=now)  # while sending: when claimed
+        .values(status=SENDING, attempts=_o.attempts + 1, next_attempt_at=now,  # while sending: when claimed
+                last_error=None)
         .returning(_o.id, _o.platform, _o.kind, _o.recipient, _o.payload, _o.idempotency_key, _o.attempts,
                    _o.fan_id, _o.conversation_id, _o.reply_token, _o.reply_until))
     rows = sorted(claimed.all(), key=lambda r: r[0])
-    return [OutboxMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
+    return [OutboxMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10],
+                          due[r[0]])
             for r in rows]
 
 

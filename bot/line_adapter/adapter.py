@@ -1,31 +1,35 @@
 """The LINE adapter: the webhook route, the sender and the profile refresher, wired together.
 
-One request: verify and parse → plan each event → hand every op to the group-commit writer and
-wait for the commit → 200. Only then, in the background, answer fans (reply token first) and
-refresh display names, so LINE's retry clock is never spent waiting on LINE's own API.
+One request: verify and parse → plan each event (an answer to a command or a greeting is an
+outbox row written with the event, see ``answers.py``) → hand every op to the group-commit writer
+and wait for the commit → 200. The commit wakes the LINE outbox drainer, which answers (reply
+token first) in the background, and the profile worker refreshes display names later, so LINE's
+retry clock is never spent waiting on LINE's own API, and a crash loses no answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from linebot.v3.webhook import WebhookParser
 
-from bot.line_adapter import render
+from bot.line_adapter import answers
 from bot.line_adapter.events import Plan, plan_event
+from bot.line_adapter.outbox_sender import LineOutboxSender
 from bot.line_adapter.profiles import Profiles
-from bot.line_adapter.sender import LineSender, mask
+from bot.line_adapter.sender import LineSender
 from bot.line_adapter.webhook import SIGNATURE_HEADER, BadWebhook, verify_and_parse
+from bot.outbox_drain import OutboxDrainer
+from bot.outbox_transact import writer_transact
 from bot.web import BodyTooLarge, add_health_check, add_health_info, bad_request, not_stored, read_body
 from bot.write_failures import StorageUnavailable, WriterClosed, brief
 from bot.writer import GroupWriter, Outcome
-from crm import dead_letters
+from crm import dead_letters, outbox
 from crm.clock import Clock, utcnow
 from crm.ingest import Recorded
 
@@ -50,7 +54,10 @@ class LineAdapter:
         self.profiles = Profiles(sender, writer, crm.read, crm.settings, clock=clock,
                                  refresh=timedelta(hours=crm.config.line.profile_refresh_hours),
                                  rate=crm.config.line.profile_requests_per_second)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Sends the answers queued with the events (and staff relays, the digest push).
+        self.outbox = OutboxDrainer("line", writer_transact(writer), LineOutboxSender(sender, clock=clock),
+                                    clock=clock)
+        self.reply_ttl = sender.reply_ttl
 
     @classmethod
     def from_config(cls, crm: Crm, writer: GroupWriter, **kwargs: Any) -> LineAdapter:
@@ -66,27 +73,33 @@ class LineAdapter:
         app.router.add_post(self.crm.config.line.webhook_path, self.handle)
         add_health_check(app, "line", self._health)
         add_health_info(app, "line_dead_letters", self._dead_letters)
+        add_health_info(app, "line_outbox_pending", self._outbox_pending)
 
     async def start(self) -> None:
         await self.sender.start()
         await self.profiles.start()
+        self.writer.on_outbox.append(self.outbox.wake)
+        await self.outbox.start()
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Stop the profile worker, finish background answers (bounded), then close the API client."""
+        """Stop the outbox drainer (unsent rows wait in the database) and the profile worker, then
+        close the API client."""
+        if self.outbox.wake in self.writer.on_outbox:
+            self.writer.on_outbox.remove(self.outbox.wake)
+        await self.outbox.close()
         await self.profiles.close()  # names not yet stored are looked up after the restart
-        try:
-            await asyncio.wait_for(self.drain(), timeout)
-        except TimeoutError:
-            log.warning("LINE: %d background sends did not finish in %.0fs; cancelled", len(self._tasks), timeout)
-            for task in list(self._tasks):
-                task.cancel()
         await self.sender.close()
 
     async def drain(self) -> None:
-        """Wait until every background answer and profile refresh has finished (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Send every answer due now and finish profile refreshes (tests, ``superfan demo``)."""
+        if self.writer.running:
+            await self.outbox.settle()
         await self.profiles.settle()
+
+    async def _outbox_pending(self) -> int:
+        """LINE messages queued and not yet sent (answers, relays, the digest push)."""
+        async with self.crm.read() as session:
+            return await outbox.pending_count(session, ["line"])
 
     async def _dead_letters(self) -> int:
         """Events kept because they could not be understood, waiting for ``superfan dead-letters replay``."""
@@ -114,6 +127,7 @@ class LineAdapter:
             plan = plan_event(event, received_at=received_at, settings=self.crm.settings,
                               checkin_keywords=self.keywords)
             if plan is not None:
+                answers.attach(plan, self.locale, self.reply_ttl)
                 plans.append(plan)
         try:
             outcomes = await self.writer.submit([op for plan in plans for op in plan.ops])
@@ -130,7 +144,6 @@ class LineAdapter:
 
     def _after_commit(self, plans: Sequence[Plan], outcomes: Sequence[Outcome]) -> None:
         start = 0
-        answers: list[tuple[Plan, list[Any]]] = []
         for plan in plans:
             mine = outcomes[start : start + len(plan.ops)]
             start += len(plan.ops)
@@ -138,12 +151,7 @@ class LineAdapter:
             stored = [o for o in mine if isinstance(o, Recorded) and o.status == "stored"]
             if plan.keep_token and stored and inbound.reply_token and inbound.user_id:
                 self.sender.remember_token(inbound.user_id, inbound.reply_token, inbound.received_at)
-            messages = render.answer(plan, mine, self.locale)
-            if messages:
-                answers.append((plan, messages))
             self.profiles.noticed(self._users(plan, mine))  # names are looked up by the worker, later
-        if answers:
-            self._spawn(self._answer_in_order(answers))
 
     @staticmethod
     def _users(plan: Plan, outcomes: Sequence[Outcome]) -> set[str]:
@@ -152,30 +160,3 @@ class LineAdapter:
         if plan.respond == "command" and plan.inbound.user_id:
             users.add(plan.inbound.user_id)
         return users
-
-    async def _answer_in_order(self, answers: list[tuple[Plan, list[Any]]]) -> None:
-        """One request's answers one after another, so a fan reads them in the order they asked."""
-        for plan, messages in answers:
-            await self._answer(plan, messages)
-
-    async def _answer(self, plan: Plan, messages: list[Any]) -> None:
-        inbound = plan.inbound
-        try:
-            sent = await self.sender.reply_or_push(
-                inbound.user_id or "", messages, reply_token=inbound.reply_token,
-                received_at=inbound.received_at, push=plan.push_fallback and inbound.chat == "user")
-        except Exception as exc:
-            log.warning("LINE: could not answer %s event %s for %s: %s", inbound.type, inbound.event_id,
-                        mask(inbound.user_id or ""), exc)
-            return
-        log.debug("LINE: answered %s event %s via %s", inbound.type, inbound.event_id, sent.via)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("LINE background task failed", exc_info=task.exception())

@@ -44,10 +44,11 @@ _TOKEN_STORE_LIMIT = 10_000
 class LineSendError(Exception):
     """LINE did not take the message; ``str()`` is LINE's reason (safe to log, never the message)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
         super().__init__(f"LINE answered {status}: {reason}" if status else reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,11 @@ class LineSender:
             raise RuntimeError("LineSender is not started")
         return self._api
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one API request may take."""
+        return self._timeout
+
     # reply tokens
 
     def fresh(self, received_at: float | None) -> bool:
@@ -161,7 +167,7 @@ class LineSender:
                 await self.api.reply_message(request, _request_timeout=self._timeout)
                 return True
             except ApiException as exc:
-                status, reason, retry_after = _error(exc)
+                status, reason, retry_after = api_error(exc)
                 if status == 400 and "reply token" in reason.lower():
                     if ambiguous:  # an earlier attempt probably used it: pushing could double
                         log.warning("LINE reply to %s: token spent by an earlier attempt; not pushing", mask(to))
@@ -181,13 +187,18 @@ class LineSender:
         log.error("LINE reply to %s gave up after %d attempts: %s", mask(to), self._max_attempts, last)
         raise last
 
-    async def push(self, to: str, messages: Sequence[Message], *, retry_key: str | None = None) -> Sent:
-        """Push (counted against the monthly quota); raises QuotaExceeded or LineSendError."""
+    async def push(self, to: str, messages: Sequence[Message], *, retry_key: str | None = None,
+                   attempts: int | None = None) -> Sent:
+        """Push (counted against the monthly quota); raises QuotaExceeded or LineSendError.
+
+        ``attempts``: 1 for a caller that retries on its own schedule (the outbox drainer), so a
+        ``Retry-After`` is honoured there instead of slept here.
+        """
         key = retry_key or str(uuid.uuid4())
         request = PushMessageRequest(to=to, messages=list(messages))
         await self.quota.reserve(1)
         await self._counted("push", to, 1, lambda: self.api.push_message(
-            request, x_line_retry_key=key, _request_timeout=self._timeout))
+            request, x_line_retry_key=key, _request_timeout=self._timeout), attempts=attempts)
         return Sent("push")
 
     async def multicast(self, user_ids: Sequence[str], messages: Sequence[Message], *,
@@ -217,14 +228,16 @@ class LineSender:
             raise
         return Sent("multicast", len(ids))
 
-    async def _counted(self, what: str, to: str, reserved: int, call: Callable[[], Awaitable[Any]]) -> None:
+    async def _counted(self, what: str, to: str, reserved: int, call: Callable[[], Awaitable[Any]], *,
+                       attempts: int | None = None) -> None:
         """One quota-counted request with retries; a refusal returns the reservation."""
-        for attempt in range(1, self._max_attempts + 1):
+        max_attempts = attempts or self._max_attempts
+        for attempt in range(1, max_attempts + 1):
             try:
                 await call()
                 return
             except ApiException as exc:
-                status, reason, retry_after = _error(exc)
+                status, reason, retry_after = api_error(exc)
                 if status == 409 and "retry key" in reason.lower():
                     log.info("LINE %s to %s was already accepted (retry key); not sent again", what, mask(to))
                     return
@@ -236,12 +249,13 @@ class LineSender:
                     self.quota.release(reserved)
                     log.error("LINE %s to %s failed: %s %s", what, mask(to), status, reason)
                     raise LineSendError(status, reason) from None
-                last = LineSendError(status, reason)
+                last = LineSendError(status, reason, retry_after)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last, retry_after = LineSendError(0, f"{type(exc).__name__}"), None
-            if attempt < self._max_attempts:
+            if attempt < max_attempts:
                 await self._sleep(self._delay(attempt, retry_after))
-        log.error("LINE %s to %s gave up after %d attempts: %s", what, mask(to), self._max_attempts, last)
+        log.log(logging.ERROR if max_attempts > 1 else logging.INFO, "LINE %s to %s gave up after %d attempts: %s",
+                what, mask(to), max_attempts, last)
         raise last
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -256,7 +270,7 @@ class LineSender:
         try:
             return await self.api.get_profile(user_id, _request_timeout=self._timeout)
         except ApiException as exc:
-            status, reason, _ = _error(exc)
+            status, reason, _ = api_error(exc)
             log.log(logging.DEBUG if status == 404 else logging.WARNING,
                     "LINE profile of %s unavailable: %s %s", mask(user_id), status, reason)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -267,7 +281,7 @@ class LineSender:
         return int((await self.api.get_message_quota_consumption(_request_timeout=self._timeout)).total_usage)
 
 
-def _error(exc: ApiException) -> tuple[int, str, float | None]:
+def api_error(exc: ApiException) -> tuple[int, str, float | None]:
     """Status, LINE's message and Retry-After from an SDK error."""
     status = int(exc.status or 0)
     reason = str(exc.reason or "")

@@ -10,12 +10,20 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config, require_secrets
 from crm.db import ensure_schema, make_engine, make_read_sessionmaker, make_sessionmaker
 from crm.settings import CrmSettings
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from bot.discord_adapter.client import SuperfanBot
+    from bot.discord_adapter.link import DiscordLink
+    from bot.writer import GroupWriter
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +138,7 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
         await discord.start()  # a Discord outage is retried in the background; a bad token stops here
         add_health_check(app, "discord", discord.health)
         extra_jobs["reconcile_roles"] = discord.reconcile_roles
+        await _start_discord_outbox(crm, writer, discord, stack, app)
     from bot.jobs import build_scheduler
 
     scheduler = build_scheduler(crm, extra=extra_jobs, writer=writer)
@@ -140,6 +149,32 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
         on_ready(where)
     else:
         log.info("superfan running: %s", where)
+
+
+async def _start_discord_outbox(crm: Crm, writer: GroupWriter, discord: DiscordLink, stack: AsyncExitStack,
+                                app: web.Application) -> None:
+    """Discord's outbox drainer (relays, inbox posts, the digest): started once the bot is, closed
+    before it; its claims and results go through the writer, and each commit that queued a Discord
+    message wakes it. While Discord is not connected its rows wait (retried)."""
+    from bot.discord_adapter.outbox_sender import DiscordOutboxSender
+    from bot.outbox_drain import OutboxDrainer
+    from bot.outbox_transact import writer_transact
+    from bot.web import add_health_info
+    from crm import outbox
+
+    def client() -> SuperfanBot | None:
+        return discord.handle.client if discord.handle is not None else None
+
+    drainer = OutboxDrainer("discord", writer_transact(writer), DiscordOutboxSender(client))
+    writer.on_outbox.append(drainer.wake)
+    await drainer.start()
+    stack.push_async_callback(drainer.close)
+
+    async def pending() -> int:
+        async with crm.read() as session:
+            return await outbox.pending_count(session, ["discord"])
+
+    add_health_info(app, "discord_outbox_pending", pending)
 
 
 def settle_heap() -> None:

@@ -10,9 +10,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.app import Crm
 from bot.discord_adapter import outbox_sender
 from bot.discord_adapter.client import SuperfanBot
+from bot.discord_adapter.endpoints import DEFAULT_API_BASE, DEFAULT_GATEWAY_URL, configure_endpoints
 from bot.discord_adapter.outbox_sender import DiscordOutboxSender, nonce_of, register
+from bot.outbox_cli_send import send_pending
 from bot.outbox_drain import OutboxDrainer, RetryLater
 from bot.sandbox.discord_emulator import DiscordEmulator
 from crm import outbox
@@ -134,3 +137,17 @@ def test_long_text_is_cut_into_messages_discord_accepts() -> None:
     pieces = list(outbox_sender.chunks(text))
     assert all(len(p) <= outbox_sender.MAX_CONTENT for p in pieces)
     assert "".join(pieces) == "一" * 4500
+
+
+async def test_send_pending_relays_over_rest_only_when_no_server_runs(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], now: datetime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(crm.config.discord.token_env, "test-token")
+    await queue(sessions, now, text="收到，謝謝！")
+    try:
+        summary = await send_pending(crm, "discord", clock=lambda: now)
+    finally:
+        configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+    assert (summary.sent, summary.failed, summary.waiting) == (1, 0, 0)
+    assert [m["content"] for m in dms_to(emu, FAN)] == ["收到，謝謝！"]
+    assert not any(r.path.endswith("/gateway/bot") for r in emu.rest.requests)  # no gateway session

@@ -11,16 +11,18 @@ from typing import Any
 import pytest
 from linebot.v3.webhooks import FollowDetail, FollowEvent, UserSource
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.app import Crm
 from bot.line_adapter.outbox_sender import LineOutboxSender, retry_key
 from bot.line_adapter.sender import LineSender
+from bot.outbox_cli_send import send_pending
 from bot.outbox_drain import OutboxDrainer
 from bot.outbox_transact import session_transact
 from bot.sandbox.line_emulator import LineEmulator
 from crm import outbox
 from crm.models import Outbox
-from tests.line_adapter.conftest import T0, LineRig, base, event_id, text_event, user
+from tests.line_adapter.conftest import T0, LineRig, base, event_id, make_config, text_event, user
 
 FAN = user(7)
 
@@ -238,3 +240,15 @@ async def test_a_redelivered_follow_is_greeted_once_and_never_by_push(rig: LineR
     async with rig.sessions() as session:
         [greeting] = (await session.execute(select(Outbox))).scalars().all()
     assert greeting.status == "sent" and json.loads(greeting.payload)["push"] is False
+
+
+async def test_send_pending_sends_from_a_cli_process_when_no_server_runs(
+        emu: LineEmulator, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINE_CHANNEL_ACCESS_TOKEN", emu.access_token)
+    config = make_config(api_base=emu.base_url)
+    crm = Crm(config, engine, sessions, config.crm_settings())
+    await queue(sessions, kind="relay", text="我們明天回覆你")
+    summary = await send_pending(crm, "line", clock=lambda: T0)
+    assert (summary.sent, summary.failed, summary.waiting) == (1, 0, 0)
+    assert texts(emu) == [("push", "我們明天回覆你")]

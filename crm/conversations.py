@@ -48,6 +48,10 @@ _OPEN_OF_FANS = (
     .order_by(_c.id)
 )
 _when = UTCDateTime()
+_TOUCH = (
+    update(table(Conversation)).where(_c.id == bindparam("cid"))
+    .values(platform=bindparam("p_platform"), last_inbound_at=bindparam("p_last", type_=_when))
+)
 _REOPEN = (  # an answered conversation gets a new question: a new wait, fresh markers
     update(table(Conversation)).where(_c.id == bindparam("cid"))
     .values(platform=bindparam("p_platform"), status=WAITING, opened_at=bindparam("p_opened", type_=_when),
@@ -188,12 +192,15 @@ async def _write_states(session: AsyncSession, rules: SlaRules, states: list[_St
 
 
 async def _touch(session: AsyncSession, states: list[_State], due: dict[int, datetime]) -> None:
-    """A DM joined an open conversation without starting a wait: keep its platform and time."""
+    """DMs joined open conversations without starting a wait: keep the platform and time (one
+    statement for the group; an earlier DM that moves a wait's start back is rare, and alone)."""
+    if states:
+        await session.execute(_TOUCH, [{"cid": st.id, "p_platform": st.platform, "p_last": st.last_inbound_at}
+                                       for st in states])
     for st in states:
-        values: dict[str, object] = {"platform": st.platform, "last_inbound_at": st.last_inbound_at}
         if st.moved_wait:
-            values.update(opened_at=st.opened_at, waiting_since=st.waiting_since, due_at=due[st.fan_id])
-        await session.execute(update(table(Conversation)).where(_c.id == st.id).values(**values))
+            await session.execute(update(table(Conversation)).where(_c.id == st.id).values(
+                opened_at=st.opened_at, waiting_since=st.waiting_since, due_at=due[st.fan_id]))
 
 
 async def note_reply(session: AsyncSession, settings: CrmSettings, conversation_id: int, *, text: str, by: str,

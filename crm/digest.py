@@ -170,10 +170,9 @@ def _like_any(column: Any, phrases: Sequence[str]) -> ColumnElement[bool]:
 async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[dict[str, Any]]:
     """Fans whose own words of the last ``care_days`` days hold a care phrase, latest first.
 
-    Reads stored summaries, so it finds nothing with ``[privacy] store_message_text`` off. Starts
-    from the fans seen in the window (``last_seen_at`` moves by the minute, hence the margin) and
-    reaches their interactions through the (fan, time) index: a scan of recent activity, not of
-    every interaction ever stored.
+    Reads stored summaries, so it finds nothing with ``[privacy] store_message_text`` off. Reads the
+    window's interactions through the time index (migration 0010): a scan of recent activity, not
+    of every interaction ever stored.
     """
     phrases = [p for p in settings.digest.care_phrases if p.strip()]
     if not phrases:
@@ -181,7 +180,7 @@ async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: da
     tz, start = settings.scoring.tz, now - timedelta(days=settings.digest.care_days)
     stmt = (select(_f.id, _f.display_name, _f.tier, _i.platform, _i.occurred_at, _i.summary)
             .select_from(table(Fan).join(table(Interaction), _i.fan_id == _f.id))
-            .where(_f.last_seen_at >= start - timedelta(hours=1), _f.opted_out.is_(False),
+            .where(_f.opted_out.is_(False),
                    _i.occurred_at >= start, _i.occurred_at <= now, _i.kind.in_(CARE_KINDS),
                    _i.summary.is_not(None), _like_any(_i.summary, phrases))
             .order_by(_i.occurred_at.desc(), _i.id.desc()))

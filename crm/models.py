@@ -108,6 +108,9 @@ class Interaction(Base):
         # who writes 10^4 messages a day, most of them past the cap and worth nothing.
         Index("ix_interactions_awarded", "fan_id", "occurred_at", "kind", "points",
               sqlite_where=sql_text("points > 0"), postgresql_where=sql_text("points > 0")),
+        # Recent activity across all fans, newest first: the digest's "asked after you", reports
+        # per week. Rows arrive in time order, so it grows at its right end (migration 0010).
+        Index(None, "occurred_at"),
         # An unsend or an edit on LINE names the message, not the webhook event (migration 0007).
         Index("ix_interactions_message_ref", "platform", "message_ref",
               sqlite_where=sql_text("message_ref IS NOT NULL"), postgresql_where=sql_text("message_ref IS NOT NULL")),

@@ -17,6 +17,7 @@ from bot.digest_job import DigestJob
 from bot.writer import Action, GroupWriter, Rejected
 from crm.clock import Clock, utcnow
 from crm.rescore import rebase_epoch, refresh_tiers
+from crm.sla import claim_breaches, claim_reminders
 from crm.tiers_service import TierMove, decay_candidates, reevaluate
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,29 @@ async def _through(writer: GroupWriter, action: Action) -> Any:
     return outcome
 
 
+SLA_CHECK_SECONDS = 60
+
+
+async def sla_clock_job(crm: Crm, clock: Clock = utcnow, writer: GroupWriter | None = None) -> tuple[int, int]:
+    """Reminders before due and a breach record at due, each once (the claims are conditional
+    updates, in the same transaction as the outbox rows they queue); (reminded, breached)."""
+    now = clock()
+
+    async def claim(session: AsyncSession, _: datetime) -> tuple[int, int]:
+        reminded = await claim_reminders(session, crm.settings, now)
+        breached = await claim_breaches(session, crm.settings, now)
+        return len(reminded), len(breached)
+
+    if writer is None:
+        async with crm.sessions.begin() as session:
+            counts = await claim(session, now)
+    else:
+        counts = await _through(writer, Action("sla clock", claim, ordered=False))
+    if any(counts):
+        log.info("sla clock: %d reminders, %d breaches", *counts)
+    return counts
+
+
 def build_scheduler(crm: Crm, *, extra: dict[str, Callable[[], Awaitable[object]]] | None = None,
                     clock: Clock = utcnow, writer: GroupWriter | None = None) -> AsyncIOScheduler:
     """The scheduler with every job; ``extra`` lets adapters add theirs (e.g. Discord role reconcile)."""
@@ -75,6 +99,8 @@ def build_scheduler(crm: Crm, *, extra: dict[str, Callable[[], Awaitable[object]
     scheduler.add_job(refresh_tiers_job, IntervalTrigger(minutes=TIER_REFRESH_MINUTES), args=[crm, clock, writer],
                       id="refresh_tiers", coalesce=True, max_instances=1, next_run_time=clock())
     DigestJob(crm, clock=clock, writer=writer).add_to(scheduler)
+    scheduler.add_job(sla_clock_job, IntervalTrigger(seconds=SLA_CHECK_SECONDS), args=[crm, clock, writer],
+                      id="sla_clock", coalesce=True, max_instances=1, next_run_time=clock())
     for name, job in (extra or {}).items():
         scheduler.add_job(job, IntervalTrigger(minutes=TIER_REFRESH_MINUTES), id=name, coalesce=True,
                           max_instances=1)

@@ -29,7 +29,7 @@ async def test_refresh_job_demotes_after_months_of_silence(engine, sessions, set
 
 def test_scheduler_has_the_tier_job(engine, sessions, settings):
     scheduler = build_scheduler(Crm(Config(), engine, sessions, settings))
-    assert {job.id for job in scheduler.get_jobs()} >= {"refresh_tiers", "digest", "digest_check"}
+    assert {job.id for job in scheduler.get_jobs()} >= {"refresh_tiers", "digest", "digest_check", "sla_clock"}
 
 
 async def test_with_the_app_writer_the_refresh_queues_with_webhook_writes_in_chunks(engine, sessions, settings, now,
@@ -55,3 +55,35 @@ async def test_with_the_app_writer_the_refresh_queues_with_webhook_writes_in_chu
     async with sessions() as s:
         tiers = {(await s.get(Fan, fan_id)).tier for fan_id in set(r.fan_ids)}  # type: ignore[union-attr]
     assert tiers == {"fan"}
+
+
+async def test_the_sla_clock_reminds_before_due_and_records_the_breach_once_each(engine, sessions, now):
+    from dataclasses import replace
+
+    from sqlalchemy import select
+
+    from bot.jobs import sla_clock_job
+    from crm.models import ConversationWait, Outbox
+
+    config = Config()
+    settings = config.crm_settings()
+    settings = replace(settings, sla=replace(settings.sla, inbox=True))  # a Discord inbox is configured
+    crm = Crm(config, engine, sessions, settings)
+    asked = now - timedelta(hours=21)  # due in 3 h: inside the 4-hour reminder window
+    async with sessions.begin() as s:
+        await record_many(s, [InteractionIn("line", "Uw", "dm_in", asked, "dm-1", "小美", text="請問有貨嗎？")],
+                          settings, now)
+    writer = GroupWriter(sessions, settings)
+    await writer.start()
+    try:
+        assert await sla_clock_job(crm, clock=lambda: now, writer=writer) == (1, 0)
+        assert await sla_clock_job(crm, clock=lambda: now + timedelta(minutes=1), writer=writer) == (0, 0)
+        assert await sla_clock_job(crm, clock=lambda: now + timedelta(hours=3), writer=writer) == (0, 1)
+        assert await sla_clock_job(crm, clock=lambda: now + timedelta(hours=4), writer=writer) == (0, 0)
+    finally:
+        await writer.close()
+    async with sessions() as s:
+        kinds = sorted((await s.execute(select(Outbox.kind).where(Outbox.kind.like("sla_%")))).scalars())
+        (wait,) = (await s.execute(select(ConversationWait))).scalars()
+    assert kinds == ["sla_breach", "sla_reminder"]
+    assert wait.reminded_at == now and wait.breached_at == now + timedelta(hours=3)

@@ -30,6 +30,8 @@ Transact = Callable[[Callable[[AsyncSession], Awaitable[Any]]], Awaitable[Any]]
 Handler = Callable[[OutboxMessage], Awaitable[None]]
 #: After this many attempts a message that keeps failing is given up (recorded as failed).
 MAX_ATTEMPTS = 8
+#: How often the loop looks for rows a crash left half-sent (``recover_interrupted``).
+RECOVER_EVERY_S = 60.0
 
 
 class RetryLater(Exception):
@@ -116,12 +118,22 @@ class OutboxDrainer:
     async def _claim(self, session: AsyncSession) -> list[OutboxMessage]:
         return await outbox.claim_due(session, self.platform, self._clock(), self._batch)
 
-    async def _loop(self) -> None:
+    async def _recover(self) -> None:
+        """Hand back rows a crash left ``sending`` (this process's or another instance's)."""
         try:
             await self._transact(lambda s: outbox.recover_interrupted(s, self.platform, self._clock()))
         except Exception as exc:
             log.warning("outbox %s: could not recover interrupted sends (%s)", self.platform, brief(exc))
+
+    async def _loop(self) -> None:
+        recovered_at = asyncio.get_running_loop().time()
+        await self._recover()
         while True:
+            # Not only at start: a row the crash left "sending" becomes recoverable two minutes
+            # later, and a quick restart must not leave it stuck until the next one.
+            if asyncio.get_running_loop().time() - recovered_at >= RECOVER_EVERY_S:
+                recovered_at = asyncio.get_running_loop().time()
+                await self._recover()
             try:
                 await self.drain_once()
             except asyncio.CancelledError:

@@ -192,14 +192,9 @@ async def server_running(web: WebConfig) -> bool:
 
 async def send_now(crm: Any, platform: str) -> None:
     """Send what is due on ``platform`` from this process (no server is running)."""
-    try:
-        from bot.outbox_cli_send import send_pending
-    except ModuleNotFoundError as exc:  # the CLI sender has not landed: the row waits for superfan run
-        if exc.name != "bot.outbox_cli_send":
-            raise
-        log.warning("no CLI sender in this version; the reply waits for superfan run")
-        return
-    await send_pending(crm, platforms=(platform,))
+    from bot.outbox_cli_send import send_pending
+
+    await send_pending(crm, platform)
 
 
 async def delivery(crm: Any, row_id: int) -> Delivery:

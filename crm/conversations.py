@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import outbox
-from crm.errors import BadInput, CrmError
+from crm.errors import BadInput, ConversationNotFound, CrmError
 from crm.models import Conversation, ConversationWait, Identity, Interaction, UTCDateTime, table
 from crm.reply_hours import add_reply_hours
 from crm.settings import CrmSettings, SlaRules
@@ -58,14 +58,6 @@ _REOPEN = (  # an answered conversation gets a new question: a new wait, fresh m
             waiting_since=bindparam("p_since", type_=_when), due_at=bindparam("p_due", type_=_when),
             last_inbound_at=bindparam("p_last", type_=_when), reminded_at=None, breached_at=None)
 )
-
-
-class ConversationNotFound(CrmError):
-    """No conversation has this id (code ``conversation.not_found``)."""
-
-    def __init__(self, conversation_id: int) -> None:
-        super().__init__(f"no conversation {conversation_id}", code="conversation.not_found",
-                         conversation_id=conversation_id)
 
 
 @dataclass(frozen=True)

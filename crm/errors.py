@@ -72,3 +72,10 @@ class SchemaOutOfDate(CrmError):
     def __init__(self, message: str) -> None:
         super().__init__(message, code="schema.out_of_date")
 
+
+class ConversationNotFound(CrmError):
+    """No conversation has this id (code ``conversation.not_found``)."""
+
+    def __init__(self, conversation_id: int) -> None:
+        super().__init__(f"no conversation {conversation_id}", code="conversation.not_found",
+                         conversation_id=conversation_id)

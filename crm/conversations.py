@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +48,8 @@ _OPEN_OF_FANS = (
     .order_by(_c.id)
 )
 _when = UTCDateTime()
+#: How far a fan's last DM must move on before the conversation row is rewritten for it alone.
+LAST_INBOUND_STEP = timedelta(minutes=1)
 _TOUCH = (
     update(table(Conversation)).where(_c.id == bindparam("cid"))
     .values(platform=bindparam("p_platform"), last_inbound_at=bindparam("p_last", type_=_when))
@@ -85,6 +87,15 @@ class _State:
     new_wait: bool = False
     moved_wait: bool = False
     changed: bool = False
+    stored_platform: str | None = None  # as the database has it: a write is needed only on a change
+    stored_last: datetime | None = None
+
+    def worth_writing(self) -> bool:
+        """New, a wait started or moved, another platform, or the last DM moved on by a minute (a
+        fan writing many lines in a row is not rewritten with every group)."""
+        return (self.id is None or self.new_wait or self.moved_wait or self.platform != self.stored_platform
+                or self.stored_last is None or self.last_inbound_at is None
+                or self.last_inbound_at - self.stored_last >= LAST_INBOUND_STEP)
 
 
 def is_thanks(text: str | None, rules: SlaRules) -> bool:
@@ -133,7 +144,7 @@ async def note_inbound_many(session: AsyncSession, settings: CrmSettings, messag
             st.moved_wait = True
         elif st.status == ANSWERED and not (st.answered_at and m.at <= st.answered_at) and not is_thanks(m.text, rules):
             st.status, st.waiting_since, st.new_wait = WAITING, m.at, True
-    await _write_states(session, rules, [st for st in states.values() if st.changed])
+    await _write_states(session, rules, [st for st in states.values() if st.changed and st.worth_writing()])
     ids = [states[m.fan_id].id for m in messages]
     if rules.inbox:
         for m, cid in zip(messages, ids, strict=True):
@@ -148,7 +159,8 @@ async def _open_states(session: AsyncSession, fan_ids: list[int]) -> dict[int, _
     for start in range(0, len(fan_ids), CHUNK):
         rows = await session.execute(_OPEN_OF_FANS, {"fans": fan_ids[start : start + CHUNK]})
         for cid, fan_id, platform, status, opened, since, answered, last in rows:
-            states[fan_id] = _State(cid, fan_id, platform, status, opened, since, answered, last)  # newest wins
+            states[fan_id] = _State(cid, fan_id, platform, status, opened, since, answered, last,  # newest wins
+                                    stored_platform=platform, stored_last=last)
     return states
 
 

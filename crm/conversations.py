@@ -168,6 +168,7 @@ async def _write_states(session: AsyncSession, rules: SlaRules, states: list[_St
     due = {st.fan_id: add_reply_hours(st.waiting_since, rules.reply_within_hours, rules.calendar)
            for st in states if st.waiting_since is not None and st.status == WAITING}
     new = [st for st in states if st.id is None]
+    known = [st for st in states if st.id is not None]  # split before the new ones get their ids
     if new:
         result = await session.execute(
             insert(table(Conversation)).returning(_c.id, _c.fan_id),
@@ -177,12 +178,12 @@ async def _write_states(session: AsyncSession, rules: SlaRules, states: list[_St
         made = dict((fan_id, cid) for cid, fan_id in result)
         for st in new:
             st.id = made[st.fan_id]
-    reopened = [st for st in states if st not in new and st.new_wait]
+    reopened = [st for st in known if st.new_wait]
     if reopened:
         await session.execute(_REOPEN, [
             {"cid": st.id, "p_platform": st.platform, "p_opened": st.opened_at, "p_since": st.waiting_since,
              "p_due": due[st.fan_id], "p_last": st.last_inbound_at} for st in reopened])
-    await _touch(session, [st for st in states if st not in new and not st.new_wait], due)
+    await _touch(session, [st for st in known if not st.new_wait], due)
     waits = [st for st in states if st.new_wait]
     if waits:
         await session.execute(insert(table(ConversationWait)), [

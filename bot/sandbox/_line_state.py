@@ -5,6 +5,7 @@ Kept apart from the HTTP layer so what LINE rejects, and what it counts, reads i
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,6 +47,17 @@ class Fault:
 
     status: int
     times: int
+    path_contains: str = ""
+    retry_after: int | None = None
+
+
+@dataclass
+class RandomFault:
+    """A failure answered to a share of matching requests, drawn from a seeded generator."""
+
+    status: int
+    share: float
+    rng: random.Random
     path_contains: str = ""
     retry_after: int | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import secrets
 import time
 import uuid
@@ -25,6 +26,7 @@ from bot.sandbox._line_state import (
     ApiError,
     Delivered,
     Fault,
+    RandomFault,
     RecordedCall,
     RichMenu,
     Via,
@@ -71,6 +73,7 @@ class LineEmulator:
         self._reply_tokens: dict[str, tuple[str, float]] = {}
         self._accepted: dict[str, Accepted] = {}
         self._faults: list[Fault] = []
+        self._random_faults: list[RandomFault] = []
         self._message_ids = itertools.count(500_000_000_000_000_001)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -145,6 +148,15 @@ class LineEmulator:
             raise ValueError("times must be >= 1")
         self._faults.append(Fault(status, times, path_contains, retry_after))
 
+    def fail_randomly(
+        self, status: int, share: float, *, path_contains: str = "", retry_after: int | None = None, seed: int = 0
+    ) -> None:
+        """Answer `status` to about `share` of matching requests (after any `fail_next`), until a full
+        `reset`; seeded, so a load test sees the same faults each run."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("share must be between 0 and 1")
+        self._random_faults.append(RandomFault(status, share, random.Random(seed), path_contains, retry_after))
+
     def add_profile(
         self,
         user_id: str,
@@ -178,6 +190,7 @@ class LineEmulator:
             self._reply_tokens.clear()
             self._accepted.clear()
             self._faults.clear()
+            self._random_faults.clear()
 
     # HTTP plumbing
 
@@ -226,8 +239,15 @@ class LineEmulator:
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
-                headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-                raise ApiError(fault.status, fault_body(fault.status)["message"], headers=headers)
+                self._raise_fault(fault.status, fault.retry_after)
+        for chance in self._random_faults:
+            if chance.path_contains in path and chance.rng.random() < chance.share:
+                self._raise_fault(chance.status, chance.retry_after)
+
+    @staticmethod
+    def _raise_fault(status: int, retry_after: int | None) -> None:
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        raise ApiError(status, fault_body(status)["message"], headers=headers)
 
     def _charge(self, recipients: int) -> None:
         """LINE counts each recipient once per request, whatever the number of messages."""

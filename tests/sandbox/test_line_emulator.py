@@ -226,6 +226,28 @@ async def test_fail_next_then_success(emu: LineEmulator) -> None:
     assert len(emu.delivered) == 1
 
 
+async def test_random_faults_hit_about_their_share_of_matching_requests_and_deliver_nothing(
+        emu: LineEmulator) -> None:
+    emu.fail_randomly(429, 0.3, path_contains="/push", retry_after=1, seed=7)
+    async with AsyncApiClient(conf(emu)) as client:
+        api = AsyncMessagingApi(client)
+        refused = 0
+        for _ in range(100):
+            try:
+                await api.push_message(push())
+            except ApiException as err:
+                assert (err.status, err.headers.get("Retry-After")) == (429, "1")
+                refused += 1
+        await api.get_message_quota()  # another path: never refused
+    assert 15 <= refused <= 45  # a seeded draw, so the same count every run
+    assert len(emu.delivered) == 100 - refused
+    assert emu.calls[-1].status == 200
+    emu.reset(full=True)
+    async with AsyncApiClient(conf(emu)) as client:
+        await AsyncMessagingApi(client).push_message(push())
+    assert [c.status for c in emu.calls] == [200]
+
+
 async def test_fault_only_hits_matching_paths(emu: LineEmulator) -> None:
     emu.fail_next(503, path_contains="multicast")
     async with AsyncApiClient(conf(emu)) as client:

@@ -1,9 +1,9 @@
 """``superfan inbox``, ``superfan inbox done`` and ``superfan reply`` as a creator uses them.
 
 The fans' DMs are recorded the way the LINE webhook records them (``record_many``: the
-conversation opens with the DM). ``reply`` with no server sends through the outbox itself (the
-sender is replaced here by one that records its verdict on the row, as the LINE sender does);
-with a server answering ``/healthz`` it leaves the row to that server.
+conversation opens with the DM). ``reply`` with no server sends the outbox row itself through
+the real LINE sender, to the LINE emulator on 127.0.0.1 (faults injected there stand for LINE
+refusing or failing); with a server answering ``/healthz`` it leaves the row to that server.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -26,13 +26,15 @@ import bot.inbox_cli as inbox_cli
 from bot.app import open_crm
 from bot.cli import app
 from bot.config import load_config
-from crm import outbox
+from bot.line_adapter.outbox_sender import retry_key
+from bot.sandbox.line_emulator import LineEmulator
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
 from crm.models import Conversation, Outbox
 
 NOW = datetime(2026, 12, 8, 2, 0, tzinfo=UTC)  # Tuesday 10:00 in Taipei
 XIAOHUI, AMING = "U" + "1" * 32, "U" + "2" * 32
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -101,40 +103,53 @@ def test_inbox_done_resolves_as_answered_elsewhere(config_path):
     assert [c["display_name"] for c in json.loads(cli(config_path, "inbox", "--json").stdout)] == ["阿明"]
 
 
-def fake_sender(verdict: str, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
-    """Stands in for the LINE sender: claims what is due and records ``verdict`` (sent, or an error)."""
-    calls: list[tuple[str, ...]] = []
-
-    async def send_now(crm: Any, platform: str) -> None:
-        calls.append((platform,))
-        async with crm.sessions.begin() as session:
-            for message in await outbox.claim_due(session, platform, datetime.now(UTC)):
-                if verdict == "sent":
-                    await outbox.mark_sent(session, message.id, datetime.now(UTC))
-                else:
-                    await outbox.mark_failed(session, message.id, datetime.now(UTC), verdict)
-
-    monkeypatch.setattr(inbox_cli, "send_now", send_now)
-    return calls
+@pytest.fixture
+async def line_emu(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LineEmulator]:
+    """The LINE emulator on 127.0.0.1 as [line]'s API, the channel's secrets in the environment."""
+    async with LineEmulator() as emu:
+        with config_path.open("a", encoding="utf-8") as f:
+            f.write(f'[line]\nenabled = true\napi_base = "{emu.base_url}"\n')
+        monkeypatch.setenv("LINE_CHANNEL_ACCESS_TOKEN", emu.access_token)
+        monkeypatch.setenv("LINE_CHANNEL_SECRET", "test-channel-secret")
+        yield emu
 
 
-def test_reply_with_no_server_sends_it_itself_and_says_so(config_path, monkeypatch):
-    seed(config_path)
-    calls = fake_sender("sent", monkeypatch)
-    assert cli(config_path, "reply", "小慧", "抱歉晚回了！").stdout == "已送給 小慧（LINE）。\n"
-    assert calls == [("line",)]
-    (relay,) = rows(config_path, Outbox)
-    assert (relay.kind, relay.recipient, json.loads(relay.payload), relay.status) == (
-        "relay", XIAOHUI, {"text": "抱歉晚回了！"}, "sent")
-    answered = [c for c in rows(config_path, Conversation) if c.status == "answered"]
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The CLI runs its own event loop; the emulator answers on this one."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def test_reply_with_no_server_sends_it_itself_and_says_so(config_path, line_emu):
+    await in_thread(seed, config_path)
+    result = await in_thread(cli, config_path, "reply", "小慧", "抱歉晚回了！")
+    assert result.stdout == "已送給 小慧（LINE）。\n"
+    (relay,) = await in_thread(rows, config_path, Outbox)
+    assert (relay.kind, relay.recipient, json.loads(relay.payload), relay.status, relay.attempts) == (
+        "relay", XIAOHUI, {"text": "抱歉晚回了！"}, "sent", 1)
+    [delivered] = line_emu.delivered  # one message, to 小慧 only, pushed with the row's retry key
+    assert (delivered.via, delivered.to, delivered.messages) == ("push", XIAOHUI, [{"type": "text", "text": "抱歉晚回了！"}])
+    assert delivered.retry_key == retry_key(relay.idempotency_key)
+    answered = [c for c in await in_thread(rows, config_path, Conversation) if c.status == "answered"]
     assert len(answered) == 1
 
 
-def test_reply_that_cannot_be_delivered_says_why(config_path, monkeypatch):
-    seed(config_path)
-    fake_sender("blocked", monkeypatch)
-    result = cli(config_path, "reply", "阿明", "hi", expect=1)
-    assert "blocked" in result.stdout and "沒有送出" in result.stdout
+async def test_reply_line_refuses_says_why_and_sends_nothing(config_path, line_emu):
+    await in_thread(seed, config_path)
+    line_emu.fail_next(400, path_contains="/push")  # what LINE answers for a fan who blocked the account
+    result = await in_thread(cli, config_path, "reply", "阿明", "hi", expect=1)
+    (relay,) = await in_thread(rows, config_path, Outbox)
+    assert result.stdout == f"沒有送出（#{relay.id}）：LINE 400: Injected error 400\n"
+    assert relay.status == "failed" and line_emu.delivered == []
+
+
+async def test_reply_line_cannot_take_now_is_kept_for_a_retry_and_says_so(config_path, line_emu):
+    await in_thread(seed, config_path)
+    line_emu.fail_next(500, path_contains="/push")
+    result = await in_thread(cli, config_path, "reply", "阿明", "hi")
+    (relay,) = await in_thread(rows, config_path, Outbox)
+    assert result.stdout == (f"暫時送不出去（#{relay.id}）：LINE push 500；已排入稍後重試，"
+                             "下次執行 superfan run 或 superfan reply 時會再送。\n")
+    assert (relay.status, relay.last_error) == ("pending", "LINE push 500") and line_emu.delivered == []
 
 
 @pytest.fixture
@@ -158,19 +173,18 @@ def running_server(config_path: Path) -> Iterator[None]:
     server.server_close()
 
 
-def test_reply_with_a_running_server_leaves_the_sending_to_it(config_path, monkeypatch, running_server):
-    seed(config_path)
-    calls = fake_sender("sent", monkeypatch)
+async def test_reply_with_a_running_server_leaves_the_sending_to_it(config_path, monkeypatch, line_emu,
+                                                                     running_server):
+    await in_thread(seed, config_path)
     monkeypatch.setattr(inbox_cli, "SERVER_WAIT_S", 0.3)
-    out = cli(config_path, "reply", "小慧", "晚點回你").stdout
-    (relay,) = rows(config_path, Outbox)
+    out = (await in_thread(cli, config_path, "reply", "小慧", "晚點回你")).stdout
+    (relay,) = await in_thread(rows, config_path, Outbox)
     assert out == f"已排入傳送（#{relay.id}）：正在執行的 superfan run 會在幾秒內送出。\n"
-    assert calls == [] and relay.status == "pending"
+    assert relay.status == "pending" and line_emu.calls == []
 
 
-def test_reply_to_a_fan_without_an_open_conversation_is_refused(config_path, monkeypatch):
+def test_reply_to_a_fan_without_an_open_conversation_is_refused(config_path):
     seed(config_path)
-    fake_sender("sent", monkeypatch)
     cli(config_path, "inbox", "done", "小慧")
     assert cli(config_path, "reply", "小慧", "hi", expect=2).stderr == "error: 小慧 目前沒有進行中的對話。\n"
     assert rows(config_path, Outbox) == []

@@ -3,9 +3,9 @@
 The rows are the truth (``crm/outbox.py``); this loop only moves them along. It wakes when a
 commit queued something for its platform (``GroupWriter.on_outbox``), and otherwise every
 ``poll_s`` seconds (a row queued by another process, e.g. ``superfan reply``, or a retry that came
-due). At start it hands back rows a crash left half-sent. A sender (``Handler``) raises
-:class:`RetryLater` for a passing failure (429, 5xx, a network error) and :class:`Undeliverable`
-for one that will not pass (the fan blocked the account, DMs closed); anything else it raises is
+due). At start, and every ``recover_every`` (a minute) by its clock, it hands back rows a crash
+left half-sent. A sender (``Handler``) raises :class:`RetryLater` for a passing failure (429,
+5xx, a network error) and :class:`Undeliverable` for one that will not pass (the fan blocked the account, DMs closed); anything else it raises is
 treated as passing, logged without its message, and retried with backoff.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +31,7 @@ Handler = Callable[[OutboxMessage], Awaitable[None]]
 #: After this many attempts a message that keeps failing is given up (recorded as failed).
 MAX_ATTEMPTS = 8
 #: How often the loop looks for rows a crash left half-sent (``recover_interrupted``).
-RECOVER_EVERY_S = 60.0
+RECOVER_EVERY = timedelta(seconds=60)
 
 
 class RetryLater(Exception):
@@ -61,7 +61,7 @@ class OutboxDrainer:
 
     def __init__(self, platform: str, transact: Transact, handler: Handler, *, clock: Clock = utcnow,
                  poll_s: float = 2.0, batch: int = 50, concurrency: int = 4,
-                 max_attempts: int = MAX_ATTEMPTS) -> None:
+                 max_attempts: int = MAX_ATTEMPTS, recover_every: timedelta = RECOVER_EVERY) -> None:
         self.platform = platform
         self._transact = transact
         self._handler = handler
@@ -70,6 +70,7 @@ class OutboxDrainer:
         self._batch = batch
         self._limit = asyncio.Semaphore(concurrency)
         self._max_attempts = max_attempts
+        self._recover_every = recover_every
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight = 0
@@ -126,13 +127,13 @@ class OutboxDrainer:
             log.warning("outbox %s: could not recover interrupted sends (%s)", self.platform, brief(exc))
 
     async def _loop(self) -> None:
-        recovered_at = asyncio.get_running_loop().time()
+        recovered_at = self._clock()
         await self._recover()
         while True:
             # Not only at start: a row the crash left "sending" becomes recoverable two minutes
             # later, and a quick restart must not leave it stuck until the next one.
-            if asyncio.get_running_loop().time() - recovered_at >= RECOVER_EVERY_S:
-                recovered_at = asyncio.get_running_loop().time()
+            if self._clock() - recovered_at >= self._recover_every:
+                recovered_at = self._clock()
                 await self._recover()
             try:
                 await self.drain_once()

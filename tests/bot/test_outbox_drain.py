@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+from sqlalchemy import select
 
 from bot.outbox_drain import OutboxDrainer, RetryLater, Undeliverable
 from crm import outbox
@@ -39,3 +42,54 @@ async def test_due_rows_are_sent_once_retried_after_a_passing_failure_and_given_
     assert rows == {"ok": ("sent", None), "flaky": ("sent", None),
                     "blocked": ("failed", "the fan blocked the account")}
     assert (drainer.sent, drainer.failed) == (2, 1)
+
+
+async def test_a_row_a_crashed_drainer_left_sending_is_sent_once_by_a_running_drainer_without_a_restart(
+        sessions, now):
+    clock = [now]
+    sent: list[int] = []
+    passes = [0]  # transactions the drainer committed
+    moved = asyncio.Condition()
+
+    async def until(done):
+        async with moved:
+            await asyncio.wait_for(moved.wait_for(done), 10)  # a guard against hanging, not a timing
+
+    async def handler(message):
+        async with moved:
+            sent.append(message.id)
+            moved.notify_all()
+
+    async def transact(work):
+        async with sessions.begin() as s:
+            result = await work(s)
+        async with moved:
+            passes[0] += 1
+            moved.notify_all()
+        return result
+
+    async def row(row_id):
+        async with sessions() as s:
+            return (await s.execute(select(Outbox).where(Outbox.id == row_id))).scalar_one()
+
+    async with sessions.begin() as s:
+        row_id = await outbox.enqueue(s, platform="line", kind="relay", recipient="fan", payload={}, now=now)
+        await outbox.claim_due(s, "line", now)  # an earlier drainer claimed it, then its process died
+    clock[0] = now + timedelta(seconds=30)  # a quick restart: too soon to tell the row from one in flight
+    drainer = OutboxDrainer("line", transact, handler, clock=lambda: clock[0], poll_s=3600)
+    await drainer.start()
+    try:
+        await until(lambda: passes[0] >= 2)  # the start's recovery (nothing old enough), a pass with nothing due
+        assert sent == [] and (await row(row_id)).status == "sending"
+
+        clock[0] = now + timedelta(minutes=3)  # the same drainer, still running, looks again after a minute
+        drainer.wake()
+        await until(lambda: sent)
+        await drainer.settle()  # the send recorded
+        drainer.wake()
+        await drainer.settle()
+    finally:
+        await drainer.close()
+    assert sent == [row_id]
+    stored = await row(row_id)
+    assert (stored.status, stored.attempts) == ("sent", 2)

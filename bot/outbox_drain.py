@@ -5,8 +5,9 @@ commit queued something for its platform (``GroupWriter.on_outbox``), and otherw
 ``poll_s`` seconds (a row queued by another process, e.g. ``superfan reply``, or a retry that came
 due). At start, and every ``recover_every`` (a minute) by its clock, it hands back rows a crash
 left half-sent. A sender (``Handler``) raises :class:`RetryLater` for a passing failure (429,
-5xx, a network error) and :class:`Undeliverable` for one that will not pass (the fan blocked the account, DMs closed); anything else it raises is
-treated as passing, logged without its message, and retried with backoff.
+5xx, a network error) and :class:`Undeliverable` for one that will not pass (the fan blocked
+the account, DMs closed); anything else it raises is treated as passing, logged without its
+message, and retried with backoff.
 """
 
 from __future__ import annotations

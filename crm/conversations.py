@@ -70,6 +70,8 @@ class Inbound:
     platform: str
     at: datetime
     text: str | None
+    #: The fan was created by this very group: no conversation of theirs can exist yet.
+    new_fan: bool = False
 
 
 @dataclass
@@ -127,7 +129,7 @@ async def note_inbound_many(session: AsyncSession, settings: CrmSettings, messag
     if not messages:
         return []
     rules = settings.sla
-    states = await _open_states(session, sorted({m.fan_id for m in messages}))
+    states = await _open_states(session, sorted({m.fan_id for m in messages if not m.new_fan}))
     order = sorted(range(len(messages)), key=lambda n: messages[n].at)
     for n in order:
         m = messages[n]

@@ -45,6 +45,10 @@ def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S, **kwar
         kwargs.setdefault("connect_args", {"timeout": busy_timeout})
         engine = create_async_engine(url, **kwargs)
         _tune_sqlite(engine, busy_timeout)
+        # Many-row INSERTs go as multi-row VALUES statements, as those with RETURNING already do:
+        # aiosqlite's executemany takes the GIL back after every row, and behind a busy event loop
+        # each row then waits for it (a group's 160 conversation waits took 7 ms instead of 1).
+        engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)

@@ -178,7 +178,7 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
     await _update_fans(session, delta, newest, refs)
     moves = _tier_moves(delta, refs, settings, now, epoch, half_life)
     await apply_moves(session, moves, now, actor=None)
-    dms = [Inbound(ref.fan_id, clean[n].platform, clean[n].occurred_at, clean[n].text)
+    dms = [Inbound(ref.fan_id, clean[n].platform, clean[n].occurred_at, clean[n].text, ref.new)
            for key, (n, ref, _, _) in awards.items() if key in inserted and clean[n].kind == "dm_in"]
     if dms:  # a fan's DM opens or joins their conversation (the reply promise's clock)
         await note_inbound_many(session, settings, dms, now)

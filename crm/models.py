@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -48,6 +49,36 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else as_utc(value)
+
+    # On SQLite the value is written and read as SQLAlchemy's own DATETIME text ("2026-11-22
+    # 04:00:00.000123") in one C call each way, instead of through the generic DateTime processors
+    # after the ones above: a webhook group binds ten datetimes per event (~20 µs of ~200).
+
+    def bind_processor(self, dialect: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is not UTC:
+                value = as_utc(value)
+            return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | datetime | None) -> datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return as_utc(value)
+
+        return process
 
 
 class Base(DeclarativeBase):

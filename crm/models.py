@@ -99,13 +99,13 @@ class Fan(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     # score(t) = score_base * 2^(-(t - epoch)/H); the epoch lives in score_state.
     score_base: Mapped[float] = mapped_column(Float, default=0.0, index=True)
-    tier: Mapped[str] = mapped_column(String(32))
+    tier: Mapped[str] = mapped_column(String(32), index=True)  # fans per tier (stats, digest)
     tier_pinned: Mapped[str | None] = mapped_column(String(32))
     tier_pinned_by: Mapped[str | None] = mapped_column(String(200))
     tier_pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     referral_code: Mapped[str | None] = mapped_column(String(16), unique=True)
     referred_by: Mapped[int | None] = mapped_column(ForeignKey("fans.id", ondelete="SET NULL"))
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # anniversaries
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: SQLAlchemy's insert sentinel: lets one multi-row ``INSERT … RETURNING`` hand back each new
     #: fan's id in the order the rows were given, on SQLite as on PostgreSQL (crm.ingest).

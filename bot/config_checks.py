@@ -30,6 +30,8 @@ def secret_problems(cfg: Config) -> list[str]:
 def problems(cfg: Config) -> list[str]:
     """Cross-field checks that hold whatever the command (secrets: :func:`secret_problems`)."""
     errors: list[str] = []
+    if not 0 < cfg.line.profile_requests_per_second <= 2000:
+        errors.append("line.profile_requests_per_second must be above 0 and at most 2000 (LINE's own limit)")
     try:
         ZoneInfo(cfg.creator.timezone)
     except (ZoneInfoNotFoundError, ValueError):

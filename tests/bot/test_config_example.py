@@ -26,3 +26,17 @@ def test_every_key_of_every_section_is_in_the_example():
         documented = data.get(section.name, {})
         missing += [f"{section.name}.{f.name}" for f in fields(hints[section.name]) if f.name not in documented]
     assert missing == []
+
+
+def test_config_mistakes_are_reported_one_line_each():
+    import pytest
+
+    from bot.config import ConfigError, parse
+
+    with pytest.raises(ConfigError) as exc:
+        parse({"line": {"profile_requests_per_second": 5000}, "sla": {"reply_within_hours": 0},
+               "digest": {"at": "9am"}}, "superfan.toml")
+    lines = str(exc.value).splitlines()
+    assert "superfan.toml: line.profile_requests_per_second must be above 0 and at most 2000 (LINE's own limit)" in lines
+    assert "superfan.toml: sla.reply_within_hours must be positive" in lines
+    assert "superfan.toml: digest.at must be HH:MM, not '9am'" in lines

@@ -12,7 +12,7 @@ import json
 import math
 import random
 from collections import defaultdict
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from itertools import accumulate
 from zoneinfo import ZoneInfo
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 FIELDS = ("platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency", "event_id", "text")
 KINDS = ("message", "reaction", "share", "referral", "purchase", "checkin", "event_checkin", "dm_in")
 ARCHETYPES = ("true_fan", "casual", "lurker", "spammer", "one_time_buyer", "occasional_buyer", "event_goer",
-              "lapsed_true_fan")
+              "lapsed_true_fan", "heavy_chatter")
 DEFAULT_END = (2025, 7, 1)  # a fixed default keeps simulate() deterministic for a seed
 
 # Relative chat activity per local hour (Taipei evenings peak, pre-dawn is quiet).
@@ -55,6 +55,34 @@ class Mix:
     occasional_buyers: int = 80  # 2-4 purchases, otherwise nearly silent
     event_goers: int = 60  # come to most meetups, chat a little, rarely buy
     lapsed_true_fans: int = 40  # true-fan behaviour that stopped 100-150 days before the end
+    heavy_chatters: int = 0  # real people who talk nearly every day, react a lot, rarely buy
+    #: "classic" true fans are active the whole window at the rates the defaults were tuned on;
+    #: "steady" ones follow issue #18's rates: buy every 3-8 weeks, check in 1-3 times a week,
+    #: share about monthly, talk a few times a week, and join between ``joined_days_ago`` days ago.
+    true_fan_style: str = "classic"
+    joined_days_ago: tuple[int, int] = (90, 365)
+    recent_share: float = 0.0  # share of steady true fans who joined only 90-120 days ago
+
+    def counts(self) -> dict[str, int]:
+        """Accounts per archetype, in ``ARCHETYPES`` order."""
+        return dict(zip(ARCHETYPES, (self.true_fans, self.casual, self.lurkers, self.spammers, self.one_time_buyers,
+                                     self.occasional_buyers, self.event_goers, self.lapsed_true_fans,
+                                     self.heavy_chatters), strict=True))
+
+
+#: Named communities for the signal benchmark: (mix, days). "classic" is the one the default
+#: tiers were first tuned on; the others are issue #18's: a 365-day window so that a true fan who
+#: joined a year ago has a year of history.
+MIXES: dict[str, tuple[Mix, int]] = {
+    "classic": (Mix(), 180),
+    "steady": (Mix(true_fans=40, casual=300, lurkers=330, spammers=15, one_time_buyers=70, occasional_buyers=30,
+                   event_goers=25, lapsed_true_fans=13, heavy_chatters=20, true_fan_style="steady"), 365),
+    "chatty": (Mix(true_fans=40, casual=400, lurkers=300, spammers=40, one_time_buyers=60, occasional_buyers=30,
+                   event_goers=20, lapsed_true_fans=10, heavy_chatters=150, true_fan_style="steady"), 365),
+    "recent": (Mix(true_fans=40, casual=300, lurkers=330, spammers=15, one_time_buyers=70, occasional_buyers=30,
+                   event_goers=25, lapsed_true_fans=13, heavy_chatters=20, true_fan_style="steady",
+                   recent_share=0.8), 365),
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +113,8 @@ def _prof(**kw: float | tuple) -> dict:
 
 
 class _Sim:
-    def __init__(self, rng: random.Random, start: datetime, end: datetime, tz: ZoneInfo) -> None:
-        self.rng, self.tz = rng, tz
+    def __init__(self, rng: random.Random, start: datetime, end: datetime, tz: ZoneInfo, mix: Mix) -> None:
+        self.rng, self.tz, self.mix = rng, tz, mix
         self.lo, self.hi = int(start.timestamp()), int(end.timestamp())
         first = start.date()
         self.n = max(1, (end.date() - first).days + (1 if end.time() != time() else 0))
@@ -169,6 +197,9 @@ class _Sim:
 
     # --- archetypes -----------------------------------------------------------------------------
     def true_fan(self, f: int, last: int | None = None) -> None:
+        if self.mix.true_fan_style == "steady":
+            self.steady_fan(f, last)
+            return
         rng, u = self.rng, self.rng.uniform
         quiet = rng.random() < 0.25  # mostly buys and checks in
         streaker = rng.random() < 0.3
@@ -184,6 +215,36 @@ class _Sim:
             off = range(b, b + rng.randint(4, 14))
         self.regular(f, p, 0, end, off)
         self.buy(f, rng.randint(3, 8) + (2 if quiet else 0), _PRICES, 0, end, 0.5)
+
+    def steady_fan(self, f: int, last: int | None = None) -> None:
+        """Issue #18's true fan: steady commitment at modest rates, joined 3 months to a year ago."""
+        rng, u, mix = self.rng, self.rng.uniform, self.mix
+        lo, hi = (90, 120) if rng.random() < mix.recent_share else mix.joined_days_ago
+        first = max(0, self.n - rng.randint(lo, hi)) if last is None else 0
+        end = self.n - 1 if last is None else last
+        p = _prof(talk=u(2, 5) / 7, msgs=rng.lognormvariate(math.log(3.0), 0.45), react=u(0.2, 0.6), react_n=1.0,
+                  share=u(1 / 40, 1 / 20), referral=u(0.0, 0.006), dm_in=u(0.005, 0.03), checkin=u(1, 3) / 7,
+                  attend=u(0.2, 0.6), meet_buy=0.3)
+        off = range(0)
+        if rng.random() < 0.3:  # a holiday or a busy exam week
+            b = rng.randint(first, end)
+            off = range(b, b + rng.randint(4, 14))
+        self.regular(f, p, first, end, off)
+        every = u(21, 56)
+        d = first + u(0, every)
+        while d <= end:
+            self.emit(f, self.at(int(d)), "purchase", rng.choice(_PRICES))
+            d += every * u(0.8, 1.2)
+
+    def heavy_chatter(self, f: int) -> None:
+        """Talks nearly every day, many lines at a time, reacts to everything; seldom buys or checks in."""
+        rng, u = self.rng, self.rng.uniform
+        p = _prof(talk=u(0.7, 0.95), msgs=rng.lognormvariate(math.log(12), 0.5), react=u(0.5, 0.9), react_n=2.0,
+                  share=u(0.0, 0.008), dm_in=u(0.005, 0.03), checkin=u(0.0, 0.03), attend=0.05, meet_buy=0.1)
+        first, last = self.span()
+        self.regular(f, p, first, last)
+        r = rng.random()
+        self.buy(f, 0 if r < 0.6 else 1 if r < 0.9 else 2, _PRICES[:11], first, last, 0.6)
 
     def lapsed_true_fan(self, f: int) -> None:
         last = max(0, self.n - 1 - self.rng.randint(100, 150))
@@ -277,15 +338,15 @@ def _nickname(rng: random.Random, archetype: str) -> str:
 
 def simulate(*, seed: int = 1, days: int = 180, mix: Mix = Mix(), end: datetime | None = None,
              tz: str = "Asia/Taipei") -> Community:
-    if days < 1 or any(v < 0 for v in vars(mix).values()):
+    if days < 1 or any(v < 0 for v in mix.counts().values()):
         raise ValueError("days must be >= 1 and every Mix count >= 0")
     zone = ZoneInfo(tz)
     end = datetime(*DEFAULT_END, tzinfo=zone) if end is None else end
     end = end.replace(tzinfo=zone) if end.tzinfo is None else end.astimezone(zone)
     start = end - timedelta(days=days)
     rng = random.Random(seed)
-    sim = _Sim(rng, start, end, zone)
-    members = [a for a, k in zip(ARCHETYPES, astuple(mix), strict=True) for _ in range(k)]
+    sim = _Sim(rng, start, end, zone, mix)
+    members = [a for a, k in mix.counts().items() for _ in range(k)]
     rng.shuffle(members)
     seen: set[str] = set()
     fans: list[tuple[str, str, str, str]] = []

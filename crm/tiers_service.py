@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.clock import as_utc
 from crm.errors import BadInput
-from crm.models import Fan, TierChange, table
-from crm.scoring import base_for_score, current_scores
+from crm.models import Fan, Interaction, TierChange, table
+from crm.scoring import DAY_SECONDS, base_for_score, current_scores
 from crm.settings import CrmSettings
+from crm.tiers import Evidence
 
 CHUNK = 500
 #: ``session.info`` key: how many tier changes the session's transaction recorded, so whoever
@@ -41,17 +43,49 @@ async def reevaluate(
     With ``fan_ids=None`` every fan that could move is checked (the periodic decay job): those
     above the lowest tier, and those whose score reaches the first threshold.
     """
-    _, divisor = await current_scores(session, settings.scoring, now)
+    state, divisor = await current_scores(session, settings.scoring, now)
     ids = sorted(set(fan_ids)) if fan_ids is not None else await decay_candidates(session, settings, now)
-    stmt = select(Fan.id, Fan.tier, Fan.tier_pinned, Fan.score_base)
+    stmt = select(Fan.id, Fan.tier, Fan.tier_pinned, Fan.score_base, Fan.first_seen_at)
     moves: list[TierMove] = []
     for start in range(0, len(ids), CHUNK):
-        for fan_id, tier, pinned, score_base in await session.execute(stmt.where(Fan.id.in_(ids[start : start + CHUNK]))):
-            target = settings.tiers.evaluate(tier, float(score_base) / divisor, pinned)
+        chunk = ids[start : start + CHUNK]
+        counts = await commitment_counts(session, settings, chunk, now)
+        for fan_id, tier, pinned, score_base, first_seen in await session.execute(stmt.where(Fan.id.in_(chunk))):
+            evidence = Evidence(counts.get(int(fan_id), 0), tenure_days(first_seen, now), state.half_life_days)
+            target = settings.tiers.evaluate(tier, float(score_base) / divisor, pinned, evidence)
             if target != tier:
                 moves.append(TierMove(int(fan_id), tier, target, reason))
     await apply_moves(session, moves, now, actor=None)
     return moves
+
+
+def tenure_days(first_seen: datetime | None, now: datetime) -> float:
+    """Days since the fan was first seen (0 for an unknown start)."""
+    return 0.0 if first_seen is None else max(0.0, (now - as_utc(first_seen)).total_seconds() / DAY_SECONDS)
+
+
+async def commitment_counts(
+    session: AsyncSession, settings: CrmSettings, fan_ids: Sequence[int], now: datetime
+) -> dict[int, int]:
+    """Per fan: commitment actions that earned points in the tier rules' window (the pace gate).
+
+    One grouped query, served by the ``(fan_id, occurred_at, kind, points)`` index.
+    """
+    rules = settings.tiers
+    since = now - timedelta(days=rules.commitment_days)
+    stmt = (select(Interaction.fan_id, func.count())
+            .where(Interaction.fan_id.in_(list(fan_ids)), Interaction.occurred_at > since,
+                   Interaction.occurred_at <= now, Interaction.kind.in_(rules.commitment_kinds),
+                   Interaction.points > 0)
+            .group_by(Interaction.fan_id))
+    return {int(fan_id): int(n) for fan_id, n in await session.execute(stmt)}
+
+
+async def evidence_for(session: AsyncSession, settings: CrmSettings, fan: Fan, now: datetime) -> Evidence:
+    """One fan's :class:`Evidence` (the fan card, pins)."""
+    state, _ = await current_scores(session, settings.scoring, now)
+    counts = await commitment_counts(session, settings, [fan.id], now)
+    return Evidence(counts.get(fan.id, 0), tenure_days(fan.first_seen_at, now), state.half_life_days)
 
 
 async def decay_candidates(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[int]:
@@ -93,7 +127,8 @@ async def pin(
     fan.tier_pinned_at = now if tier else None
     await session.flush()
     _, divisor = await current_scores(session, settings.scoring, now)
-    target = settings.tiers.evaluate(fan.tier, fan.score_base / divisor, tier)
+    evidence = await evidence_for(session, settings, fan, now)
+    target = settings.tiers.evaluate(fan.tier, fan.score_base / divisor, tier, evidence)
     if target == fan.tier:
         return None
     move = TierMove(fan.id, fan.tier, target, "pin" if tier else "unpin")

@@ -125,3 +125,93 @@ def test_tier_names_resolve_in_both_languages():
     with pytest.raises(BadInput):
         rules.resolve("VIP")
     assert ScoringRules().base_points("purchase", Decimal(1000), "twd") == pytest.approx(10.0)
+
+
+def habits(ext: str, now, *, days: int, checkins_per_week: int = 0, shares: int = 0, talk_per_week: int = 0,
+           buy_every_days: int = 0) -> list[InteractionIn]:
+    """A fan's history: the first event ``days`` ago, then steady habits up to yesterday."""
+    items: list[InteractionIn] = []
+    start = now - timedelta(days=days)
+    for d in range(days):
+        at = start + timedelta(days=d, hours=3)
+        if checkins_per_week and d % 7 < checkins_per_week:
+            items.append(InteractionIn("line", ext, "checkin", at, f"{ext}-c{d}", ext))
+        if talk_per_week and d % 7 < talk_per_week:
+            items += [InteractionIn("line", ext, "message", at + timedelta(minutes=2 * m), f"{ext}-m{d}-{m}", ext,
+                                    text="哈哈") for m in range(4)]
+        if buy_every_days and d % buy_every_days == 0:
+            items.append(buy(ext, d, at, amount=500))
+    items += [InteractionIn("line", ext, "share", start + timedelta(days=d, hours=5), f"{ext}-s{d}", ext)
+              for d in range(5, days, max(1, days // max(1, shares)))][:shares]
+    return items
+
+
+async def tier_of(sessions, fan_id):
+    async with sessions() as s:
+        fan = await s.get(Fan, fan_id)
+        return fan.tier
+
+
+async def test_committed_fan_of_100_days_is_a_true_fan_after_the_hourly_refresh(sessions, settings, now):
+    """Issue #18: 100 days, two check-ins a week, six shares: 鐵粉, though 60 points take longer."""
+    async with sessions.begin() as s:
+        r = await record_many(s, habits("Unew", now, days=100, checkins_per_week=2, shares=6), settings, now)
+    fan_id = r.results[0].fan_id
+    assert await tier_of(sessions, fan_id) == "fan"  # the write path: score alone (under 60)
+    async with sessions.begin() as s:
+        moves = await refresh_tiers(s, settings, now)
+    assert [(m.fan_id, m.to_tier) for m in moves] == [(fan_id, "superfan")]
+
+
+async def test_heavy_chatter_without_commitment_is_never_a_true_fan(sessions, settings, now):
+    async with sessions.begin() as s:
+        r = await record_many(s, habits("Uchat", now, days=500, talk_per_week=7), settings, now)
+        await refresh_tiers(s, settings, now)
+    assert await tier_of(sessions, r.results[0].fan_id) == "fan"
+
+
+async def test_a_big_first_purchase_is_not_enough_without_tenure(sessions, settings, now):
+    items = [buy("Uwhale", 1, now - timedelta(days=20), amount=8000)]
+    items += habits("Uwhale", now, days=20, checkins_per_week=3)  # a pace of 300, a score under 60
+    async with sessions.begin() as s:
+        r = await record_many(s, items, settings, now)
+        await refresh_tiers(s, settings, now)
+    assert await tier_of(sessions, r.results[0].fan_id) == "fan"
+
+
+async def test_pace_tier_holds_through_chat_and_goes_when_commitment_stops(sessions, settings, now):
+    async with sessions.begin() as s:
+        r = await record_many(s, habits("Upace", now, days=100, checkins_per_week=2, shares=6), settings, now)
+        await refresh_tiers(s, settings, now)
+    fan_id = r.results[0].fan_id
+    later = now + timedelta(days=30)
+    async with sessions.begin() as s:  # the write path cannot see commitment: it keeps the tier
+        await record(s, InteractionIn("line", "Upace", "message", later, "Upace-late", "Upace", text="hi"),
+                     settings, later)
+    assert await tier_of(sessions, fan_id) == "superfan"
+    async with sessions.begin() as s:
+        assert await refresh_tiers(s, settings, later) == []  # check-ins inside the window: still held
+    async with sessions.begin() as s:
+        moves = await refresh_tiers(s, settings, now + timedelta(days=61))
+    assert [(m.to_tier, m.reason) for m in moves] == [("fan", "decay")]
+
+
+async def test_pin_wins_over_the_pace_route(sessions, settings, now):
+    async with sessions.begin() as s:
+        r = await record_many(s, habits("Upin", now, days=100, checkins_per_week=2, shares=6), settings, now)
+        await pin(s, settings, r.results[0].fan_id, "passerby", by="creator", now=now)
+        assert await refresh_tiers(s, settings, now) == []
+    assert await tier_of(sessions, r.results[0].fan_id) == "passerby"
+
+
+def test_standing_says_why_and_what_is_missing():
+    from crm.tiers import Evidence
+
+    rules = TierRules()
+    fresh = Evidence(commitments=2, tenure_days=30, half_life_days=90)
+    s = rules.standing("fan", 25.0, evidence=fresh)
+    assert (s.why, s.next_tier, s.points_missing, s.commitments_missing, s.tenure_days_missing) == (
+        "score", "superfan", 35.0, 3, 15.0)
+    assert rules.standing("superfan", 40.0, evidence=Evidence(9, 100, 90)).why == "pace"
+    assert rules.standing("superfan", 50.0, evidence=Evidence(0, 400, 90)).why == "held"
+    assert rules.standing("passerby", 50.0, pinned="passerby").why == "pinned"

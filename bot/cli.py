@@ -35,6 +35,7 @@ from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
 from bot.inbox_cli import inbox_app, reply
+from bot.tiers_cli import tiers_command
 from bot.log_safety import setup_logging
 from bot.write_failures import brief, transient
 from crm.clock import parse_iso, utcnow
@@ -368,6 +369,7 @@ app.add_typer(dead_letters_app, name="dead-letters")
 app.command("digest")(digest_command)
 app.add_typer(inbox_app, name="inbox")
 app.command("reply")(reply)
+app.command("tiers")(tiers_command)
 
 
 @line_app.command("richmenu")

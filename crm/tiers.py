@@ -3,7 +3,7 @@
 A fan reaches a tier by either of two routes:
 
 * **score alone**: today's decayed score reaches the tier's threshold (as it always has);
-* **committed pace**, for the true-fan tier and above only: the fan has taken at least
+* **committed pace**, for the true-fan tier (鐵粉) only: the fan has taken at least
   ``commitment_actions`` commitment actions (purchases, check-ins, shares, referrals, event
   check-ins, memberships) in the last ``commitment_days`` days, has been known for at least
   ``min_tenure_days`` days, and their *pace* reaches the threshold. The pace is the score divided
@@ -101,8 +101,8 @@ class TierRules:
     """Ordered tiers (lowest first), the demotion fraction that gives hysteresis, and the
     commitment gate of the pace route (see the module docstring).
 
-    ``true_fan_tier`` is the lowest tier that counts toward the "1000 true fans" goal; it and the
-    tiers above it are the gated ones.
+    ``true_fan_tier`` is the lowest tier that counts toward the "1000 true fans" goal, and the
+    one the pace route leads to.
     """
 
     tiers: Sequence[Tier] = DEFAULT_TIERS
@@ -174,8 +174,9 @@ class TierRules:
         return {loc: self.display_names(loc) for loc in sorted(locales)}
 
     def gated(self, key: str) -> bool:
-        """Whether a tier can also be reached on the committed-pace route (true-fan tier and up)."""
-        return self.rank(key) >= self.rank(self.true_fan_tier)
+        """Whether a tier can also be reached on the committed-pace route: the true-fan tier only
+        (the tiers above it are for the long-standing and for staff's pins)."""
+        return key == self.true_fan_tier
 
     def by_score(self, score: float) -> str:
         """The highest tier whose threshold the score reaches."""

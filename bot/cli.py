@@ -192,7 +192,7 @@ async def fan(
     if as_json:
         _print_json(doc)
     else:
-        render_cli.fan_card(out, doc, crm.settings.locale)
+        render_cli.fan_card(out, doc, crm.settings.locale, crm.settings.tiers)
 
 
 @app.command("import")

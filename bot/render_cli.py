@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.i18n import t
+from bot.tiers_cli import standing_lines
+from crm.tiers import TierRules
 
 
 def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> None:
@@ -24,11 +26,14 @@ def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> Non
     console.print(table)
 
 
-def fan_card(console: Console, d: dict[str, Any], locale: str) -> None:
+def fan_card(console: Console, d: dict[str, Any], locale: str, rules: TierRules | None = None) -> None:
     none = t("cli.none", locale)
     console.print(f"[bold]{t('cli.fan_title', locale, id=d['id'], name=d['display_name'])}[/bold]", highlight=False)
     console.print(t("cli.fan_tier", locale, tier=d["tier"] + (" 📌" if d["tier_pinned"] else ""),
                     score=f"{d['score']:.1f}"), highlight=False)
+    if rules is not None and d.get("tier_standing"):
+        for line in standing_lines(d["tier_standing"], rules, locale):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
     if d["score_explained"]:
         table = Table(title=t("cli.fan_breakdown", locale), show_edge=False)
         for col in ("kind", "count", "points", "today"):

@@ -9,7 +9,7 @@ Registered from ``bot/cli.py``; the CLI helpers are imported when the command ru
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.cells import cell_len
@@ -106,3 +106,24 @@ def calibration_lines(view: Calibration, rules: TierRules, locale: str, *, short
 def print_calibration(console: Console, view: Calibration, rules: TierRules, locale: str) -> None:
     for line in calibration_lines(view, rules, locale):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def standing_lines(standing: dict[str, Any], rules: TierRules, locale: str) -> list[str]:
+    """The fan card's "why this tier, what the next one needs" (``tier_standing`` of a fan document)."""
+    tier = rules.get(standing["tier"])
+    lines = [t(f"tiers.why.{standing['why']}", locale, tier=tier.name(locale), score=f"{standing['score']:g}",
+               threshold=f"{tier.threshold:g}", pace=f"{standing['pace'] or 0:g}", days=rules.commitment_days,
+               fraction=round(rules.demote_fraction * 100))]
+    if standing["why"] == "pinned":
+        return lines
+    if standing["next_tier"] is None:
+        return lines + [t("tiers.why.top", locale)]
+    lines.append(t("tiers.why.next_score", locale, next=rules.name(standing["next_tier"], locale),
+                   points=f"{standing['points_missing']:g}"))
+    if standing["commitments_missing"] is not None:
+        missing = [("part_commitments", standing["commitments_missing"]), ("part_tenure", standing["tenure_days_missing"]),
+                   ("part_pace", standing["pace_missing"])]
+        parts = [t(f"tiers.why.{key}", locale, n=f"{n:g}", days=rules.commitment_days) for key, n in missing if n]
+        if parts:
+            lines.append(t("tiers.why.next_pace", locale, parts=t("tiers.why.sep", locale).join(parts)))
+    return lines

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.models import Conversation, Fan, FanTopic, Identity, Interaction, Note, table
 from crm.scoring import breakdown, current_scores
 from crm.settings import CrmSettings
+from crm.tiers import Evidence, Standing
+from crm.tiers_service import tenure_days
 
 CHUNK = 500
 #: Up to this many fans, :func:`_recent` asks per fan.
@@ -71,6 +74,8 @@ async def fan_documents(
     docs = []
     for fan in fans:
         explained = breakdown(((k, p, at) for _, k, p, at in points.get(fan.id, [])), now, state.half_life_days)
+        standing = _standing(fan, points.get(fan.id, []), fan.score_base / divisor, settings, now,
+                             state.half_life_days)
         doc: dict[str, Any] = {
             "id": fan.id,
             "display_name": fan.display_name,
@@ -80,6 +85,7 @@ async def fan_documents(
             "score": round(fan.score_base / divisor, 2),
             "score_breakdown": {k: v["decayed"] for k, v in explained.items()},
             "score_explained": explained,
+            "tier_standing": asdict(standing),  # why this tier, what the next one needs (crm.tiers.Standing)
             "opted_out": fan.opted_out,
             "first_seen": iso(fan.first_seen_at, tz),
             "last_seen": iso(fan.last_seen_at, tz),
@@ -103,6 +109,16 @@ async def fan_documents(
                 {"kind": k, "platform": p, "at": iso(at, tz), "summary": s, "amount": amount_of(c), "currency": cur,
                  "points": round(pts, 2)} for _, k, p, at, s, c, cur, pts in recent.get(doc["id"], [])]
     return docs
+
+
+def _standing(fan: Fan, awarded: list[Any], score: float, settings: CrmSettings, now: datetime,
+              half_life_days: float) -> Standing:
+    """The tier explanation from rows already loaded (points > 0): no extra query per card."""
+    rules = settings.tiers
+    since = now - timedelta(days=rules.commitment_days)
+    commitments = sum(1 for _, kind, _, at in awarded if kind in rules.commitment_kinds and since < at <= now)
+    evidence = Evidence(commitments, tenure_days(fan.first_seen_at, now), half_life_days)
+    return rules.standing(fan.tier, score, fan.tier_pinned, evidence)
 
 
 async def _recent(session: AsyncSession, ids: Sequence[int], limit: int) -> dict[int, list[Any]]:

@@ -15,6 +15,7 @@ import discord
 from discord.utils import format_dt
 
 from bot.i18n import t
+from bot.tiers_cli import standing_lines
 from crm.tiers import TierRules
 
 FIELD_MAX = 1024
@@ -78,6 +79,8 @@ def fan_card(doc: dict[str, Any], locale: str, rules: TierRules, *, for_fan: boo
     description = _("card.summary", locale, tier=tier, pinned=pinned, score=f"{doc['score']:.1f}")
     if doc.get("opted_out"):
         description += "\n" + _("card.opted_out", locale)
+    if doc.get("tier_standing"):
+        description += "\n" + "\n".join(standing_lines(doc["tier_standing"], rules, locale))
     embed = discord.Embed(title=title[:256], description=description, colour=tier_colour(rules.rank(doc["tier_key"])))
     explained = doc.get("score_explained") or {}
     if explained:

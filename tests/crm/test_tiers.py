@@ -215,3 +215,19 @@ def test_standing_says_why_and_what_is_missing():
     assert rules.standing("superfan", 40.0, evidence=Evidence(9, 100, 90)).why == "pace"
     assert rules.standing("superfan", 50.0, evidence=Evidence(0, 400, 90)).why == "held"
     assert rules.standing("passerby", 50.0, pinned="passerby").why == "pinned"
+
+
+async def test_fan_card_says_why_the_fan_is_a_true_fan_and_what_the_next_tier_needs(sessions, settings, now):
+    from bot.tiers_cli import standing_lines
+    from crm.profiles import fan_documents
+
+    async with sessions.begin() as s:
+        r = await record_many(s, habits("Ucard", now, days=100, checkins_per_week=2, shares=6), settings, now)
+        await refresh_tiers(s, settings, now)
+    async with sessions() as s:
+        (doc,) = await fan_documents(s, [await s.get(Fan, r.results[0].fan_id)], settings, now, interactions=0)
+    standing = doc["tier_standing"]
+    assert (standing["tier"], standing["why"], standing["next_tier"]) == ("superfan", "pace", "close_friend")
+    lines = standing_lines(standing, settings.tiers, "en")
+    assert lines[0].startswith("True fan: committed (purchases, check-ins, shares in the last 60 days) at a pace of")
+    assert lines[1] == f"Next, Close friend: {150 - standing['score']:g} more points."

@@ -1,4 +1,5 @@
-"""``/stats`` for staff: fans per tier, progress to the true-fans goal, the top fans."""
+"""``/stats`` for staff: fans per tier, progress to the true-fans goal, the top fans, and a short
+calibration view (score histogram, rising fans; ``superfan tiers`` has the full one)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.discord_adapter.client import SuperfanBot
 from bot.discord_adapter.cogs._staff import StaffCog
 from bot.discord_adapter.localise import text
-from bot.discord_adapter.render import stats_embed
+from bot.discord_adapter.render import FIELD_MAX, clip, stats_embed
 from bot.discord_adapter.replies import Reply, answer, locale_of
+from bot.tiers_cli import calibration_lines
 from crm.stats import community_stats
+from crm.tier_calibration import calibrate, load_points
 
 TOP = 10
 
@@ -26,12 +29,18 @@ class Stats(StaffCog):
     async def stats(self, interaction: discord.Interaction[SuperfanBot]) -> None:
         locale = locale_of(interaction)
 
-        async def work(session: AsyncSession) -> dict[str, Any]:
-            return await community_stats(session, self.bot.settings, self.bot.now(), top=TOP)
+        async def work(session: AsyncSession) -> tuple[dict[str, Any], list[str]]:
+            now, settings = self.bot.now(), self.bot.settings
+            view = calibrate(await load_points(session, settings, now), settings.tiers)
+            return (await community_stats(session, settings, now, top=TOP),
+                    calibration_lines(view, settings.tiers, locale, short=True))
 
         async def build() -> Reply:
-            figures = await self.bot.read(work)
-            return Reply(embed=stats_embed(figures, locale, self.bot.settings.tiers))
+            figures, calibration = await self.bot.read(work)
+            embed = stats_embed(figures, locale, self.bot.settings.tiers)
+            body = clip((line.replace("`", "'") for line in calibration[1:]), FIELD_MAX - 8)
+            embed.add_field(name=calibration[0], inline=False, value=f"```\n{body}\n```")
+            return Reply(embed=embed)
 
         await answer(interaction, build)
 

@@ -123,6 +123,9 @@ class ScoringConfig:
 class TiersConfig:
     demote_fraction: float = 0.8
     true_fan_tier: str = "superfan"
+    commitment_actions: int = 5
+    commitment_days: int = 60
+    min_tenure_days: float = 45.0
     levels: list[dict[str, Any]] = field(
         default_factory=lambda: [{"key": t.key, "threshold": t.threshold, "names": dict(t.names)}
                                  for t in DEFAULT_TIERS]
@@ -189,7 +192,9 @@ class Config:
             tiers=TierRules(
                 tiers=tuple(Tier(lv["key"], float(lv["threshold"]), dict(lv.get("names", {})))
                             for lv in self.tiers.levels),
-                demote_fraction=self.tiers.demote_fraction, true_fan_tier=self.tiers.true_fan_tier),
+                demote_fraction=self.tiers.demote_fraction, true_fan_tier=self.tiers.true_fan_tier,
+                commitment_actions=self.tiers.commitment_actions, commitment_days=self.tiers.commitment_days,
+                min_tenure_days=self.tiers.min_tenure_days),
             goal=TrueFanGoal(count=self.goal.true_fans or None, income=self.goal.income or None,
                              yearly_spend_per_fan=self.goal.yearly_spend_per_fan or None,
                              currency=self.goal.currency),

@@ -35,8 +35,8 @@ from bot.i18n import t
 from bot.i18n.errors import error_text
 from bot.importer import import_rows, read_file
 from bot.inbox_cli import inbox_app, reply
-from bot.tiers_cli import tiers_command
 from bot.log_safety import setup_logging
+from bot.tiers_cli import tiers_command
 from bot.write_failures import brief, transient
 from crm.clock import parse_iso, utcnow
 from crm.db import migrate as run_migrations

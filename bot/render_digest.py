@@ -68,6 +68,11 @@ def sections(d: dict[str, Any], locale: str) -> list[Section]:
     out.append(Section(t("digest.anniversaries", locale, count=counts["anniversaries"]),
                        [t("digest.anniversary_line", locale, name=a["display_name"], tier=a["tier"], years=a["years"])
                         for a in d["anniversaries"]], counts["anniversaries"] - len(d["anniversaries"])))
+    if "rising" in d:  # a digest queued by an older superfan has none
+        out.append(Section(t("digest.rising", locale, count=counts["rising"]),
+                           [t("digest.rising_line", locale, name=r["display_name"], tier=r["tier"],
+                              next=r["next_tier"], score=r["score"], threshold=r["threshold"]) for r in d["rising"]],
+                           counts["rising"] - len(d["rising"])))
     tf = d["true_fans"]
     out.append(Section(t("digest.true_fans", locale, tier=tf["tier"], count=tf["count"], goal=tf["goal"],
                          pct=tf["progress_pct"])))

@@ -26,8 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.conversations import sla_figures, unanswered
 from crm.models import Fan, Interaction, JobRun, TierChange, table
 from crm.profiles import iso
+from crm.scoring import current_scores
 from crm.settings import CrmSettings
 from crm.stats import tier_counts
+from crm.tier_calibration import RISING_WITHIN
 
 JOB = "digest"
 SLA_WINDOW_DAYS = 7
@@ -58,6 +60,9 @@ class Digest:
     asked_after_you: list[dict[str, Any]]
     anniversaries: list[dict[str, Any]]
     true_fans: dict[str, Any]
+    #: Fans within 20% below the next tier's threshold (by score; ``superfan tiers`` also counts the
+    #: committed-pace route), closest first.
+    rising: list[dict[str, Any]]
     counts: dict[str, int]
     quiet_after_days: int
     drops: list[dict[str, Any]] = field(default_factory=list)
@@ -80,15 +85,39 @@ async def build_digest(session: AsyncSession, settings: CrmSettings, now: dateti
     quiet, quiet_count = await _quiet_superfans(session, settings, now, limit)
     asked = await _asked_after_you(session, settings, now)
     anniversaries = await _anniversaries(session, settings, now)
+    rising, rising_count = await _rising(session, settings, now, limit)
     return Digest(
         generated_at=_iso(now, tz), timezone=str(tz.key), locale=settings.locale, since=_iso(since, tz),
         unanswered=waiting, sla=await _sla(session, settings, now), tier_changes=changes,
         quiet_superfans=quiet, asked_after_you=asked[:limit], anniversaries=anniversaries[:limit],
-        true_fans=await true_fans(session, settings),
-        counts={"unanswered": waiting_count, "overdue": overdue, "tier_changes": change_count,
+        true_fans=await true_fans(session, settings), rising=rising,
+        counts={"rising": rising_count, "unanswered": waiting_count, "overdue": overdue, "tier_changes": change_count,
                 "quiet_superfans": quiet_count, "asked_after_you": len(asked), "anniversaries": len(anniversaries)},
         quiet_after_days=settings.digest.quiet_after_days,
     )
+
+
+async def _rising(session: AsyncSession, settings: CrmSettings, now: datetime,
+                  limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Unpinned fans whose score is within ``RISING_WITHIN`` below the next tier's threshold: one
+    range on the ``score_base`` index per tier, so it stays cheap at 100k fans."""
+    state, divisor = await current_scores(session, settings.scoring, now)
+    tiers = settings.tiers.tiers
+    found: list[tuple[float, dict[str, Any]]] = []
+    for here, nxt in zip(tiers, tiers[1:], strict=False):
+        low = nxt.threshold * (1 - RISING_WITHIN) * divisor
+        rows = await session.execute(
+            select(_f.id, _f.display_name, _f.score_base)
+            .where(_f.tier == here.key, _f.tier_pinned.is_(None), _f.opted_out.is_(False),
+                   _f.score_base >= low, _f.score_base < nxt.threshold * divisor))
+        for fan_id, name, base in rows:
+            score = float(base) / divisor
+            found.append((score / nxt.threshold, {
+                "fan_id": fan_id, "display_name": name, "tier": settings.tiers.name(here.key, settings.locale),
+                "next_tier": settings.tiers.name(nxt.key, settings.locale), "score": round(score, 1),
+                "threshold": nxt.threshold}))
+    found.sort(key=lambda item: (-item[0], item[1]["fan_id"]))
+    return [item for _, item in found[:limit]], len(found)
 
 
 async def previous_digest_at(session: AsyncSession, now: datetime) -> datetime | None:

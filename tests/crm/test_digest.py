@@ -129,7 +129,7 @@ async def test_digest_lists_exactly_who_needs_attention(sessions, settings):
                              "within_sla_pct": 50.0, "median_first_response_hours": 2.0, "breaches": 1}
     assert digest["true_fans"] == {"count": 3, "goal": 1000, "progress_pct": 0.3, "tier": "鐵粉"}  # as /stats
     assert digest["counts"] == {"unanswered": 3, "overdue": 1, "tier_changes": 2, "quiet_superfans": 1,
-                                "asked_after_you": 2, "anniversaries": 2}
+                                "asked_after_you": 2, "anniversaries": 2, "rising": 0}
     assert digest["drops"] == []
 
 
@@ -178,3 +178,22 @@ def test_anniversary_days_count_in_local_dates_and_29_february_falls_on_28():
     assert anniversary_days(date(2025, 2, 28), date(2023, 5, 1)) == [date(2024, 2, 28), date(2024, 2, 29),
                                                                       date(2023, 2, 28)]
     assert anniversary_days(date(2028, 2, 29), date(2023, 1, 1)) == [date(2024, 2, 29)]
+
+
+async def test_rising_fans_are_those_just_below_the_next_tier_closest_first(sessions, settings):
+    from decimal import Decimal
+
+    # Purchases worth 9 points each (5 + 800 TWD x 0.005) a day ago: 5 of them ≈ 45 (粉絲, 75% of
+    # 鐵粉's 60: not rising), 6 and a share ≈ 56 (93%: rising), one ≈ 9 (路人, 89% of 粉絲's 10).
+    now = NOW
+    items = []
+    for who, buys in (("U-a", 5), ("U-b", 6), ("U-c", 1)):
+        items += [InteractionIn("line", who, "purchase", now - timedelta(days=1, minutes=n), f"{who}-{n}", who,
+                                amount=Decimal(800), currency="TWD") for n in range(buys)]
+    items.append(InteractionIn("line", "U-b", "share", now - timedelta(days=1), "U-b-share", "U-b"))
+    async with sessions.begin() as s:
+        await record_many(s, items, settings, now)
+    async with sessions() as s:
+        digest = (await build_digest(s, settings, now)).as_json()
+    assert [(r["display_name"], r["next_tier"]) for r in digest["rising"]] == [("U-b", "鐵粉"), ("U-c", "粉絲")]
+    assert digest["counts"]["rising"] == 2

@@ -23,8 +23,9 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import outbox
+from crm.column_types import UTCDateTime
 from crm.errors import BadInput, ConversationNotFound, CrmError
-from crm.models import Conversation, ConversationWait, Identity, Interaction, UTCDateTime, table
+from crm.models import Conversation, ConversationWait, Identity, Interaction, table
 from crm.reply_hours import add_reply_hours
 from crm.settings import CrmSettings, SlaRules
 from crm.sla import SlaFigures, Unanswered, claim_breaches, claim_reminders, sla_figures, unanswered

@@ -28,11 +28,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.column_types import UTCDateTime
 from crm.conversations import Inbound, note_inbound_many
 from crm.db import insert_ignore
 from crm.identity import FanRef, Key, refresh_seen_names
 from crm.interaction import InteractionIn, validate_many
-from crm.models import Fan, Identity, Interaction, UTCDateTime, table
+from crm.models import Fan, Identity, Interaction, table
 from crm.names import clean_display_name, name_key
 from crm.scoring import DAY_SECONDS, Allowance, current_epoch, term_function
 from crm.settings import CrmSettings

@@ -132,7 +132,13 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
             taken.add(key)
             fresh.append(n)
     creatable = {(clean[n].platform, clean[n].external_id) for n in fresh}
-    senders = await _senders(session, clean, creatable, settings, now)
+    senders, newcomers = await _senders(session, clean, creatable)
+    # Senders seen for the first time get a stand-in id (negative) until their fans are created,
+    # after their points are known: a new fan is inserted with its score, not updated after.
+    lowest = settings.tiers.lowest
+    for stand_in, key in enumerate(newcomers.keys, start=1):
+        senders[key] = FanRef(-stand_in, False, True, None, newcomers.names[key], None, lowest, None, 0.0,
+                              newcomers.last[key])
 
     results = [Recorded("duplicate", ref.fan_id if ref else 0)
                for ref in (senders.get((i.platform, i.external_id)) for i in clean)]
@@ -149,7 +155,8 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
     allowance = await _allowance(session, [clean[n] for n in kept], senders, settings)
     term = term_function(epoch, half_life)
     summary = _summariser(settings)
-    rows, awards = [], {}
+    rows: list[dict[str, Any]] = []
+    awards: dict[Key, tuple[int, FanRef, float, float]] = {}
     for n in kept:
         item = clean[n]
         ref = senders[(item.platform, item.external_id)]
@@ -162,6 +169,18 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
                      "amount_cents": _cents(item.amount), "currency": item.currency,
                      "summary": summary(item.text) if item.text else None,
                      "source_event_id": keys[n][1], "message_ref": item.message_ref})
+    opening: dict[Key, float] = {}
+    for _, ref, _, contribution in awards.values():
+        if ref.fan_id < 0:
+            key = newcomers.keys[-ref.fan_id - 1]
+            opening[key] = opening.get(key, 0.0) + contribution
+    made = await _create_fans(session, newcomers, opening, settings, now) if newcomers.keys else {}
+    real = {-n: made[key] for n, key in enumerate(newcomers.keys, start=1) if key in made}
+    for row in rows:
+        if row["fan_id"] < 0:
+            row["fan_id"] = real[row["fan_id"]].fan_id
+    awards = {k: (n, real.get(ref.fan_id, ref), points, c) for k, (n, ref, points, c) in awards.items()}
+    results = [Recorded(r.status, real[r.fan_id].fan_id) if r.fan_id < 0 else r for r in results]
     inserted = await _insert_interactions(session, rows)
 
     delta: dict[int, float] = {}
@@ -170,14 +189,17 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
     for key, (n, ref, points, contribution) in awards.items():
         if key not in inserted:  # a concurrent writer stored it first (PostgreSQL)
             results[n] = Recorded("duplicate", ref.fan_id)
+            if ref.new:  # its points went into the new fan's opening score: take them back
+                delta[ref.fan_id] = delta.get(ref.fan_id, 0.0) - contribution
+                refs[ref.fan_id] = ref
             continue
         results[n] = Recorded("stored", ref.fan_id, points, ref.new)
         refs[ref.fan_id] = ref
-        delta[ref.fan_id] = delta.get(ref.fan_id, 0.0) + contribution
         at = clean[n].occurred_at
         newest[ref.fan_id] = max(at, newest.get(ref.fan_id, at))
-    await _update_fans(session, delta, newest, refs)
+        delta[ref.fan_id] = delta.get(ref.fan_id, 0.0) + (0.0 if ref.new else contribution)
     moves = _tier_moves(delta, refs, settings, now, epoch, half_life)
+    await _update_fans(session, {f: d for f, d in delta.items() if d or not refs[f].new}, newest, refs)
     await apply_moves(session, moves, now, actor=None)
     dms = [Inbound(ref.fan_id, clean[n].platform, clean[n].occurred_at, clean[n].text, ref.new)
            for key, (n, ref, _, _) in awards.items() if key in inserted and clean[n].kind == "dm_in"]
@@ -198,10 +220,20 @@ async def _stored_events(session: AsyncSession, keys: Sequence[Key]) -> set[Key]
     return found
 
 
-async def _senders(session: AsyncSession, items: Sequence[InteractionIn], creatable: set[Key],
-                   settings: CrmSettings, now: datetime) -> dict[Key, FanRef]:
-    """Each sender's fan; those in ``creatable`` (senders of events to be stored) are created on
-    first sight. Display names are kept fresh from each sender's newest item."""
+@dataclass
+class _Newcomers:
+    """Senders of events to be stored who have no fan yet: created once their points are known."""
+
+    keys: list[Key]
+    names: dict[Key, str | None]
+    first: dict[Key, datetime]
+    last: dict[Key, datetime]
+
+
+async def _senders(session: AsyncSession, items: Sequence[InteractionIn],
+                   creatable: set[Key]) -> tuple[dict[Key, FanRef], _Newcomers]:
+    """Each known sender's fan, and the senders in ``creatable`` (of events to be stored) who have
+    none yet. Known senders' display names are kept fresh from their newest item."""
     names: dict[Key, str | None] = {}
     first: dict[Key, datetime] = {}
     last: dict[Key, datetime] = {}
@@ -213,12 +245,9 @@ async def _senders(session: AsyncSession, items: Sequence[InteractionIn], creata
             names[key] = item.display_name or names.get(key)
     found = await _look_up(session, list(names))
     missing = [key for key in names if key not in found and key in creatable]
-    if missing:
-        found.update(await _create_fans(session, missing, names, first, last, settings, now))
-    known: dict[Key, str | None] = {key: name for key, name in names.items()
-                                    if name and key in found and key not in missing}
+    known: dict[Key, str | None] = {key: name for key, name in names.items() if name and key in found}
     await refresh_seen_names(session, known, found)
-    return found
+    return found, _Newcomers(missing, names, first, last)
 
 
 async def _look_up(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, FanRef]:
@@ -235,11 +264,12 @@ async def _look_up(session: AsyncSession, keys: Sequence[Key]) -> dict[Key, FanR
     return out
 
 
-async def _create_fans(session: AsyncSession, keys: list[Key], names: dict[Key, str | None],
-                       first: dict[Key, datetime], last: dict[Key, datetime], settings: CrmSettings,
-                       now: datetime) -> dict[Key, FanRef]:
-    """A fan and an identity for each key; where a concurrent writer created the identity first
-    (PostgreSQL), its fan is used and the one made here is deleted."""
+async def _create_fans(session: AsyncSession, newcomers: _Newcomers, opening: dict[Key, float],
+                       settings: CrmSettings, now: datetime) -> dict[Key, FanRef]:
+    """A fan (with its ``opening`` score terms) and an identity for each newcomer; where a
+    concurrent writer created the identity first (PostgreSQL), its fan is used and the one made
+    here is deleted (the caller then adds the points to that fan)."""
+    keys, names, first, last = newcomers.keys, newcomers.names, newcomers.first, newcomers.last
     lowest = settings.tiers.lowest
     displays = {key: clean_display_name(names[key], f"{key[0]}:{key[1][-6:]}") for key in keys}
     fan_ids: list[int] = []
@@ -247,7 +277,7 @@ async def _create_fans(session: AsyncSession, keys: list[Key], names: dict[Key, 
         part = keys[start : start + CHUNK]
         result = await session.execute(_NEW_FAN, [
             {"display_name": displays[k], "name_key": name_key(displays[k]), "opted_out": False,
-             "score_base": 0.0, "tier": lowest, "first_seen_at": first[k], "last_seen_at": last[k]} for k in part])
+             "score_base": opening.get(k, 0.0), "tier": lowest, "first_seen_at": first[k], "last_seen_at": last[k]} for k in part])
         fan_ids.extend(result.scalars())
     made = dict(zip(keys, fan_ids, strict=True))
     claimed: set[Key] = set()
@@ -259,7 +289,7 @@ async def _create_fans(session: AsyncSession, keys: list[Key], names: dict[Key, 
              "name_key": name_key(name) if name else None, "created_at": now}
             for k in part for name in (names[k],)])
         claimed.update((p, e) for p, e in result)
-    out = {k: FanRef(made[k], False, True, None, names[k], displays[k], lowest, None, 0.0, last[k])
+    out = {k: FanRef(made[k], False, True, None, names[k], displays[k], lowest, None, opening.get(k, 0.0), last[k])
            for k in keys if k in claimed}
     lost = [k for k in keys if k not in claimed]
     if lost:
@@ -323,9 +353,9 @@ def _tier_moves(delta: dict[int, float], refs: dict[int, FanRef], settings: CrmS
     divisor = 2.0 ** ((now.timestamp() - epoch.timestamp()) / (half_life * DAY_SECONDS))
     moves = []
     for fan_id, d in delta.items():
-        if not d:
-            continue
         ref = refs[fan_id]
+        if not d and not ref.new:
+            continue
         current = ref.tier or settings.tiers.lowest
         target = settings.tiers.evaluate(current, (ref.score_base + d) / divisor, ref.tier_pinned)
         if target != current:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.dml import Insert
 
 from crm.errors import SchemaOutOfDate
+from crm.sqlite_driver import one_trip_dbapi
 
 #: How long a statement waits for SQLite's write lock before failing with "database is locked".
 #: The group writer then answers its requests 503 (nothing stored) and senders redeliver; a
@@ -43,6 +44,8 @@ def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S, **kwar
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": busy_timeout})
+        if url.startswith("sqlite+aiosqlite"):
+            kwargs.setdefault("module", one_trip_dbapi())  # one trip to SQLite's thread a statement
         engine = create_async_engine(url, **kwargs)
         _tune_sqlite(engine, busy_timeout)
         # Many-row INSERTs go as multi-row VALUES statements, as those with RETURNING already do:

@@ -244,6 +244,19 @@ class Drop(Base):
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16))
+    #: When it goes out (None: at once); the outbox rows are due then.
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sponsored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+    #: Fans who reach the tier later receive it then (once).
+    evergreen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+    #: LINE's custom aggregation unit its multicasts carry (impressions and clicks read back by it).
+    aggregation_unit: Mapped[str | None] = mapped_column(String(30))
+    #: The Discord post in the tier's channel, if any (its reactions are counted).
+    post_channel_id: Mapped[str | None] = mapped_column(String(32))
+    post_message_id: Mapped[str | None] = mapped_column(String(32))
+    #: LINE messages it consumes against the monthly quota (one per recipient and message bubble).
+    quota_used: Mapped[int] = mapped_column(Integer, default=0, server_default=sql_text("0"))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delivery(Base):
@@ -263,6 +276,8 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The outbox row that carries it: a LINE multicast batch (up to 500 deliveries) or one DM.
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
 
 
 class LinkCode(Base):

@@ -75,6 +75,8 @@ class Identity(Base):
     name_key: Mapped[str | None] = mapped_column(String(200), index=True)
     profile_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Discord said this user takes no DMs from the bot (error 50007); cleared by a DM that goes through.
+    dm_closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Interaction(Base):

@@ -1,4 +1,4 @@
-"""drops: schedule, sponsored, evergreen, LINE aggregation unit, Discord post, quota used; deliveries.outbox_id
+"""drops: schedule, sponsored, evergreen, LINE aggregation unit, Discord post, quota used; deliveries.outbox_id; identities.dm_closed_at
 
 Issue #17: a drop's deliveries go out as outbox rows (a LINE multicast batch of up to 500
 deliveries, or one Discord DM), each delivery pointing at the row that carries it.
@@ -33,6 +33,7 @@ def upgrade() -> None:
     op.add_column('drops', sa.Column('post_message_id', sa.String(length=32), nullable=True))
     op.add_column('drops', sa.Column('quota_used', sa.Integer(), server_default=sa.text('0'), nullable=False))
     op.add_column('drops', sa.Column('finished_at', UTCDateTime(timezone=True), nullable=True))
+    op.add_column('identities', sa.Column('dm_closed_at', UTCDateTime(timezone=True), nullable=True))
     with op.batch_alter_table('deliveries') as batch:  # nothing points at deliveries: a rebuild is safe
         batch.add_column(sa.Column('outbox_id', sa.Integer(), nullable=True))
         batch.create_index(batch.f('ix_deliveries_outbox_id'), ['outbox_id'], unique=False)
@@ -48,3 +49,4 @@ def downgrade() -> None:
     for column in ('finished_at', 'quota_used', 'post_message_id', 'post_channel_id', 'aggregation_unit',
                    'evergreen', 'sponsored', 'scheduled_at'):
         op.drop_column('drops', column)
+    op.drop_column('identities', 'dm_closed_at')

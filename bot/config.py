@@ -19,7 +19,7 @@ from typing import Any
 from bot.config_checks import problems, secret_problems
 from crm.reply_hours import parse_reply_hours
 from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
-from crm.settings import DEFAULT_THANKS, CrmSettings, DigestRules, SlaRules, TrueFanGoal
+from crm.settings import DEFAULT_THANKS, CrmSettings, DigestRules, DropRules, SlaRules, TrueFanGoal
 from crm.tiers import DEFAULT_TIERS, Tier, TierRules
 
 
@@ -160,6 +160,15 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class DropsConfig:
+    """``[drops]``: see :class:`crm.settings.DropRules`."""
+
+    prefer: str = "discord"
+    disclosure: str = "#廣告"
+    tier_channel_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     creator: CreatorConfig = field(default_factory=CreatorConfig)
@@ -174,6 +183,7 @@ class Config:
     purchases: PurchasesConfig = field(default_factory=PurchasesConfig)
     checkin: CheckinConfig = field(default_factory=CheckinConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    drops: DropsConfig = field(default_factory=DropsConfig)
     source: str = "built-in defaults"
 
     def secret(self, env_name: str) -> str:
@@ -205,6 +215,8 @@ class Config:
                                care_phrases=tuple(self.digest.care_phrases), care_days=self.digest.care_days,
                                list_limit=self.digest.list_limit),
             sla=self.sla_rules(),
+            drops=DropRules(prefer=self.drops.prefer, disclosure=self.drops.disclosure,
+                            tier_channel_ids=dict(self.drops.tier_channel_ids)),
         )
 
     def sla_rules(self) -> SlaRules:

@@ -52,6 +52,12 @@ def problems(cfg: Config) -> list[str]:
         if not isinstance(lv, dict) or "key" not in lv or "threshold" not in lv:
             errors.append(f"tiers.levels entries need key and threshold: {lv!r}")
     errors += _sla_problems(cfg)
+    if cfg.drops.prefer not in ("discord", "line", "both"):
+        errors.append(f"drops.prefer must be \"discord\", \"line\" or \"both\", not {cfg.drops.prefer!r}")
+    levels = {lv.get("key") for lv in cfg.tiers.levels if isinstance(lv, dict)}
+    for key in cfg.drops.tier_channel_ids:
+        if key not in levels:
+            errors.append(f"drops.tier_channel_ids: {key!r} is not a tier key (tiers.levels)")
     if not errors:
         try:
             cfg.crm_settings()

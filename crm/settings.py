@@ -62,6 +62,18 @@ class SlaRules:
 
 
 @dataclass(frozen=True)
+class DropRules:
+    """Exclusive drops (``[drops]``): which platform a fan on both receives a drop on, and the
+    disclosure a sponsored drop starts with (the seeds require #廣告 or #贊助 on paid content)."""
+
+    #: ``discord``, ``line`` (the other one when the fan cannot be reached there) or ``both``.
+    prefer: str = "discord"
+    disclosure: str = "#廣告"
+    #: Discord channel per tier key where a drop for that tier is also posted (absent: no post).
+    tier_channel_ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CrmSettings:
     scoring: ScoringRules = field(default_factory=ScoringRules)
     tiers: TierRules = field(default_factory=TierRules)
@@ -72,3 +84,4 @@ class CrmSettings:
     summary_chars: int = 140
     sla: SlaRules = field(default_factory=SlaRules)
     digest: DigestRules = field(default_factory=DigestRules)
+    drops: DropRules = field(default_factory=DropRules)

@@ -88,6 +88,24 @@ class InteractionDispatch:
         guild_id = self._guild_of(channel_id)
         return await self._interact(3, data, user_id, channel_id, guild_id, locale, message=message)
 
+    async def submit_modal(
+        self, opened: InteractionHandle, values: Mapping[str, str | Sequence[str]], *, locale: str | None = None
+    ) -> InteractionHandle:
+        """The user fills in the modal the bot answered ``opened`` with (callback type 9) and submits it.
+
+        ``values`` maps a text input's ``custom_id`` to what was typed (a select's to its chosen
+        values). Like Discord's client, a required input left empty or text over an input's
+        ``max_length`` cannot be submitted (``ValueError``).
+        """
+        callback = await opened.response()
+        if callback.get("type") != 9:
+            raise ValueError(f"the bot answered with callback type {callback.get('type')}, not a modal (9)")
+        modal = callback["data"]
+        data: Payload = {"custom_id": modal["custom_id"], "components": _submitted(modal["components"], values)}
+        guild_id = opened.payload.get("guild_id")
+        return await self._interact(5, data, opened.user_id, int(opened.payload["channel_id"]),
+                                    int(guild_id) if guild_id else None, locale or opened.payload["locale"])
+
     async def _interact(
         self,
         kind: int,
@@ -111,3 +129,28 @@ class InteractionDispatch:
     def _guild_of(self, channel_id: int) -> int | None:
         channel = self.world.channel(channel_id)
         return channel.guild_id if channel else None
+
+
+def _submitted(components: Sequence[Payload], values: Mapping[str, str | Sequence[str]]) -> list[Payload]:
+    """A modal's components as Discord sends them back on submit (rows, labels, inputs with values)."""
+    out: list[Payload] = []
+    for component in components:
+        kind = component.get("type")
+        if kind == 1:
+            out.append({"type": 1, "components": _submitted(component.get("components") or [], values)})
+        elif kind == 18:
+            (inner,) = _submitted([component["component"]], values)
+            out.append({"type": 18, "component": inner})
+        elif kind == 4:
+            custom_id = component["custom_id"]
+            text = str(values.get(custom_id, component.get("value") or ""))
+            if component.get("required", True) and not text:
+                raise ValueError(f"required input {custom_id!r} left empty")
+            if component.get("max_length") is not None and len(text) > component["max_length"]:
+                raise ValueError(f"input {custom_id!r} is longer than {component['max_length']}")
+            out.append({"type": 4, "custom_id": custom_id, "value": text})
+        elif kind == 3:
+            chosen = values.get(component["custom_id"], [])
+            out.append({"type": 3, "custom_id": component["custom_id"],
+                        "values": [chosen] if isinstance(chosen, str) else list(chosen)})
+    return out

@@ -29,6 +29,7 @@ from bot.sandbox._discord_objects import (
     World,
     apply_edit,
 )
+from bot.sandbox._discord_ratelimits import RateLimits
 from bot.sandbox._discord_rest_interactions import InteractionRoutes
 
 _DEFAULT_ERRORS: dict[int, Payload] = {
@@ -68,6 +69,8 @@ class RestApi(InteractionRoutes):
         self.requests: list[RecordedRequest] = []
         self.unknown_requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
+        #: Discord's rate limits, off until a test sets them (``emu.rate_limits.use_discords()``).
+        self.rate_limits = RateLimits()
         #: (channel id, nonce) → the message it created, for ``enforce_nonce`` sends.
         self._by_nonce: dict[tuple[int, str], Payload] = {}
         self._changed = asyncio.Condition()
@@ -112,7 +115,7 @@ class RestApi(InteractionRoutes):
         rec = await record_request(request)
         self.requests.append(rec)
         try:
-            return self._injected_fault(rec) or await self._route(rec)
+            return self._injected_fault(rec) or await self._limited_route(rec)
         finally:
             async with self._changed:
                 self._changed.notify_all()
@@ -134,6 +137,14 @@ class RestApi(InteractionRoutes):
                     headers = {"Via": "1.1 google", "Retry-After": retry, "X-RateLimit-Scope": "user"}
                 return json_response(fault.json, fault.status, headers)
         return None
+
+    async def _limited_route(self, rec: RecordedRequest) -> web.Response:
+        verdict = self.rate_limits.check(rec.method, rec.path)
+        if verdict.limited is not None:
+            return json_response(verdict.limited, 429, verdict.headers)
+        response = await self._route(rec)
+        response.headers.update(verdict.headers)
+        return response
 
     async def _route(self, rec: RecordedRequest) -> web.Response:
         for methods, pattern, handler in self._routes:

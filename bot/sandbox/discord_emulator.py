@@ -19,6 +19,7 @@ from bot.sandbox._discord_builders import WorldBuilders
 from bot.sandbox._discord_gateway import RESUMABLE_CLOSE_CODE, Gateway, InteractionHandle
 from bot.sandbox._discord_interactions import InteractionDispatch
 from bot.sandbox._discord_objects import Payload, World, emoji_payload, iso_now
+from bot.sandbox._discord_ratelimits import RateLimits
 from bot.sandbox._discord_rest import RecordedRequest, RestApi
 
 __all__ = ["DiscordEmulator", "InteractionHandle", "RecordedRequest"]
@@ -274,6 +275,13 @@ class DiscordEmulator(WorldBuilders, InteractionDispatch):
         ``method`` may be ``"*"``; 429s get the ``Via`` header discord.py needs to retry them.
         """
         self.rest.fail_next(method, path_contains, status, times, json)
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """Discord's rate limits, off by default: ``rate_limits.use_discords()`` turns on the global
+        limit and 5 messages per 5 s per channel, with their headers; ``rate_limits.counts`` says
+        how many requests were answered 429."""
+        return self.rest.rate_limits
 
     def sent_messages(self, channel_id: int | None = None) -> list[Payload]:
         """Messages the bot created via POST /channels/{id}/messages (not interaction replies)."""

@@ -3,7 +3,8 @@
 A new fan is stored under ``line:…abcd`` and acknowledged at once; the name follows. One worker
 per process does the asking: woken when the adapter stores events of LINE users, it takes the
 users whose name is due in batches, asks LINE's profile API for them at a limited rate (a few at
-a time), and stores the names with one writer action per second or so of answers, so a burst
+a time; slower while the writer has webhook work queued, see ``BUSY_RATE``), and stores the names
+with one writer action per second or so of answers, so a burst
 of 10,000 new fans costs the writer a handful of small transactions, not 10,000.
 
 What is due comes from the database (``identities.profile_refreshed_at``, see
@@ -50,6 +51,9 @@ MAX_FRESH = 200_000
 #: While the writer has work queued, storing names waits (polling this often), at most QUIET_MAX_S.
 QUIET_POLL_S = 0.02
 QUIET_MAX_S = 5.0
+#: While the writer has webhook work queued (a burst), lookups slow to this many a second: the
+#: fans' events are acknowledged first, and the names catch up at the full rate once it passes.
+BUSY_RATE = 10.0
 #: A failed pass (database unreachable, say) is tried again after this long.
 RETRY_PASS_S = 5.0
 REQUEST_TIMEOUT_S = 10.0
@@ -105,6 +109,7 @@ class Profiles:
                         rate, RATE_CEILING, min(max(rate, 1.0), RATE_CEILING))
             rate = min(max(rate, 1.0), RATE_CEILING)
         self._limit = RateLimit(rate, monotonic=monotonic, sleep=sleep)
+        self._busy_limit = RateLimit(min(rate, BUSY_RATE), monotonic=monotonic, sleep=sleep)
         self._batch = batch
         self._chunk = max(1, min(batch, int(rate * flush_every)))  # about flush_every seconds of answers
         self._fetchers = max(1, fetchers)
@@ -237,6 +242,8 @@ class Profiles:
             while waiting:
                 user_id = waiting.pop()
                 await self._limit.wait()
+                if self._writer.pending:  # intake is busy: give way to it
+                    await self._busy_limit.wait()
                 name = await self._fetch(user_id)
                 if name is not _FAILED:
                     answers[user_id] = name  # type: ignore[assignment]

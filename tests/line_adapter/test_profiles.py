@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from aiohttp import web
 
-from bot.line_adapter.profiles import Profiles
+from bot.line_adapter.profiles import BUSY_RATE, Profiles
 from bot.sandbox.line_emulator import PROFILE_PREFIX, LineEmulator
 from crm.identity import fan_by_identity
 from crm.interaction import InteractionIn
@@ -135,6 +135,34 @@ async def test_profile_look_ups_keep_to_the_rate_limit_and_store_a_batch_per_sec
     assert len(times) == 12
     assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in zip(times, times[5:], strict=False))
     assert len(stores) == 3  # 5 + 5 + 2: about a second of answers per transaction
+    assert await names(rig, fans) == [f"User {uid[-4:]}" for uid in fans]
+
+
+async def test_while_the_writer_has_webhooks_queued_look_ups_slow_to_the_busy_rate(
+        rig: LineRig, emu: HeldProfiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeMonotonic()
+    emu._clock = fake
+
+    busy = {"queued": 3}
+
+    async def sleep(seconds: float) -> None:
+        fake.now += seconds
+        if len(emu.asked) >= 6:
+            busy["queued"] = 0  # the burst is over: the rest go at the full rate
+        await asyncio.sleep(0)
+
+    fans = [user(3100 + n) for n in range(12)]
+    await store_fans(rig, fans)
+    monkeypatch.setattr(type(rig.writer), "pending", property(lambda self: busy["queued"]))
+    worker = Profiles(rig.adapter.sender, rig.writer, rig.crm.read, rig.crm.settings, clock=lambda: rig.clock[0],
+                      rate=100.0, flush_every=1.0, monotonic=fake, sleep=sleep, fetchers=1)
+    await worker.settle()
+
+    times = [at for _, at in sorted(emu.asked, key=lambda asked: asked[1])]
+    assert len(times) == 12
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert all(gap >= 1 / BUSY_RATE - 1e-9 for gap in gaps[:5])  # busy: 10 a second at most
+    assert all(gap <= 1 / 100.0 + 1e-9 for gap in gaps[6:])  # quiet again: 100 a second
     assert await names(rig, fans) == [f"User {uid[-4:]}" for uid in fans]
 
 

@@ -372,6 +372,15 @@ app.command("reply")(reply)
 app.command("tiers")(tiers_command)
 
 
+@app.command()
+def report(out_path: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("superfan-report.html"),
+           ) -> None:
+    """The community's figures and charts as one HTML file that opens offline (default ./superfan-report.html)."""
+    from bot.report import report_command
+
+    command(report_command)(out_path)
+
+
 @line_app.command("richmenu")
 @command
 async def line_richmenu(

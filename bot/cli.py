@@ -279,7 +279,7 @@ async def rescore() -> None:
     async with open_crm(_config()) as crm:
         with _progress() as bar:
             task = bar.add_task(t("cli.rescoring", crm.settings.locale), total=None)
-            async with crm.sessions.begin() as session:
+            async with crm.sessions() as session:  # committed batch by batch: webhooks go on meanwhile
                 result = await rescore_all(session, crm.settings, utcnow(),
                                            progress=lambda n: bar.advance(task, n))
     out.print(t("cli.rescored", crm.settings.locale, fans=result.fans, interactions=result.interactions,

@@ -90,7 +90,7 @@ async def test_rescore_applies_new_weights_to_history(sessions, settings, now):
     fan_id = r.results[0].fan_id
     heavier = replace(settings, scoring=replace(settings.scoring, weights={**settings.scoring.weights, "share": 40.0},
                                                 daily_caps={}))
-    async with sessions.begin() as s:
+    async with sessions() as s:  # a rescore commits batch by batch
         result = await rescore(s, heavier, now)
     assert result.interactions == 5 and result.changed_points == 5
     assert [(m.to_tier, m.reason) for m in result.tier_moves] == [("close_friend", "rescore")]
@@ -98,7 +98,7 @@ async def test_rescore_applies_new_weights_to_history(sessions, settings, now):
         assert set((await s.execute(select(Interaction.points))).scalars()) == {40.0}
         fan = await s.get(Fan, fan_id)
         assert fan is not None and fan.tier == "close_friend"
-    async with sessions.begin() as s:
+    async with sessions() as s:
         again = await rescore(s, heavier, now)
     assert again.changed_points == 0 and again.tier_moves == []
 

@@ -7,7 +7,8 @@ due). At start, and every ``recover_every`` (a minute) by its clock, it hands ba
 left half-sent. A sender (``Handler``) raises :class:`RetryLater` for a passing failure (429,
 5xx, a network error) and :class:`Undeliverable` for one that will not pass (the fan blocked
 the account, DMs closed); anything else it raises is treated as passing, logged without its
-message, and retried with backoff.
+message, and retried with backoff. A drop's row (``crm.drops.DROP_KINDS``) settles the deliveries
+it carries in the same transaction that marks it (``crm.drops.record_outcome``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.write_failures import brief
-from crm import outbox
+from crm import drops, outbox
 from crm.clock import Clock, utcnow
 from crm.outbox import OutboxMessage
 
@@ -173,15 +174,14 @@ class OutboxDrainer:
                     await self._give_up(message, f"gave up after {message.attempts} attempts: {reason}")
                     log.warning("outbox %s: gave up on %s #%d (%s)", self.platform, message.kind, message.id, reason)
                     return
-                await self._record(message, lambda s, now: outbox.mark_retry(
-                    s, message.id, now, reason, after=after, attempts=message.attempts))
+                await self._record(message, lambda s, now: _retry(s, message, now, reason, after))
                 log.info("outbox %s: %s #%d will be retried (%s)", self.platform, message.kind, message.id, reason)
                 return
-            await self._record(message, lambda s, now: outbox.mark_sent(s, message.id, now))
+            await self._record(message, lambda s, now: _sent(s, message, now))
             self.sent += 1
 
     async def _give_up(self, message: OutboxMessage, reason: str) -> None:
-        await self._record(message, lambda s, now: outbox.mark_failed(s, message.id, now, reason))
+        await self._record(message, lambda s, now: _failed(s, message, now, reason))
         self.failed += 1
 
     async def _record(self, message: OutboxMessage, work: Callable[[AsyncSession, datetime], Awaitable[Any]]) -> None:
@@ -190,3 +190,22 @@ class OutboxDrainer:
             await self._transact(lambda s: work(s, now))
         except Exception as exc:  # left "sending": recover_interrupted hands it back after a restart
             log.warning("outbox %s: could not record the result of #%d (%s)", self.platform, message.id, brief(exc))
+
+
+async def _sent(session: AsyncSession, message: OutboxMessage, now: datetime) -> None:
+    await outbox.mark_sent(session, message.id, now)
+    if message.kind in drops.DROP_KINDS:
+        await drops.record_outcome(session, message.id, sent=True, error=None, now=now)
+
+
+async def _failed(session: AsyncSession, message: OutboxMessage, now: datetime, reason: str) -> None:
+    await outbox.mark_failed(session, message.id, now, reason)
+    if message.kind in drops.DROP_KINDS:
+        await drops.record_outcome(session, message.id, sent=False, error=reason, now=now)
+
+
+async def _retry(session: AsyncSession, message: OutboxMessage, now: datetime, reason: str,
+                 after: float | None) -> None:
+    at = await outbox.mark_retry(session, message.id, now, reason, after=after, attempts=message.attempts)
+    if message.kind in drops.DROP_KINDS:
+        await drops.record_retry(session, message.id, error=reason, at=at)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from bot import report_svg as svg
 from bot.i18n import pick_locale, t
+from crm.report_data import STATES
 
 if TYPE_CHECKING:
     from bot.app import Crm
@@ -301,7 +302,7 @@ class _Render:
         title, lead = self.t("drops.title"), self.t("drops.lead")
         if not self.data.drops:
             return self.section("drops", title, lead, self.empty("drops", "drops.none"))
-        states = ("sent", "failed", "pending")
+        states = STATES
         parts = []
         rows = []
         for d in self.data.drops:

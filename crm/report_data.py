@@ -49,8 +49,9 @@ _f, _tc, _w, _c = table(Fan).c, table(TierChange).c, table(ConversationWait).c, 
 _i, _d, _dl, _o = table(Interaction).c, table(Drop).c, table(Delivery).c, table(Outbox).c
 #: Drop summaries are cut to this many characters (the full text is in ``superfan drop show``).
 DROP_TEXT_CHARS = 60
-#: Delivery states other than these are still on their way (shown as pending).
-SENT, FAILED, PENDING = "sent", "failed", "pending"
+#: Delivery states the report counts; any other state is still on its way (counted as pending).
+SENT, FAILED, CANCELLED, PENDING = "sent", "failed", "cancelled", "pending"
+STATES = (SENT, FAILED, PENDING, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ class TopFan:
 
 @dataclass(frozen=True)
 class DropResult:
-    """One drop and its deliveries per platform: ``{platform: {"sent": n, "failed": n, "pending": n}}``."""
+    """One drop and its deliveries per platform: ``{platform: {state: n}}`` for each of :data:`STATES`
+    (``cancelled``: the fan opted out before it went)."""
 
     drop_id: int
     created_at: datetime
@@ -179,9 +181,8 @@ async def build_report(session: AsyncSession, settings: CrmSettings, now: dateti
     tz = settings.scoring.tz
     starts = week_starts(now, tz, weeks)
     ends = _week_ends(starts, now)
-    counts = {tier: int(n) for tier, n in await session.execute(
-        select(_f.tier, func.count()).where(_f.first_seen_at <= now).group_by(_f.tier))}
     by_week = await tiers_by_week(session, settings, ends, starts[0])
+    counts = {tier: per_week[-1] for tier, per_week in by_week.items()}  # as at ``now``
     rules = settings.tiers
     true_keys = rules.keys[rules.rank(rules.true_fan_tier):]
     true_count = sum(counts.get(k, 0) for k in true_keys)
@@ -319,15 +320,15 @@ async def drop_results(session: AsyncSession, limit: int) -> list[DropResult]:
     for drop_id, platform, status, n in await session.execute(
             select(_dl.drop_id, _dl.platform, _dl.status, func.count())
             .where(_dl.drop_id.in_([d[0] for d in drops])).group_by(_dl.drop_id, _dl.platform, _dl.status)):
-        state = status if status in (SENT, FAILED) else PENDING
-        counts = tally[drop_id].setdefault(platform, {SENT: 0, FAILED: 0, PENDING: 0})
+        state = status if status in STATES else PENDING
+        counts = tally[drop_id].setdefault(platform, dict.fromkeys(STATES, 0))
         counts[state] += int(n)
     out = []
     for drop_id, created, text, min_tier, status, platforms in drops:
         per = tally.get(drop_id, {})
         for platform in (p.strip() for p in (platforms or "").split(",")):
             if platform:
-                per.setdefault(platform, {SENT: 0, FAILED: 0, PENDING: 0})
+                per.setdefault(platform, dict.fromkeys(STATES, 0))
         short = " ".join(text.split())
         short = short if len(short) <= DROP_TEXT_CHARS else short[: DROP_TEXT_CHARS - 1] + "…"
         out.append(DropResult(drop_id, created, short, min_tier, status, dict(sorted(per.items()))))

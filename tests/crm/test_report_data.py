@@ -1,0 +1,202 @@
+"""The report's figures on a small community built through the real crm functions at known times.
+
+``seed`` is shared with the HTML tests (tests/bot/test_report.py): what the page shows must be
+exactly what ``expected`` says here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm import outbox
+from crm.conversations import note_reply, open_conversation
+from crm.ingest import record_many
+from crm.interaction import InteractionIn
+from crm.models import Delivery, Drop, Fan, table
+from crm.privacy import set_opt_out
+from crm.profiles import fan_documents
+from crm.report_data import build_report, week_starts
+from crm.settings import CrmSettings
+from crm.tiers_service import pin
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # Sunday 20:00 in Taipei: the third week of three
+H = timedelta(hours=1)
+T1 = datetime(2026, 11, 3, 4, 0, tzinfo=UTC)   # week of 11-02
+T2 = datetime(2026, 11, 10, 4, 0, tzinfo=UTC)  # week of 11-09
+T3 = datetime(2026, 11, 17, 4, 0, tzinfo=UTC)  # week of 11-16
+WEEKS = 3
+
+
+NAMES = {"Ua": "阿美", "111": "Bo", "Uc": "小陳", "Ud": "Dora", "Ue": "不公開"}
+
+
+def item(who: str, kind: str, at: datetime, *, platform: str = "line", amount: int | None = None) -> InteractionIn:
+    return InteractionIn(platform, who, kind, at, f"{who}-{kind}-{at.timestamp()}", NAMES.get(who, who),
+                         amount=Decimal(amount) if amount else None, currency="TWD" if amount else None,
+                         text="hello" if kind in ("message", "dm_in") else None)
+
+
+async def _reply(s: AsyncSession, settings: CrmSettings, fan_id: int, at: datetime, sent_at: datetime) -> None:
+    conv = await open_conversation(s, fan_id)
+    assert conv is not None
+    row = await note_reply(s, settings, conv.id, text="謝謝你", by="staff", now=at)
+    await outbox.mark_sent(s, row, sent_at)  # no reply token: a push
+
+
+async def seed(sessions: async_sessionmaker[AsyncSession], settings: CrmSettings) -> dict[str, int]:
+    """Five fans over three weeks, two pins, three DM waits, one drop; fan ids by name."""
+    async with sessions.begin() as s:
+        first = await record_many(s, [
+            item("Ua", "message", T1), item("111", "message", T1, platform="discord"),
+            item("111", "purchase", T1, platform="discord", amount=200), item("Uc", "message", T1),
+            item("Uc", "share", T1), item("Ue", "purchase", T1, amount=800)], settings, T1)
+        ids = dict(zip(["a", "b", "b2", "c", "c2", "e"], first.fan_ids, strict=True))
+        await set_opt_out(s, ids["e"], True)
+    async with sessions.begin() as s:
+        second = await record_many(s, [
+            item("Ua", "reaction", T2), item("Ua", "message", T2 + H), item("Ua", "purchase", T2, amount=400),
+            item("Ud", "dm_in", T2)], settings, T2)
+        ids["d"] = second.fan_ids[3]
+        await pin(s, settings, ids["a"], "superfan", by="staff", now=T2)
+        await _reply(s, settings, ids["d"], T2 + 2 * H, T2 + 2 * H)  # answered in 2 h
+    async with sessions.begin() as s:
+        await record_many(s, [item("Uc", "dm_in", T3)], settings, T3)
+        await pin(s, settings, ids["b"], "close_friend", by="staff", now=T3)
+        await _reply(s, settings, ids["c"], T3 + 30 * H, T3 + 30 * H)  # answered in 30 h: late
+        fresh = await outbox.enqueue(s, platform="line", kind="answer", recipient="Uc", payload={"text": "ok"},
+                                     now=T3, reply_token="token-1", reply_until=T3 + H)
+        assert fresh is not None
+        await outbox.mark_sent(s, fresh, T3 + 10 * timedelta(seconds=1))  # within the token's life: free
+        carrier = await outbox.enqueue(s, platform="line", kind="drop", recipient="multicast",
+                                       payload={"to": ["Ua", "Ub", "Uc"]}, now=T3)
+        await outbox.mark_sent(s, carrier, T3 + H)
+        drop_id = (await s.execute(insert(table(Drop)).returning(table(Drop).c.id).values(
+            text="聖誕限定\n  手機桌布，只給鐵粉以上的你們", min_tier="superfan", platforms="line,discord",
+            created_at=T3, status="sending"))).scalar_one()
+        for fan, platform, external_id, status, sent_at, carried in [
+            ("a", "line", "Ua", "sent", T3 + H, carrier), ("b", "line", "Ub", "failed", None, carrier),
+            ("c", "line", "Uc", "pending", None, carrier), ("a", "discord", "1", "sent", T3 + H, None),
+        ]:
+            await s.execute(insert(table(Delivery)).values(
+                drop_id=drop_id, fan_id=ids[fan], platform=platform, external_id=external_id, status=status,
+                sent_at=sent_at, outbox_id=carried))
+        ids["drop"] = drop_id
+    async with sessions.begin() as s:
+        await record_many(s, [item("111", "dm_in", NOW - 3 * H, platform="discord")], settings, NOW - 3 * H)
+    return ids
+
+
+def expected(ids: dict[str, int]) -> dict[str, Any]:
+    """The figures at NOW over three weeks (zh-TW tier names)."""
+    return {
+        "fans": 5,
+        "interactions": 14,
+        "funnel": {"passerby": (3, 5, None), "fan": (0, 2, 40.0), "superfan": (1, 2, 100.0),
+                   "close_friend": (1, 1, 50.0)},
+        "tiers_by_week": {"passerby": [4, 4, 3], "fan": [0, 0, 0], "superfan": [0, 1, 1], "close_friend": [0, 0, 1]},
+        "true_fans_weekly": [0, 1, 2],
+        # waits, within, breaches, undecided, % within, median first response (h)
+        "sla_weeks": [(0, 0, 0, 0, None, None), (1, 1, 0, 0, 100.0, 2.0), (2, 0, 1, 1, 0.0, 30.0)],
+        "engagement": {"message": [3, 1, 0], "dm_in": [0, 1, 2], "dm_out": [0, 1, 1], "purchase": [2, 1, 0],
+                       "reaction": [0, 1, 0], "share": [1, 0, 0]},
+        "top_names": ["阿美", "Bo", "小陳", "Dora"],  # the opted-out fan's 800 NT$ would lead: left out
+        "drop": {"line": {"sent": 1, "failed": 1, "pending": 1, "cancelled": 0},
+                 "discord": {"sent": 1, "failed": 0, "pending": 0, "cancelled": 0}},
+        "quota": {"pushes": 2, "replies": 1, "drop_messages": 1},
+    }
+
+
+async def test_report_figures_match_what_happened(sessions, settings):
+    ids = await seed(sessions, settings)
+    want = expected(ids)
+    async with sessions() as s:
+        data = await build_report(s, settings, NOW, weeks=WEEKS, line_quota=200)
+        docs = await fan_documents(s, await _fans(s), settings, NOW, interactions=None)
+    assert data.fans == want["fans"] and data.interactions == want["interactions"]
+    assert {f.key: (f.count, f.at_least, f.of_previous_pct) for f in data.funnel} == want["funnel"]
+    assert data.tiers_by_week == want["tiers_by_week"]
+    assert data.true_fans.weekly == want["true_fans_weekly"]
+    assert (data.true_fans.count, data.true_fans.goal, data.true_fans.tier) == (2, 1000, "鐵粉")
+    assert [(w.waits, w.within_sla, w.breaches, w.undecided, w.within_sla_pct, w.median_first_response_hours)
+            for w in data.sla_weeks] == want["sla_weeks"]
+    assert (data.sla_recent.within_sla, data.sla_recent.breaches, data.sla_recent.median_first_response_hours) \
+        == (0, 1, 30.0)
+    assert data.engagement == want["engagement"]
+    assert list(data.engagement)[:3] == ["message", "dm_in", "purchase"]  # most frequent first
+    scores = {d["id"]: d["score"] for d in docs}
+    assert [f.display_name for f in data.top_fans] == want["top_names"]
+    assert [f.score for f in data.top_fans] == [round(scores[f.fan_id], 1) for f in data.top_fans]
+    assert ids["e"] not in {f.fan_id for f in data.top_fans}
+    (drop,) = data.drops
+    assert drop.platforms == want["drop"]
+    assert drop.text == "聖誕限定 手機桌布，只給鐵粉以上的你們" and drop.min_tier == "superfan"
+    q = data.line_quota
+    assert (q.month, q.quota, q.pushes, q.replies, q.drop_messages) == ("2026-11", 200, 2, 1, 1)
+    assert (q.used, q.used_pct) == (3, 1.5)
+
+
+async def _fans(s: AsyncSession) -> list[Fan]:
+    return list((await s.execute(select(Fan))).scalars())
+
+
+async def test_weeks_start_on_monday_in_the_creators_time_zone():
+    tz = ZoneInfo("Asia/Taipei")
+    starts = week_starts(NOW, tz, 3)
+    assert [w.isoformat() for w in starts] == ["2026-11-02T00:00:00+08:00", "2026-11-09T00:00:00+08:00",
+                                                "2026-11-16T00:00:00+08:00"]
+    # Sunday 23:30 in Taipei is Sunday 15:30 UTC: still the week that began on Monday the 16th.
+    assert week_starts(datetime(2026, 11, 22, 15, 30, tzinfo=UTC), tz, 1)[0].day == 16
+    assert week_starts(datetime(2026, 11, 22, 16, 30, tzinfo=UTC), tz, 1)[0].day == 23
+
+
+async def test_history_counts_a_fan_in_the_tier_they_held_then(sessions, settings):
+    """A fan promoted and later demoted shows each tier in its own week, and is absent before first seen."""
+    async with sessions.begin() as s:
+        (fid,) = (await record_many(s, [item("Ux", "message", T1)], settings, T1)).fan_ids
+        await pin(s, settings, fid, "close_friend", by="staff", now=T2)
+        await pin(s, settings, fid, None, by="staff", now=T3)  # unpinned: back to what the score says
+        (late,) = (await record_many(s, [item("Uy", "message", T3)], settings, T3)).fan_ids
+    async with sessions() as s:
+        data = await build_report(s, settings, NOW, weeks=4)
+    assert data.tiers_by_week["passerby"] == [0, 1, 0, 2]
+    assert data.tiers_by_week["close_friend"] == [0, 0, 1, 0]
+
+
+async def test_an_empty_database_gives_zeros_not_errors(sessions, settings):
+    async with sessions() as s:
+        data = await build_report(s, settings, NOW, weeks=WEEKS)
+    assert data.empty and data.fans == 0 and data.interactions == 0
+    assert [f.at_least for f in data.funnel] == [0, 0, 0, 0]
+    assert all(v == [0, 0, 0] for v in data.tiers_by_week.values())
+    assert data.engagement == {} and data.top_fans == [] and data.drops == []
+    assert [w.within_sla_pct for w in data.sla_weeks] == [None, None, None]
+    assert data.sla_recent.within_sla_pct is None
+    assert (data.line_quota.used, data.line_quota.quota, data.line_quota.used_pct) == (0, None, None)
+
+
+async def test_fans_first_seen_after_now_are_not_counted(sessions, settings):
+    """A report built as at an earlier time leaves out what happened after it."""
+    await seed(sessions, settings)
+    async with sessions() as s:
+        data = await build_report(s, settings, T2 - H, weeks=2)
+    assert data.fans == 4  # Dora arrives at T2
+    assert data.interactions == 6
+    assert data.tiers_by_week["passerby"] == [4, 4] and data.tiers_by_week["superfan"] == [0, 0]
+
+
+async def test_only_sent_rows_of_this_month_count_against_the_quota(sessions, settings):
+    await seed(sessions, settings)
+    async with sessions.begin() as s:
+        await s.execute(update(table(Delivery)).values(sent_at=T1 - 10 * 24 * H))  # October: last month
+    async with sessions() as s:
+        q = (await build_report(s, settings, NOW, weeks=1, line_quota=200)).line_quota
+        december = (await build_report(s, settings, datetime(2026, 12, 1, 0, 0, tzinfo=UTC), weeks=1,
+                                       line_quota=200)).line_quota
+    assert (q.pushes, q.drop_messages) == (2, 0)
+    assert december.month == "2026-12" and december.used == 0  # Taipei is already in December

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_signal.py [--seeds 1 2 3] [--mixes classic steady chatty recent]
 
-Each named community (benchmarks/community.py ``MIXES``: ground truth per account) is imported
+Each named community (bot/demo/community.py ``MIXES``: ground truth per account) is imported
 through the real importer with the default settings, then the hourly tier refresh runs once at the
 window's end, as it would on a live install. 鐵粉+ (superfan tier and above) is compared with the
 real true fans, and so is a MEE6-style ranking (messages, 60 s cooldown) that takes as many fans as
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from benchmarks.community import (
+from bot.demo.community import (
     MIXES,
     Community,
     message_count_ranking,

@@ -1,39 +1,16 @@
 import csv
-import importlib.util
 import json
 import re
-import sys
 from collections import Counter
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.demo import community
 
-def _load_community():
-    """Import benchmarks.community, from its file path when the package name is unavailable.
-
-    ``benchmarks`` is not an installed package, and under pytest's default (prepend) import mode
-    this test package, ``tests/benchmarks``, takes the name ``benchmarks``; so the plain import
-    only works once ``tests/`` is a package itself.
-    """
-    try:
-        from benchmarks import community
-
-        return community
-    except ImportError:
-        path = Path(__file__).resolve().parents[2] / "benchmarks" / "community.py"
-        spec = importlib.util.spec_from_file_location("superfan_benchmarks_community", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-        return module
-
-
-community = _load_community()
 ARCHETYPES, FIELDS, KINDS = community.ARCHETYPES, community.FIELDS, community.KINDS
 Community, Mix, simulate, true_fan_keys = (
     community.Community,

@@ -374,11 +374,11 @@ app.command("tiers")(tiers_command)
 
 @app.command()
 def report(out_path: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("superfan-report.html"),
-           ) -> None:
+           now: Annotated[str | None, typer.Option("--now", help="Build it as at this ISO-8601 time.")] = None) -> None:
     """The community's figures and charts as one HTML file that opens offline (default ./superfan-report.html)."""
     from bot.report import report_command
 
-    command(report_command)(out_path)
+    command(report_command)(out_path, now)
 
 
 @line_app.command("richmenu")

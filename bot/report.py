@@ -354,13 +354,12 @@ class _Render:
                             table)
 
 
-async def report_command(out: Path) -> None:
-    """``superfan report [--out PATH]``: write the report as at now and print where."""
+async def report_command(out: Path, now: str | None = None) -> None:
+    """``superfan report [--out PATH] [--now ISO]``: write the report and print where."""
     from bot.app import open_crm
-    from bot.cli import _config
+    from bot.cli import _config, _now
     from bot.cli import out as console
-    from crm.clock import utcnow
 
     async with open_crm(_config()) as crm:
-        path = await write_report(crm, out, now=utcnow())
+        path = await write_report(crm, out, now=_now(now))
     console.print(t("report.saved", crm.settings.locale, path=path), highlight=False, markup=False, soft_wrap=True)

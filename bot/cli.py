@@ -33,7 +33,7 @@ from bot.digest_cli import digest_command
 from bot.exporter import FORMATS, write_export
 from bot.i18n import t
 from bot.i18n.errors import error_text
-from bot.importer import import_rows, read_file
+from bot.importer import import_file
 from bot.inbox_cli import inbox_app, reply
 from bot.log_safety import setup_logging
 from bot.tiers_cli import tiers_command
@@ -197,21 +197,21 @@ async def fan(
 
 @app.command("import")
 @command
-async def import_(file: Annotated[Path, typer.Argument(help="CSV or JSONL file (see README: Import format).")]) -> None:
+async def import_(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL file (see README: Import format).")],
+    allow_new_kinds: Annotated[bool, typer.Option("--allow-new-kinds",
+                                                  help="Take kinds superfan does not know (scored 0).")] = False,
+) -> None:
     """Import interactions and purchases. A bad row rejects the whole file (exit 2)."""
-    config = _config()
-    with _progress(DownloadColumn()) as bar:  # reading a large file takes seconds of its own
-        reading = bar.add_task(t("cli.reading", config.creator.locale),
-                               total=file.stat().st_size if file.is_file() else None)
-        rows = read_file(file, progress=lambda done: bar.update(reading, completed=done))
-    async with open_crm(config) as crm:
-        with _progress() as bar:
-            task = bar.add_task(t("cli.importing", crm.settings.locale), total=len(rows))
+    async with open_crm(_config()) as crm:
+        with _progress(DownloadColumn()) as bar:  # by bytes: the file is read and recorded chunk by chunk
+            task = bar.add_task(t("cli.importing", crm.settings.locale),
+                                total=file.stat().st_size if file.is_file() else None)
             async with crm.sessions.begin() as session:
-                result, _ = await import_rows(session, rows, crm.settings, utcnow(),
-                                              progress=lambda n: bar.advance(task, n))
+                result = await import_file(session, file, crm.settings, utcnow(), allow_new_kinds=allow_new_kinds,
+                                           progress=lambda done: bar.update(task, completed=done))
     out.print(t("cli.imported", crm.settings.locale, stored=result.stored, duplicates=result.duplicates,
-                new_fans=result.new_fans, moves=len(result.tier_moves)), highlight=False)
+                new_fans=result.new_fans, moves=result.tier_moves), highlight=False)
 
 
 @app.command()

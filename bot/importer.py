@@ -3,6 +3,10 @@
 The one documented format (README "Import format"): columns ``platform, external_id,
 display_name, kind, occurred_at, amount, currency, event_id, text`` and an optional ``fan`` that
 groups rows of one person across platforms (``superfan export`` writes it).
+
+A file of millions of rows is read, checked and recorded :data:`CHUNK_ROWS` rows at a time, all
+inside the caller's one transaction: the rows are staged in the database as they go (a bad row
+anywhere rolls every earlier chunk back), so memory holds one chunk, not the file.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import csv
 import io
 import json
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -39,6 +44,19 @@ REQUIRED = ("platform", "external_id", "kind", "occurred_at")
 FIELDS = (*COLUMNS, "fan")
 #: How often (in rows) :func:`read_file` reports how far into the file it is.
 PROGRESS_EVERY = 4096
+#: Rows parsed, checked and recorded at a time. A chunk and the bulk loader's working lists for it
+#: are most of an import's memory (about 100 MB here), whatever the size of the file.
+CHUNK_ROWS = 100_000
+#: Kinds superfan itself records (adapters, commands, the purchase hook); with the scoring
+#: rules' kinds, what an import accepts without ``--allow-new-kinds``.
+RECORDED_KINDS = frozenset({"message", "dm_in", "reaction", "share", "referral", "checkin", "event_checkin",
+                            "purchase", "membership", "membership_left", "follow", "unfollow", "postback"})
+
+
+def known_kinds(settings: CrmSettings) -> tuple[str, ...]:
+    """The kinds an import takes as they are: those superfan records and those the rules score."""
+    rules = settings.scoring
+    return tuple(sorted(RECORDED_KINDS | set(rules.weights) | set(rules.daily_caps) | set(rules.cooldown_seconds)))
 
 
 class ImportRow(NamedTuple):
@@ -82,6 +100,9 @@ def _csv_rows(path: Path, fh: TextIO) -> Iterator[tuple[int, tuple[str, ...]]]:
     same name wins, missing trailing values are empty and extra ones are ignored."""
     reader = csv.reader(fh)
     header = next(reader, [])
+    if not any(h.strip() for h in header):
+        raise BadInput(f"{path}: the file is empty; its first line must name the columns, at least "
+                       f"{', '.join(REQUIRED)}", code="import.empty_file", path=str(path), required=list(REQUIRED))
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise BadInput(f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}",
@@ -89,10 +110,17 @@ def _csv_rows(path: Path, fh: TextIO) -> Iterator[tuple[int, tuple[str, ...]]]:
     width = len(header)
     position = {name: i for i, name in enumerate(header)}
     pick = operator.itemgetter(*(position.get(f, width) for f in FIELDS))  # ``width``: an empty value after the row
+    needed = max(position[c] for c in REQUIRED) + 1  # a shorter row lacks a required value
     for values in reader:
         if len(values) != width:
             if not values:
                 continue
+            if len(values) < needed:
+                where = f"{path}:{reader.line_num}"
+                cut = [c for c in REQUIRED if position[c] >= len(values)]
+                raise BadInput(f"{where}: the row is short: {len(values)} of {width} values (no {', '.join(cut)})",
+                               code="import.short_row", where=where, values=len(values), columns=width,
+                               missing=cut)
             values = (values + [""] * width)[:width]
         values.append("")
         yield reader.line_num, tuple(map(str.strip, pick(values)))
@@ -132,42 +160,121 @@ def parse_fields(fields: Sequence[str]) -> tuple[InteractionIn, str | None]:
     return validate(item), fan or None
 
 
-def read_file(path: Path, progress: Callable[[int], None] | None = None) -> list[ImportRow]:
-    """Parse and validate the whole file first; the first bad row raises naming file and line.
+def read_chunks(path: Path, progress: Callable[[int], None] | None = None, *,
+                known: Collection[str] | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[list[ImportRow]]:
+    """The file's rows, parsed and validated, ``chunk_rows`` at a time; the first bad row raises
+    naming file and line (after the chunks before it were handed out: the caller's transaction
+    makes the import all or nothing).
 
-    ``progress``, if given, is told now and then how many bytes of the file have been read.
+    ``known``, if given, lists the kinds accepted (a row of another kind is refused, naming them);
+    ``progress`` is told now and then how many bytes of the file have been read.
     """
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder, not a CSV or JSONL file", code="import.is_directory", path=str(path))
     if not path.exists():
         raise BadInput(f"{path}: file not found", code="import.file_not_found", path=str(path))
     rows: list[ImportRow] = []
+    accepted = None if known is None else frozenset(known)
+    any_rows = False
     try:
         for line, fields in _records(path, progress):
             try:
                 item, ref = parse_fields(fields)
+                if accepted is not None and item.kind not in accepted:
+                    raise BadInput(f"unknown kind {item.kind!r}; the kinds are {', '.join(sorted(accepted))} "
+                                   "(--allow-new-kinds takes others)", code="import.unknown_kind", kind=item.kind,
+                                   kinds=sorted(accepted))
             except CrmError as exc:
                 raise BadInput(f"{path}:{line}: {exc}", code="import.row", where=f"{path}:{line}", reason=exc) from None
             rows.append(ImportRow(line, item, ref))
+            if len(rows) >= chunk_rows:
+                any_rows = True
+                yield rows
+                rows = []
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not UTF-8 text (save the CSV as UTF-8)", code="import.not_utf8",
                        path=str(path)) from None
-    return rows
+    if rows:
+        yield rows
+    elif not any_rows and _blank(path):
+        raise BadInput(f"{path}: the file is empty; its first line must name the columns, at least "
+                       f"{', '.join(REQUIRED)}", code="import.empty_file", path=str(path), required=list(REQUIRED))
+
+
+def _blank(path: Path) -> bool:
+    """Whether the file holds nothing but white space (a JSONL file with no object in it)."""
+    with path.open("rb") as fh:
+        return not fh.read(4096).decode("utf-8-sig", "replace").strip() and fh.read(1) == b""
+
+
+def read_file(path: Path, progress: Callable[[int], None] | None = None, *,
+              known: Collection[str] | None = None) -> list[ImportRow]:
+    """Every row of the file at once (see :func:`read_chunks`; a large import goes chunk by chunk)."""
+    return [row for chunk in read_chunks(path, progress, known=known) for row in chunk]
+
+
+@dataclass
+class ImportResult:
+    """What an import did, summed over its chunks."""
+
+    stored: int = 0
+    duplicates: int = 0
+    new_fans: int = 0
+    tier_moves: int = 0
+    merges: int = 0
+    groups: dict[str, set[tuple[str, str]]] = field(default_factory=dict, repr=False)
+
+    def add(self, recording: Recording, rows: Sequence[ImportRow]) -> None:
+        self.stored += recording.stored
+        self.duplicates += recording.duplicates
+        self.new_fans += recording.new_fans
+        self.tier_moves += len(recording.tier_moves)
+        for r in rows:
+            if r.fan_ref:
+                self.groups.setdefault(r.fan_ref, set()).add((r.item.platform, r.item.external_id))
+
+
+async def import_file(
+    session: AsyncSession, path: Path, settings: CrmSettings, now: datetime, *,
+    allow_new_kinds: bool = False, progress: Callable[[int], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ImportResult:
+    """Record every row of ``path`` in the caller's transaction, chunk by chunk, then merge rows
+    that share a ``fan`` value. A bad row raises and the caller rolls the whole file back.
+
+    Unless ``allow_new_kinds``, a row whose kind is not in :func:`known_kinds` is a bad row.
+    ``progress`` is told how many bytes of the file have been read and recorded. Each chunk runs
+    in :func:`bot.bulk_mode.bulk_mode` (the import is all this process does then).
+    """
+    result = ImportResult()
+    known = None if allow_new_kinds else known_kinds(settings)
+    for chunk in read_chunks(path, progress, known=known, chunk_rows=chunk_rows):
+        with bulk_mode(len(chunk) > SLICE):
+            recording = await bulk_record(session, [r.item for r in chunk], settings, now)
+        result.add(recording, chunk)
+        del chunk, recording  # the next chunk is read without this one alive
+    result.merges = await _merge_groups(session, result.groups, settings, now)
+    return result
 
 
 async def import_rows(
     session: AsyncSession, rows: list[ImportRow], settings: CrmSettings, now: datetime,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Recording, int]:
-    """Record every row in the caller's transaction, then merge rows that share a ``fan`` value.
-
-    A large file runs in :func:`bot.bulk_mode.bulk_mode` (garbage collector held, shorter GIL
-    switch interval): the import is the only thing this process does then.
-    """
+    """Record rows already read (a benchmark's community) in the caller's transaction, then merge
+    rows that share a ``fan`` value; :func:`import_file` is the command's path."""
     with bulk_mode(len(rows) > SLICE):
         total = await bulk_record(session, [r.item for r in rows], settings, now, progress=progress)
     groups: dict[str, set[tuple[str, str]]] = {}
     for r in rows:
         if r.fan_ref:
             groups.setdefault(r.fan_ref, set()).add((r.item.platform, r.item.external_id))
+    return total, await _merge_groups(session, groups, settings, now)
+
+
+async def _merge_groups(session: AsyncSession, groups: dict[str, set[tuple[str, str]]], settings: CrmSettings,
+                        now: datetime) -> int:
+    """Merge the fans behind each group's identities into the first (by identity); how many merges."""
     merges = 0
     for keys in groups.values():
         if len(keys) < 2:
@@ -180,4 +287,4 @@ async def import_rows(
         for other in fan_ids[1:]:
             await merge_fans(session, settings, fan_ids[0], other, now=now)
             merges += 1
-    return total, merges
+    return merges

@@ -63,3 +63,105 @@ def test_a_long_read_reports_how_far_into_the_file_it_is(tmp_path: Path, monkeyp
     assert len(reported) == 10
     assert reported == sorted(reported) and 0 < reported[0] < reported[-1] <= size
     assert reported[-1] >= size * 0.5  # bytes, not characters: CJK text is three bytes a character
+
+
+# What an import says when the file is not right (issue #20): each in the creator's words, exit 2.
+
+HEADER = "platform,external_id,display_name,kind,occurred_at,amount,currency,event_id,text\n"
+
+
+@pytest.fixture
+def superfan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run ``superfan`` (zh-TW, or ``locale``) on a fresh SQLite file."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    monkeypatch.delenv("SUPERFAN_CONFIG", raising=False)
+
+    def run(*args: str, expect: int = 0, locale: str = "zh-TW"):
+        cfg = tmp_path / "superfan.toml"
+        cfg.write_text(f'[creator]\nlocale = "{locale}"\n[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "s.db"}"\n',
+                       encoding="utf-8")
+        result = CliRunner().invoke(app, ["--config", str(cfg), *args])
+        assert result.exit_code == expect, (result.stdout, result.stderr)
+        return result
+
+    return run
+
+
+def _fans(superfan) -> list[dict[str, object]]:
+    import json
+
+    return json.loads(superfan("fans", "--json").stdout)
+
+
+def test_a_short_row_says_it_is_short_and_nothing_is_imported(superfan, tmp_path: Path) -> None:
+    path = tmp_path / "cut.csv"
+    path.write_text(HEADER + "line,U1,小慧,message,2026-10-05T12:30:00+08:00,,,m1,嗨\nline,U2,阿翔\n", encoding="utf-8")
+    result = superfan("import", str(path), expect=2, locale="en")
+    assert result.stderr == (f"error: {path}:3: the row is short: 3 values for 9 columns (no kind, occurred_at).\n")
+    assert _fans(superfan) == []
+    zh = superfan("import", str(path), expect=2)
+    assert zh.stderr == f"error: {path}:3：這一列太短：只有 3 個值，欄位有 9 個（缺 kind、occurred_at）。\n"
+
+
+def test_an_empty_file_says_so_and_names_only_the_required_columns(superfan, tmp_path: Path) -> None:
+    for name in ("empty.csv", "blank.jsonl"):
+        path = tmp_path / name
+        path.write_text("" if name.endswith("csv") else "\n  \n", encoding="utf-8")
+        result = superfan("import", str(path), expect=2, locale="en")
+        assert result.stderr == (f"error: {path} is empty. Its first line names the columns; required are "
+                                 "platform, external_id, kind, occurred_at.\n")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(HEADER, encoding="utf-8")
+    assert "0" in superfan("import", str(header_only)).stdout  # columns and no rows: nothing to import
+
+
+def test_a_folder_is_a_usage_error_in_one_line(superfan, tmp_path: Path) -> None:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    result = superfan("import", str(folder), expect=2)
+    assert result.stderr == f"error: {folder} 是資料夾；請指定裡面的 CSV 或 JSONL 檔。\n"
+
+
+def test_an_unknown_kind_is_refused_with_the_known_ones_unless_allowed(superfan, tmp_path: Path) -> None:
+    path = tmp_path / "kinds.csv"
+    path.write_text(HEADER + "line,U1,小慧,message,2026-10-05T12:30:00+08:00,,,m1,\n"
+                    "line,U1,小慧,livestream_gift,2026-10-05T12:40:00+08:00,,,g1,\n", encoding="utf-8")
+    refused = superfan("import", str(path), expect=2, locale="en")
+    assert refused.stderr.startswith(f"error: {path}:3: Unknown kind “livestream_gift”. Known kinds: checkin, ")
+    assert "message" in refused.stderr and "purchase" in refused.stderr and "--allow-new-kinds" in refused.stderr
+    assert _fans(superfan) == []
+    superfan("import", str(path), "--allow-new-kinds")
+    (fan,) = _fans(superfan)
+    doc = __import__("json").loads(superfan("fan", str(fan["id"]), "--json").stdout)
+    assert sorted(i["kind"] for i in doc["interactions"]) == ["livestream_gift", "message"]
+
+
+async def test_a_file_larger_than_a_chunk_is_all_or_nothing(tmp_path: Path, sessions, settings, now) -> None:
+    from sqlalchemy import func, select
+
+    from bot.importer import import_file
+    from crm.errors import BadInput
+    from crm.models import Interaction
+
+    path = tmp_path / "big.csv"
+    rows = [f"line,U{n % 7},粉絲{n % 7},message,2026-10-05T12:{n % 60:02d}:00+08:00,,,e{n},嗨" for n in range(250)]
+    path.write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    async with sessions.begin() as s:
+        result = await import_file(s, path, settings, now, chunk_rows=100)
+    assert (result.stored, result.new_fans) == (250, 7)
+    async with sessions.begin() as s:
+        again = await import_file(s, path, settings, now, chunk_rows=100)
+    assert (again.stored, again.duplicates, again.new_fans) == (0, 250, 0)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "\n".join(r.replace(",e", ",x") for r in rows) + "\nline,U1,小慧,message,昨天,,,x,\n",
+                   encoding="utf-8")
+    with pytest.raises(BadInput) as caught:
+        async with sessions.begin() as s:
+            await import_file(s, bad, settings, now, chunk_rows=100)
+    assert caught.value.params["where"] == f"{bad}:252"
+    async with sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Interaction))).scalar_one() == 250

@@ -47,6 +47,8 @@ from crm.sla import ANSWERED_BY, NOT_REQUESTS, SlaFigures, sla_figures
 
 _f, _tc, _w, _c = table(Fan).c, table(TierChange).c, table(ConversationWait).c, table(Conversation).c
 _i, _d, _dl, _o = table(Interaction).c, table(Drop).c, table(Delivery).c, table(Outbox).c
+#: Weeks the report looks back over, the current one included.
+WEEKS_SHOWN = 12
 #: Drop summaries are cut to this many characters (the full text is in ``superfan drop show``).
 DROP_TEXT_CHARS = 60
 #: Delivery states the report counts; any other state is still on its way (counted as pending).
@@ -175,7 +177,7 @@ def _week_ends(starts: Sequence[datetime], now: datetime) -> list[datetime]:
     return [*starts[1:], now]
 
 
-async def build_report(session: AsyncSession, settings: CrmSettings, now: datetime, *, weeks: int = 12,
+async def build_report(session: AsyncSession, settings: CrmSettings, now: datetime, *, weeks: int = WEEKS_SHOWN,
                        line_quota: int | None = None, top: int = 10, drops: int = 10) -> ReportData:
     """The report's figures as at ``now`` over the last ``weeks`` weeks (the current one included)."""
     tz = settings.scoring.tz

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from linebot.v3.webhook import WebhookParser
 
+from bot.drop_views import DropViews
 from bot.line_adapter import answers
 from bot.line_adapter.events import Plan, plan_event
 from bot.line_adapter.outbox_sender import LineOutboxSender
@@ -55,8 +56,9 @@ class LineAdapter:
                                  refresh=timedelta(hours=crm.config.line.profile_refresh_hours),
                                  rate=crm.config.line.profile_requests_per_second)
         #: Sends the answers queued with the events (and staff relays, the digest push).
-        self.outbox = OutboxDrainer("line", writer_transact(writer), LineOutboxSender(sender, clock=clock),
-                                    clock=clock)
+        drops = DropViews(crm.read, crm.settings.drops)
+        self.outbox = OutboxDrainer("line", writer_transact(writer),
+                                    LineOutboxSender(sender, clock=clock, drops=drops), clock=clock)
         self.reply_ttl = sender.reply_ttl
 
     @classmethod

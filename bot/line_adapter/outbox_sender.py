@@ -20,6 +20,11 @@ process died after LINE took the reply, or LINE answered 5xx), the row is replie
 token is fresh (LINE refuses a spent token, so that never delivers twice) and otherwise marked
 failed "interrupted" rather than pushed, which could deliver it twice. Only an attempt that was
 certainly not carried out (LINE answered 429: :data:`NOT_SENT`) lets the next one push.
+
+``drop_multicast`` rows (``crm/drops.py``) are one persisted batch of a drop: payload
+``{"drop_id", "to": [≤ 500 user ids]}``, sent as one multicast with ``X-Line-Retry-Key`` derived
+from the row's key and the drop's custom aggregation unit. A retry after a crash sends the same
+ids under the same key; LINE's 409 for an accepted key counts as sent.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from linebot.v3.messaging import Message, ReplyMessageRequest, TextMessage
+from linebot.v3.messaging import ImageMessage, Message, ReplyMessageRequest, TextMessage
 from linebot.v3.messaging.exceptions import ApiException
 
+from bot.drop_views import DropViews
 from bot.line_adapter.quota import QuotaExceeded
 from bot.line_adapter.sender import LineSender, LineSendError, api_error, mask
 from bot.outbox_drain import RetryLater, Undeliverable
@@ -48,7 +54,7 @@ log = logging.getLogger(__name__)
 NOT_SENT = "not sent:"
 #: Kinds that may be pushed when the payload does not say.
 PUSH_BY_DEFAULT = frozenset({"relay", "digest_line"})
-KINDS = frozenset({"answer", "relay", "digest_line"})
+KINDS = frozenset({"answer", "relay", "digest_line", "drop_multicast"})
 MAX_TEXT = 5000
 _RETRY_KEYS = uuid.UUID("5b0d3c52-8f7e-4a59-9d52-2f3a1c0e6b11")
 
@@ -79,17 +85,22 @@ def payload_of(messages: Sequence[Message], *, push: bool) -> dict[str, Any]:
 class LineOutboxSender:
     """The drainer's handler for LINE; one fan's messages go out one after another, in row order."""
 
-    def __init__(self, sender: LineSender, *, clock: Clock = utcnow) -> None:
+    def __init__(self, sender: LineSender, *, clock: Clock = utcnow, drops: DropViews | None = None) -> None:
         self.sender = sender
         self._clock = clock
+        self._drops = drops
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
         self.replies = 0
         self.pushes = 0
+        self.multicasts = 0
 
     async def __call__(self, message: OutboxMessage) -> None:
         if message.kind not in KINDS:
             raise Undeliverable(f"no LINE sender for kind {message.kind!r}")
+        if message.kind == "drop_multicast":
+            await self._drop(message)
+            return
         messages = messages_of(message.payload)
         if not messages:
             raise Undeliverable("empty message")
@@ -154,6 +165,34 @@ class LineOutboxSender:
             log.info("LINE push to %s refused for good: %s", mask(message.recipient), exc.status)
             raise Undeliverable(f"LINE {exc.status}: {exc.reason}") from None
         self.pushes += 1
+
+    async def _drop(self, message: OutboxMessage) -> None:
+        """One batch of a drop: the persisted ids, the row's retry key, the drop's aggregation unit."""
+        if self._drops is None:
+            raise RetryLater("drops are not set up in this process")
+        view = await self._drops.get(int(message.payload["drop_id"]))
+        if view is None:
+            raise Undeliverable("the drop no longer exists")
+        to = [str(u) for u in message.payload.get("to") or []]
+        if not to:
+            raise Undeliverable("empty batch")
+        messages: list[Message] = [TextMessage(text=self._drops.text(view)[:MAX_TEXT])]
+        if view.image_url:
+            messages.append(ImageMessage(original_content_url=view.image_url, preview_image_url=view.image_url))
+        try:
+            await self.sender.multicast_batch(to, messages, retry_key=retry_key(message.idempotency_key),
+                                              aggregation_unit=view.aggregation_unit)
+        except QuotaExceeded:
+            raise Undeliverable("LINE monthly quota reached") from None
+        except LineSendError as exc:
+            if exc.status == 429 and "monthly limit" in exc.reason.lower():
+                raise Undeliverable("LINE monthly limit reached") from None
+            if exc.status == 429 or exc.status == 0 or exc.status >= 500:
+                self.sender.quota.release(len(to))  # counted again by the retry (a 409 then counts it once)
+                raise RetryLater(f"LINE multicast {exc.status or exc.reason}", after=exc.retry_after) from None
+            log.info("LINE multicast of drop %s refused for good: %s", view.id, exc.status)
+            raise Undeliverable(f"LINE {exc.status}: {exc.reason}") from None
+        self.multicasts += 1
 
     @asynccontextmanager
     async def _one_at_a_time(self, user: str) -> AsyncIterator[None]:

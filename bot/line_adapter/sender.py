@@ -228,6 +228,26 @@ class LineSender:
             raise
         return Sent("multicast", len(ids))
 
+    async def multicast_batch(self, user_ids: Sequence[str], messages: Sequence[Message], *, retry_key: str,
+                              aggregation_unit: str | None = None) -> Sent:
+        """One multicast to at most 500 users under the caller's ``retry_key``, tried once.
+
+        For a caller that persisted the batch and its key before the first call (the outbox's drop
+        rows): a retry sends the very same ids under the same key, so LINE answers 409 to a batch it
+        already took (counted as sent) instead of delivering it twice. ``aggregation_unit`` tags the
+        messages so their impressions and clicks can be read back per unit. Raises QuotaExceeded or
+        LineSendError; a 429/5xx is the caller's to retry (its reservation is the caller's to release).
+        """
+        ids = list(user_ids)
+        if not 1 <= len(ids) <= MULTICAST_BATCH or len(set(ids)) != len(ids):
+            raise ValueError(f"a multicast batch holds 1-{MULTICAST_BATCH} distinct user ids, not {len(ids)}")
+        request = MulticastRequest(to=ids, messages=list(messages),
+                                   custom_aggregation_units=[aggregation_unit] if aggregation_unit else None)
+        await self.quota.reserve(len(ids))
+        await self._counted("multicast", f"{len(ids)} fans", len(ids), functools.partial(
+            self.api.multicast, request, x_line_retry_key=retry_key, _request_timeout=self._timeout), attempts=1)
+        return Sent("multicast", len(ids))
+
     async def _counted(self, what: str, to: str, reserved: int, call: Callable[[], Awaitable[Any]], *,
                        attempts: int | None = None) -> None:
         """One quota-counted request with retries; a refusal returns the reservation."""

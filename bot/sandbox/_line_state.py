@@ -6,6 +6,7 @@ Kept apart from the HTTP layer so what LINE rejects, and what it counts, reads i
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from typing import Any, Literal
 MAX_MESSAGES = 5
 MAX_MULTICAST = 500
 MAX_TEXT_LENGTH = 5000
+AGGREGATION_UNIT = re.compile(r"[A-Za-z0-9_]{1,30}")
 QUOTABLE_TYPES = frozenset({"text", "sticker", "image", "video"})
 
 Via = Literal["reply", "push", "multicast"]
@@ -53,13 +55,18 @@ class Fault:
 
 @dataclass
 class RandomFault:
-    """A failure answered to a share of matching requests, drawn from a seeded generator."""
+    """A failure answered to a share of matching requests, drawn from a seeded generator.
+
+    ``after_accept``: the request is carried out first and the error answered after, as when LINE
+    took a send but the answer was lost (a 5xx from a proxy): only the retry key saves a double.
+    """
 
     status: int
     share: float
     rng: random.Random
     path_contains: str = ""
     retry_after: int | None = None
+    after_accept: bool = False
 
 
 @dataclass
@@ -137,6 +144,18 @@ def check_send(via: Via, body: Any) -> list[dict[str, Any]]:
     if details:
         raise ApiError(400, f"The request body has {len(details)} error(s)", details=details)
     return body["messages"]
+
+
+def check_aggregation_units(body: dict[str, Any]) -> str | None:
+    """LINE takes one unit name per request: 1-30 half-width letters, digits or underscores."""
+    units = body.get("customAggregationUnits")
+    if units is None:
+        return None
+    if (not isinstance(units, list) or len(units) != 1 or not isinstance(units[0], str)
+            or not AGGREGATION_UNIT.fullmatch(units[0])):
+        raise ApiError(400, "The request body has 1 error(s)", details=[_detail(
+            "customAggregationUnits", "one unit name of 1-30 characters [a-zA-Z0-9_]")])
+    return units[0]
 
 
 def check_retry_key(key: str | None) -> str | None:

@@ -14,6 +14,7 @@ import random
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -30,6 +31,7 @@ from bot.sandbox._line_state import (
     RecordedCall,
     RichMenu,
     Via,
+    check_aggregation_units,
     check_retry_key,
     check_send,
     fault_body,
@@ -75,9 +77,15 @@ class LineEmulator:
         self._faults: list[Fault] = []
         self._random_faults: list[RandomFault] = []
         self._message_ids = itertools.count(500_000_000_000_000_001)
+        #: recipients per custom aggregation unit (LINE's statistics per unit read these back)
+        self.aggregation_units: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._stopping = asyncio.Event()
+        self._holds: list[str] = []
+        self._release = asyncio.Event()
+        #: set while a response to an accepted request is being held back (see ``hold_after_accept``)
+        self.holding = asyncio.Event()
 
     # lifecycle
 
@@ -149,13 +157,31 @@ class LineEmulator:
         self._faults.append(Fault(status, times, path_contains, retry_after))
 
     def fail_randomly(
-        self, status: int, share: float, *, path_contains: str = "", retry_after: int | None = None, seed: int = 0
+        self, status: int, share: float, *, path_contains: str = "", retry_after: int | None = None, seed: int = 0,
+        after_accept: bool = False,
     ) -> None:
         """Answer `status` to about `share` of matching requests (after any `fail_next`), until a full
-        `reset`; seeded, so a load test sees the same faults each run."""
+        `reset`; seeded, so a load test sees the same faults each run. `after_accept`: carry the
+        request out first, then answer the error (the answer was lost, the send was not)."""
         if not 0.0 <= share <= 1.0:
             raise ValueError("share must be between 0 and 1")
-        self._random_faults.append(RandomFault(status, share, random.Random(seed), path_contains, retry_after))
+        self._random_faults.append(RandomFault(status, share, random.Random(seed), path_contains, retry_after,
+                                               after_accept))
+
+    def hold_after_accept(self, path_contains: str = "multicast") -> None:
+        """Carry out the next matching request, then hold its answer back until `release` (or
+        `stop`): the client never hears that LINE took it, as when the process dies right then."""
+        self._holds.append(path_contains)
+        self._release.clear()
+
+    def release(self) -> None:
+        """Let held answers go (and stop holding)."""
+        self._holds.clear()
+        self._release.set()
+
+    def received(self) -> Counter[str]:
+        """How many deliveries each user got (any route): exactly-once checks count here."""
+        return Counter(d.to for d in self.delivered)
 
     def add_profile(
         self,
@@ -185,6 +211,7 @@ class LineEmulator:
         """Clear recordings; `full` also forgets quota usage, retry keys, tokens and faults."""
         self.calls.clear()
         self.delivered.clear()
+        self.aggregation_units.clear()
         if full:
             self.total_usage = 0
             self._reply_tokens.clear()
@@ -204,10 +231,14 @@ class LineEmulator:
             with contextlib.suppress(ValueError):
                 body = await request.json()
         request[BODY] = body
+        hold = False
         try:
             self._authenticate(request)
-            self._inject_fault(request.path)
+            late = self._inject_fault(request.path)
             response = await handler(request)
+            hold = response.status == 200 and self._take_hold(request.path)
+            if late is not None:
+                self._raise_fault(late.status, late.retry_after)
         except ApiError as err:
             response = web.json_response(err.body, status=err.status, headers=err.headers)
         response.headers["x-line-request-id"] = request_id
@@ -224,7 +255,21 @@ class LineEmulator:
         if self.delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.delay)
+        if hold:
+            self.holding.set()
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            released = asyncio.ensure_future(self._release.wait())
+            await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            released.cancel()
         return response
+
+    def _take_hold(self, path: str) -> bool:
+        for n, part in enumerate(self._holds):
+            if part in path:
+                del self._holds[n]
+                return True
+        return False
 
     def _authenticate(self, request: web.Request) -> None:
         if request.headers.get("Authorization") != f"Bearer {self.access_token}":
@@ -233,7 +278,8 @@ class LineEmulator:
                 "Authentication failed. Confirm that the access token in the authorization header is valid.",
             )
 
-    def _inject_fault(self, path: str) -> None:
+    def _inject_fault(self, path: str) -> RandomFault | None:
+        """Raise a scripted fault now, or return one to raise after the request is carried out."""
         for fault in self._faults:
             if fault.path_contains in path:
                 fault.times -= 1
@@ -242,7 +288,10 @@ class LineEmulator:
                 self._raise_fault(fault.status, fault.retry_after)
         for chance in self._random_faults:
             if chance.path_contains in path and chance.rng.random() < chance.share:
+                if chance.after_accept:
+                    return chance
                 self._raise_fault(chance.status, chance.retry_after)
+        return None
 
     @staticmethod
     def _raise_fault(status: int, retry_after: int | None) -> None:
@@ -307,8 +356,11 @@ class LineEmulator:
         """Real LINE answers multicast with `{}`; the SDK types it as a bare object."""
         body = request[BODY]
         check_send("multicast", body)
+        unit = check_aggregation_units(body)
         key = self._retry_key(request)
         self._charge(len(body["to"]))
+        if unit is not None:
+            self.aggregation_units[unit] += len(body["to"])
         self._deliver(request, "multicast", list(body["to"]), key)
         if key is not None:
             self._accepted[key] = Accepted(request[REQUEST_ID])

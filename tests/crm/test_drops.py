@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import outbox
@@ -65,6 +65,16 @@ async def add_fan(s: AsyncSession, n: int, now: datetime, *, tier: str = "superf
         s.add(FanTopic(fan_id=fan.id, topic=topic, source="fan", created_at=now))
     await s.flush()
     return fan.id
+
+
+async def add_line_fans(s: AsyncSession, numbers: range, now: datetime, *, tier: str = "superfan") -> None:
+    """Many fans on LINE at once (set-based: thousands in well under a second)."""
+    await s.execute(insert(Fan), [{"display_name": f"fan{n}", "name_key": f"fan{n}", "tier": tier, "score_base": 0.0,
+                                   "opted_out": False, "first_seen_at": now, "last_seen_at": now} for n in numbers])
+    made = dict((await s.execute(select(Fan.name_key, Fan.id).where(
+        Fan.name_key.in_([f"fan{n}" for n in numbers])))).all())
+    await s.execute(insert(Identity), [{"fan_id": made[f"fan{n}"], "platform": "line", "external_id": line_id(n),
+                                        "created_at": now} for n in numbers])
 
 
 def rules(prefer: str) -> CrmSettings:

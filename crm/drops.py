@@ -253,8 +253,9 @@ async def note_dm_closed(session: AsyncSession, platform_user_id: str, now: date
                           .values(dm_closed_at=now))
 
 
-async def note_dm_open(session: AsyncSession, platform_user_id: str) -> None:
-    """A DM to this Discord user went through: they are reachable again."""
+async def note_dm_open(session: AsyncSession, platform_user_id: str, now: datetime | None = None) -> None:
+    """A DM to this Discord user went through: they are reachable again (``now`` is accepted for
+    symmetry with :func:`note_dm_closed`; nothing of it is stored)."""
     await session.execute(update(Identity).where(Identity.platform == "discord",
                                                  Identity.external_id == platform_user_id,
                                                  Identity.dm_closed_at.is_not(None))

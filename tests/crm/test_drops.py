@@ -269,7 +269,7 @@ async def test_dms_closed_is_noted_and_cleared(sessions, now) -> None:
         audience = await plan_audience(s, CrmSettings(), min_tier="superfan", platforms=("discord",))
     assert audience.left_out == {"dms_closed": [audience.left_out["dms_closed"][0]]}
     async with sessions.begin() as s:
-        await note_dm_open(s, discord_id(1))
+        await note_dm_open(s, discord_id(1), now)
     async with sessions() as s:
         assert len((await plan_audience(s, CrmSettings(), min_tier="superfan", platforms=("discord",))).recipients) == 1
 

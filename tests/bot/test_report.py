@@ -106,6 +106,10 @@ def assert_page_matches(figures: dict[str, str], want: dict[str, Any], drop_id: 
         == [quota["pushes"], quota["drop_messages"], quota["replies"], 200]
 
 
+#: LINE on with a quota of 200, but no token in the environment: LINE itself is not asked.
+LINE_ON = LineConfig(enabled=True, monthly_quota=200, channel_access_token_env="REPORT_TEST_NO_TOKEN")
+
+
 def crm_for(engine: Any, sessions: Any, settings: Any, **config: Any) -> Crm:
     cfg = Config(**config)
     return Crm(cfg, engine, sessions, settings)
@@ -113,8 +117,7 @@ def crm_for(engine: Any, sessions: Any, settings: Any, **config: Any) -> Crm:
 
 async def test_every_figure_in_the_page_is_the_databases(engine, sessions, settings, tmp_path):
     ids = await seed(sessions, settings)
-    crm = crm_for(engine, sessions, settings, line=LineConfig(enabled=True, monthly_quota=200,
-                                                              channel_access_token_env="REPORT_TEST_NO_TOKEN"))
+    crm = crm_for(engine, sessions, settings, line=LINE_ON)
     path = await write_report(crm, tmp_path / "out" / "report.html", now=NOW)
     assert path == (tmp_path / "out" / "report.html").resolve()
     html = path.read_text(encoding="utf-8")

@@ -187,7 +187,7 @@ async def fan(
     async with open_crm(_config()) as crm:
         when = _now(now)
         async with crm.read() as session:
-            found = await find_fan(session, query)
+            found = await find_fan(session, query, settings=crm.settings)
             (doc,) = await fan_documents(session, [found], crm.settings, when, interactions=limit)
     if as_json:
         _print_json(doc)

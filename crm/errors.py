@@ -50,17 +50,21 @@ class FanNotFound(CrmError):
 class AmbiguousFan(CrmError):
     """Several fans match a name; the candidates are attached so a UI can offer them.
 
-    Code ``fan.ambiguous``; params ``query`` and ``names`` (the first ten as ``#id name``, then
-    ``…`` when there are more).
+    Code ``fan.ambiguous``; params ``query`` and ``names`` (the first ten, best match first, then
+    ``…`` when there are more). ``described`` gives each shown candidate as a ``fan.candidate``
+    error (id, name, platforms, tier, last seen) so the list tells namesakes apart; without it a
+    candidate is ``#id name``.
     """
 
     SHOWN = 10
 
-    def __init__(self, query: str, candidates: list[tuple[int, str]]) -> None:
-        names = [f"#{fid} {name}" for fid, name in candidates[:self.SHOWN]]
+    def __init__(self, query: str, candidates: list[tuple[int, str]],
+                 described: list[CrmError] | None = None) -> None:
+        names: list[object] = list(described[:self.SHOWN]) if described else [
+            f"#{fid} {name}" for fid, name in candidates[:self.SHOWN]]
         if len(candidates) > self.SHOWN:
             names.append("…")
-        super().__init__(f"{query!r} matches several fans: {', '.join(names)}", code="fan.ambiguous",
+        super().__init__(f"{query!r} matches several fans: {', '.join(map(str, names))}", code="fan.ambiguous",
                          query=query, names=names)
         self.query = query
         self.candidates = candidates

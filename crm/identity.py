@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import datetime_encoder, fetch_rows, insert_rows, next_ids
-from crm.errors import AmbiguousFan, FanNotFound
+from crm.errors import AmbiguousFan, CrmError, FanNotFound
 from crm.models import Fan, Identity, table
 from crm.names import clean_display_name, name_key
 from crm.settings import CrmSettings
@@ -176,11 +176,19 @@ async def fan_by_identity(session: AsyncSession, platform: str, external_id: str
     ).scalar_one_or_none()
 
 
-async def find_fan(session: AsyncSession, query: str, *, fuzzy_cutoff: float = 75.0) -> Fan:
+async def find_fan(session: AsyncSession, query: str, *, fuzzy_cutoff: float = 75.0,
+                   settings: CrmSettings | None = None) -> Fan:
     """Resolve what a creator types: ``42``, ``#42``, ``line:U…``, ``discord:123…`` or a name.
 
     Names match exactly first (fan or any identity name), then width/case-insensitively, then by
-    substring, then fuzzily. Several equally good matches raise :class:`AmbiguousFan`.
+    substring, then fuzzily. Several equally good matches raise :class:`AmbiguousFan`, best match
+    first, each told apart by platform, tier and last seen (``settings`` gives the tier names and
+    the timezone; the defaults otherwise).
+
+    Every step is indexed or bounded: exact and width/case-insensitive matches are one indexed
+    ``name_key`` query on fans and one on identities (an ``OR`` across their join read every
+    fan); a substring scans the name-key indexes only; fuzzy matching scores the distinct name
+    keys, never every fan row.
     """
     text = query.strip()
     if not text:
@@ -195,61 +203,93 @@ async def find_fan(session: AsyncSession, query: str, *, fuzzy_cutoff: float = 7
         fan = await fan_by_identity(session, platform.strip().lower(), external_id.strip())
         if fan is not None:
             return fan
-    for matcher in (_exact, _by_key, _by_substring):
-        fans = await matcher(session, text)
-        if len(fans) == 1:
-            return fans[0]
-        if fans:
-            raise AmbiguousFan(query, [(f.id, f.display_name) for f in fans])
-    fans = await _fuzzy(session, name_key(text), fuzzy_cutoff)
-    if len(fans) == 1:
-        return fans[0]
-    if fans:
-        raise AmbiguousFan(query, [(f.id, f.display_name) for f in fans])
+    key = name_key(text)
+    found = await _by_key(session, text, key) if key else []
+    if not found and key:
+        found = await _by_substring(session, key)
+    if not found and key:
+        found = await _fuzzy(session, key, fuzzy_cutoff)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise AmbiguousFan(query, [(f.id, f.display_name) for f in found],
+                           await _told_apart(session, found, settings or CrmSettings()))
     raise FanNotFound(query)
 
 
-async def _fans_where(session: AsyncSession, *conditions: Any) -> list[Fan]:
-    stmt = (
-        select(Fan).outerjoin(Identity, Identity.fan_id == Fan.id)
-        .where(or_(*conditions)).distinct().order_by(Fan.score_base.desc()).limit(20)
-    )
+#: Name matches looked at per step; past this many a name tells nobody apart anyway.
+NAME_MATCHES = 200
+_KEY_FANS = select(_fc.id).where(_fc.name_key == bindparam("key")).limit(NAME_MATCHES)
+_KEY_IDENTITIES = (select(_ic.fan_id, _ic.display_name).where(_ic.name_key == bindparam("key"))
+                   .limit(NAME_MATCHES))
+_LIKE_FANS = select(_fc.id).where(_fc.name_key.like(bindparam("pattern"), escape="\\")).limit(NAME_MATCHES)
+_LIKE_IDENTITIES = (select(_ic.fan_id).where(_ic.name_key.like(bindparam("pattern"), escape="\\"))
+                    .limit(NAME_MATCHES))
+_FAN_KEYS = select(_fc.name_key).distinct()
+_IDENTITY_KEYS = select(_ic.name_key).where(_ic.name_key.is_not(None)).distinct()
+_FANS_OF_KEYS = select(_fc.id, _fc.name_key).where(_fc.name_key.in_(bindparam("keys", expanding=True)))
+_IDENTITIES_OF_KEYS = select(_ic.fan_id, _ic.name_key).where(_ic.name_key.in_(bindparam("keys", expanding=True)))
+_PLATFORMS = select(_ic.fan_id, _ic.platform).where(_ic.fan_id.in_(bindparam("ids", expanding=True)))
+
+
+async def _fans(session: AsyncSession, ids: Sequence[int]) -> list[Fan]:
+    """The fans of ``ids``, most engaged first (of equally good matches, the likelier one)."""
+    if not ids:
+        return []
+    stmt = select(Fan).where(Fan.id.in_(list(dict.fromkeys(ids)))).order_by(Fan.score_base.desc(), Fan.id)
     return list((await session.execute(stmt)).scalars())
 
 
-async def _exact(session: AsyncSession, text: str) -> list[Fan]:
-    return await _fans_where(session, Fan.display_name == text, Identity.display_name == text)
+async def _by_key(session: AsyncSession, text: str, key: str) -> list[Fan]:
+    """Fans whose name (or an identity's name) is ``text`` exactly; failing that, has its name key."""
+    by_identity = await fetch_rows(session, _KEY_IDENTITIES, {"key": key})
+    fans = await _fans(session, [int(r[0]) for r in await fetch_rows(session, _KEY_FANS, {"key": key})]
+                       + [int(fid) for fid, _ in by_identity])
+    exact = {int(fid) for fid, name in by_identity if name == text}
+    same = [f for f in fans if f.display_name == text or f.id in exact]
+    return (same or fans)[:20]
 
 
-async def _by_key(session: AsyncSession, text: str) -> list[Fan]:
-    key = name_key(text)
-    return await _fans_where(session, Fan.name_key == key, Identity.name_key == key) if key else []
-
-
-async def _by_substring(session: AsyncSession, text: str) -> list[Fan]:
-    key = name_key(text)
-    if not key:
-        return []
+async def _by_substring(session: AsyncSession, key: str) -> list[Fan]:
     pattern = "%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return await _fans_where(
-        session, Fan.name_key.like(pattern, escape="\\"), Identity.name_key.like(pattern, escape="\\")
-    )
+    ids = [int(r[0]) for r in await fetch_rows(session, _LIKE_FANS, {"pattern": pattern})]
+    ids += [int(r[0]) for r in await fetch_rows(session, _LIKE_IDENTITIES, {"pattern": pattern})]
+    return (await _fans(session, ids))[:20]
 
 
 async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
-    if not key:
-        return []
-    rows: list[tuple[int, str]] = [(int(f), str(k)) for f, k in await session.execute(select(Fan.id, Fan.name_key))]
-    rows += [(int(f), str(k)) for f, k in await session.execute(select(Identity.fan_id, Identity.name_key)) if k]
-    choices = {i: k for i, (_, k) in enumerate(rows)}
-    best = process.extract(key, choices, scorer=fuzz.WRatio, score_cutoff=cutoff, limit=20)
+    """Fans whose name key is close to ``key`` (the best and those within 3 points of it).
+
+    Scores the *distinct* name keys (read from the name-key indexes alone) and then looks up
+    only the fans of the best of them: many fans share a name, and no fan row is read to score.
+    """
+    keys = {str(k) for (k,) in await fetch_rows(session, _FAN_KEYS) if k}
+    keys.update(str(k) for (k,) in await fetch_rows(session, _IDENTITY_KEYS))
+    best = process.extract(key, keys, scorer=fuzz.WRatio, score_cutoff=cutoff, limit=20)
     if not best:
         return []
     top = best[0][1]
-    ids: list[int] = []
-    for _, score, idx in best:
-        fid = int(rows[idx][0])
-        if score >= top - 3 and fid not in ids:
-            ids.append(fid)
-    fans = [await session.get(Fan, fid) for fid in ids]
-    return [f for f in fans if f is not None]
+    rank = {choice: n for n, (choice, score, _) in enumerate(best) if score >= top - 3}
+    params = {"keys": list(rank)}
+    owners = await fetch_rows(session, _FANS_OF_KEYS, params) + await fetch_rows(session, _IDENTITIES_OF_KEYS, params)
+    order = {int(fid): rank[str(k)] for fid, k in sorted(owners, key=lambda r: -rank[str(r[1])])}
+    fans = await _fans(session, list(order))
+    return sorted(fans, key=lambda f: order[f.id])[:20]
+
+
+async def _told_apart(session: AsyncSession, fans: Sequence[Fan], settings: CrmSettings) -> list[CrmError]:
+    """One line per candidate (catalogue code ``fan.candidate``): platforms, tier, last seen."""
+    shown = fans[:AmbiguousFan.SHOWN]
+    platforms: dict[int, set[str]] = {}
+    for fid, platform in await fetch_rows(session, _PLATFORMS, {"ids": [f.id for f in shown]}):
+        platforms.setdefault(int(fid), set()).add(str(platform))
+    tz, rules = settings.scoring.tz, settings.tiers
+    out = []
+    for fan in shown:
+        where = ", ".join(sorted(platforms.get(fan.id, ()))) or "-"
+        seen = fan.last_seen_at.astimezone(tz).date().isoformat() if fan.last_seen_at else "-"
+        tier = dict(rules.get(fan.tier).names) if fan.tier in rules.keys else {"en": fan.tier}
+        out.append(CrmError(f"#{fan.id} {fan.display_name} ({where}, {fan.tier}, last seen {seen})",
+                            code="fan.candidate", id=fan.id, name=fan.display_name, platforms=where,
+                            tier=tier, last_seen=seen))
+    return out

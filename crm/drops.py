@@ -46,12 +46,8 @@ _d = table(Delivery).c
 
 
 class QuotaRefused(CrmError):
-    """The drop needs more LINE messages than this month has left; nothing was created."""
-
-    def __init__(self, needed: int, left: int, quota: int | None) -> None:
-        super().__init__(f"this drop needs {needed} LINE messages but only {left} are left this month; nothing "
-                         "was created (send it on Discord only with --platform discord)",
-                         code="drop.quota_exceeded", needed=needed, left=left, quota=quota if quota is not None else "-")
+    """The drop needs more LINE messages than this month has left; nothing was created
+    (params ``needed``, ``left``, ``quota``)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,11 @@ async def create_drop(session: AsyncSession, settings: CrmSettings, draft: DropD
     more than ``quota_left``."""
     preview = await preview_drop(session, settings, draft, quota_left=quota_left, quota=quota)
     if not preview.fits:
-        raise QuotaRefused(preview.line_messages, preview.quota_left or 0, quota)
+        needed, left = preview.line_messages, preview.quota_left or 0
+        raise QuotaRefused(f"this drop needs {needed} LINE messages but only {left} are left this month; nothing "
+                           "was created (send it on Discord only with --platform discord)",
+                           code="drop.quota_exceeded", needed=needed, left=left,
+                           quota=quota if quota is not None else "-")
     scheduled = draft.scheduled_at if draft.scheduled_at is not None and draft.scheduled_at > now else None
     drop = Drop(text=draft.text, link=draft.link, image_url=draft.image_url, min_tier=preview.min_tier,
                 topic=draft.topic, platforms=",".join(check_platforms(draft.platforms)), created_by=draft.created_by,

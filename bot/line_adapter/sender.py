@@ -297,6 +297,10 @@ class LineSender:
             log.warning("LINE profile of %s unavailable: %s", mask(user_id), type(exc).__name__)
         return None
 
+    async def consumption(self) -> int:
+        """Messages this channel has spent this month, by LINE's own count (raises on failure)."""
+        return await self._consumption()
+
     async def _consumption(self) -> int:
         return int((await self.api.get_message_quota_consumption(_request_timeout=self._timeout)).total_usage)
 

@@ -127,7 +127,7 @@ def render_report(data: ReportData, settings: CrmSettings, locale: str, *, line_
         _tile(t("report.interactions_total", locale), "interactions", f"{data.interactions:,}"),
         _tile(t("report.true_fans.count", locale), "true_fans.count", f"{data.true_fans.count:,}",
               f" / {data.true_fans.goal:,}"),
-        _tile(t("report.sla.pct", locale), "sla.recent.pct", r.pct(data.sla_recent.within_sla_pct)),
+        _tile(t("report.sla.tile", locale), "sla.recent.pct", r.pct(data.sla_recent.within_sla_pct)),
         "</dl>",
         "</header>",
     ]
@@ -196,10 +196,10 @@ class _Render:
         title, lead = self.t("funnel.title"), self.t("funnel.lead")
         if not self.data.fans:
             return self.section("funnel", title, lead, self.empty("funnel"))
-        drawn = [(s.name, s.at_least, self.t("funnel.caption", at_least=f"{s.at_least:,}", pct=self.pct(s.of_previous_pct))
+        drawn = [(self.tier_name(s.key), s.at_least, self.t("funnel.caption", at_least=f"{s.at_least:,}", pct=self.pct(s.of_previous_pct))
                   if s.of_previous_pct is not None else self.t("funnel.caption_first", at_least=f"{s.at_least:,}"))
                  for s in steps]
-        rows = [f"<tr><td>{escape(s.name)}</td>{_cell(f'funnel.{s.key}.count', f'{s.count:,}')}"
+        rows = [f"<tr><td>{escape(self.tier_name(s.key))}</td>{_cell(f'funnel.{s.key}.count', f'{s.count:,}')}"
                 f"{_cell(f'funnel.{s.key}.at_least', f'{s.at_least:,}')}"
                 f"{_cell(f'funnel.{s.key}.of_previous', self.pct(s.of_previous_pct))}</tr>" for s in reversed(steps)]
         return self.section("funnel", title, lead,
@@ -228,9 +228,10 @@ class _Render:
 
     def true_fans(self) -> str:
         tf = self.data.true_fans
-        title, lead = self.t("true_fans.title"), self.t("true_fans.lead", tier=tf.tier, goal=f"{tf.goal:,}")
+        tier = self.tier_name(tf.tier)
+        title, lead = self.t("true_fans.title"), self.t("true_fans.lead", tier=tier, goal=f"{tf.goal:,}")
         progress = self.t("true_fans.progress", count=f"{tf.count:,}", goal=f"{tf.goal:,}", pct=f"{tf.progress_pct:g}")
-        gauge = svg.segments("true_fans", title, [(tf.tier, tf.count)], tf.goal, caption=progress)
+        gauge = svg.segments("true_fans", title, [(tier, tf.count)], tf.goal, caption=progress)
         table = _table([self.t("true_fans.count"), self.t("true_fans.goal"), self.t("true_fans.pct")],
                        [f"<tr>{_cell('true_fans.count_table', f'{tf.count:,}')}{_cell('true_fans.goal', f'{tf.goal:,}')}"
                         f"{_cell('true_fans.progress_pct', f'{tf.progress_pct:g}%')}</tr>"], folded=False, locale=self.locale)
@@ -292,7 +293,7 @@ class _Render:
         if not fans:
             return self.section("top", title, lead, self.empty("top"))
         rows = [f"<tr>{_cell(f'top.{f.rank}.rank', str(f.rank))}{_cell(f'top.{f.rank}.name', f.display_name, 'text')}"
-                f"{_cell(f'top.{f.rank}.tier', f.tier, 'text')}{_cell(f'top.{f.rank}.score', f'{f.score:,.1f}')}"
+                f"{_cell(f'top.{f.rank}.tier', self.tier_name(f.tier), 'text')}{_cell(f'top.{f.rank}.score', f'{f.score:,.1f}')}"
                 f"{_cell(f'top.{f.rank}.last_seen', f.last_seen.astimezone(self.tz).strftime('%Y-%m-%d'))}</tr>"
                 for f in fans]
         head = [self.t("top.rank"), self.t("top.name"), self.t("top.tier"), self.t("top.score"), self.t("top.last_seen")]
@@ -349,7 +350,7 @@ class _Render:
                         f"{_cell('quota.replies', f'{q.replies:,}')}"
                         f"{_cell('quota.quota', f'{q.quota:,}' if q.quota is not None else self.t('none'))}</tr>"],
                        folded=False, locale=self.locale)
-        return self.section("quota", title, lead, *notes, self.chart("quota", drawing, caption),
+        return self.section("quota", title, lead, *notes, self.chart("quota", drawing),
                             f'<p class="note">{escape(self.t("quota.estimate", pushes=q.pushes, drops=q.drop_messages))}</p>',
                             table)
 

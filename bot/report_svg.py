@@ -52,15 +52,17 @@ def _text(x: float, y: float, text: str, *, anchor: str = "start", size: int = 1
             f'font-weight="{weight}">{escape(text)}</text>')
 
 
-def nice_max(value: float) -> float:
-    """A round axis top at or above ``value`` (1, 2, 2.5, 5 × 10^k)."""
+def nice_max(value: float, *, whole: bool = True) -> float:
+    """The top of an axis of four steps at or above ``value``: each step 1, 2, 2.5, 3 or 5 × 10^k,
+    and a whole number when ``whole`` (counts get whole-numbered gridlines)."""
     if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= value:
-            return float(step * power)
-    return float(10 * power)
+        return 4.0 if whole else 1.0
+    raw = value / 4
+    power = 10.0 ** math.floor(math.log10(raw))
+    steps = [s * power for s in (1, 2, 2.5, 3, 5, 10)]
+    if whole:
+        steps = [s for s in steps if s >= 1 and float(s).is_integer()] or [1.0]
+    return 4.0 * next((s for s in steps if s >= raw), 10 * power)
 
 
 def _number(value: float) -> str:
@@ -151,7 +153,7 @@ def line(chart: str, label: str, columns: Sequence[str], values: Sequence[float 
     left, right, top, bottom = 48.0, 12.0, 14.0, 28.0
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
     known = [v for v in values if v is not None]
-    ymax = nice_max(max([*known, reference[0] if reference else 0.0], default=0.0) * 1.1)
+    ymax = nice_max(max([*known, reference[0] if reference else 0.0], default=0.0) * 1.1, whole=False)
     slot = plot_w / max(1, len(columns))
     parts = [_axis(left, top, plot_w, plot_h, ymax, unit)]
 

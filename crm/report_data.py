@@ -61,7 +61,6 @@ class FunnelStep:
     """One tier of the funnel: fans in it now, fans in it or above, and the share of the step below."""
 
     key: str
-    name: str
     count: int
     at_least: int
     #: ``at_least`` as a percentage of the step below's ``at_least`` (None for the lowest tier).
@@ -70,7 +69,7 @@ class FunnelStep:
 
 @dataclass(frozen=True)
 class TrueFans:
-    """Fans at the true-fan tier or above, against ``[goal]``; ``weekly`` at each week's end."""
+    """Fans at the true-fan tier (its key) or above, against ``[goal]``; ``weekly`` at each week's end."""
 
     tier: str
     count: int
@@ -141,7 +140,8 @@ class LineQuotaUse:
 
 @dataclass(frozen=True)
 class ReportData:
-    """Everything the report shows. Lists that run over weeks line up with ``weeks`` (week starts)."""
+    """Everything the report shows. Lists that run over weeks line up with ``weeks`` (week starts).
+    Tiers are given by key: the page names them in its own language."""
 
     generated_at: datetime
     timezone: str
@@ -194,7 +194,7 @@ async def build_report(session: AsyncSession, settings: CrmSettings, now: dateti
     return ReportData(
         generated_at=now, timezone=settings.scoring.timezone, weeks=starts, fans=sum(counts.values()),
         interactions=total_interactions, funnel=funnel(counts, settings), tiers_by_week=by_week,
-        true_fans=TrueFans(rules.name(rules.true_fan_tier, settings.locale), true_count, goal,
+        true_fans=TrueFans(rules.true_fan_tier, true_count, goal,
                            round(100.0 * true_count / goal, 1),
                            [sum(by_week[k][n] for k in true_keys) for n in range(len(starts))]),
         sla_recent=await sla_figures(session, settings, now),
@@ -217,7 +217,7 @@ def funnel(counts: dict[str, int], settings: CrmSettings) -> list[FunnelStep]:
         at_least = sum(known[k] for k in keys[n:])
         below = steps[-1].at_least if steps else None
         pct = round(100.0 * at_least / below, 1) if below else None
-        steps.append(FunnelStep(key, rules.name(key, settings.locale), known[key], at_least, pct))
+        steps.append(FunnelStep(key, known[key], at_least, pct))
     return steps
 
 
@@ -307,7 +307,7 @@ async def top_fans(session: AsyncSession, settings: CrmSettings, now: datetime, 
         select(_f.id, _f.display_name, _f.tier, _f.score_base, _f.last_seen_at)
         .where(_f.opted_out.is_(False), _f.score_base > 0, _f.first_seen_at <= now)
         .order_by(_f.score_base.desc(), _f.id).limit(top))
-    return [TopFan(n, fan_id, name, settings.tiers.name(tier, settings.locale), round(base / divisor, 1), seen)
+    return [TopFan(n, fan_id, name, tier, round(base / divisor, 1), seen)
             for n, (fan_id, name, tier, base, seen) in enumerate(rows, start=1)]
 
 

@@ -122,7 +122,7 @@ async def test_report_figures_match_what_happened(sessions, settings):
     assert {f.key: (f.count, f.at_least, f.of_previous_pct) for f in data.funnel} == want["funnel"]
     assert data.tiers_by_week == want["tiers_by_week"]
     assert data.true_fans.weekly == want["true_fans_weekly"]
-    assert (data.true_fans.count, data.true_fans.goal, data.true_fans.tier) == (2, 1000, "鐵粉")
+    assert (data.true_fans.count, data.true_fans.goal, data.true_fans.tier) == (2, 1000, "superfan")
     assert [(w.waits, w.within_sla, w.breaches, w.undecided, w.within_sla_pct, w.median_first_response_hours)
             for w in data.sla_weeks] == want["sla_weeks"]
     assert (data.sla_recent.within_sla, data.sla_recent.breaches, data.sla_recent.median_first_response_hours) \

@@ -30,6 +30,7 @@ from bot.app import open_crm
 from bot.config import Config, ConfigError, load_config, require_secrets
 from bot.dead_letters_cli import dead_letters_app
 from bot.digest_cli import digest_command
+from bot.drops_cli import drop_app
 from bot.exporter import FORMATS, write_export
 from bot.i18n import t
 from bot.i18n.errors import error_text
@@ -370,6 +371,7 @@ app.command("digest")(digest_command)
 app.add_typer(inbox_app, name="inbox")
 app.command("reply")(reply)
 app.command("tiers")(tiers_command)
+app.add_typer(drop_app, name="drop")
 
 
 @app.command()

@@ -62,6 +62,7 @@ class Mix:
     true_fan_style: str = "classic"
     joined_days_ago: tuple[int, int] = (90, 365)
     recent_share: float = 0.0  # share of steady true fans who joined only 90-120 days ago
+    dm_rate: float = 1.0  # DMs to the creator, relative to the archetypes' own rates (the demo's inbox)
 
     def counts(self) -> dict[str, int]:
         """Accounts per archetype, in ``ARCHETYPES`` order."""
@@ -172,7 +173,7 @@ class _Sim:
                 for _ in range(1 + _pois(rng, p["react_n"])):
                     self.emit(f, self.at(d), "reaction")
             for kind in ("share", "referral", "dm_in"):
-                if rng.random() < p[kind]:
+                if rng.random() < p[kind] * (self.mix.dm_rate if kind == "dm_in" else 1.0):
                     self.emit(f, self.at(d), kind, text=rng.choice(_DMS) if kind == "dm_in" else "")
             # c is a daily probability, or (start, keep-going) probabilities for a streaker
             streak = rng.random() < ((c[1] if streak else c[0]) if isinstance(c, tuple) else c)

@@ -1,0 +1,280 @@
+"""``superfan demo`` and ``superfan run --sandbox``.
+
+The demo starts the real app (:func:`bot.app.run`: web app, LINE adapter, Discord bot, scheduler,
+outbox senders) in sandbox mode (:mod:`bot.demo.sandbox`) on a temporary SQLite database, plays
+a simulated community into it through the adapters (:mod:`bot.demo.drive`), lets simulated
+staff answer most of the day's DMs, runs the hourly tier refresh once, sends one drop to the
+true-fan tier and above, and shows the result; ``demo-report.html`` is the HTML report of that
+database. Ctrl-C stops it cleanly: the app shuts down, the emulators close their ports and the
+temporary folder is removed (nothing runs in another process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import aiohttp
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn
+
+from bot.app import Crm
+from bot.config import Config
+from bot.demo.community import Mix, simulate
+from bot.demo.sandbox import Sandbox
+from bot.demo.show import DropResult, Shown
+from bot.demo.traffic import Traffic, plan_traffic
+from bot.i18n import t
+
+T = TypeVar("T")
+#: The demo community: about this many accounts over this many days (~25,000 rows).
+FANS, DAYS = 300, 60
+#: DMs to the creator relative to the simulator's own rates, so that the last two days hold a
+#: realistic inbox (a dozen or so waiting) at this size.
+DM_RATE = 8.0
+#: Share of the day's waiting conversations the simulated staff answer.
+ANSWERED_SHARE = 0.7
+STEPS = ("start", "line", "purchases", "discord", "inbox", "tiers", "drop", "report")
+
+
+class Interrupted(Exception):
+    """The app stopped before the demo had finished (Ctrl-C, or SIGTERM)."""
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What a demo run leaves behind, for the command and the tests."""
+
+    html: Path
+    traffic: Traffic
+    shown: Shown
+    seconds: float
+
+
+def community_mix(fans: int) -> Mix:
+    """The simulator's default mix of archetypes scaled to about ``fans`` accounts."""
+    base = Mix()
+    total = sum(base.counts().values())
+
+    def scale(count: int) -> int:
+        return max(1, round(count * fans / total)) if count else 0
+
+    return Mix(true_fans=scale(base.true_fans), casual=scale(base.casual), lurkers=scale(base.lurkers),
+               spammers=scale(base.spammers), one_time_buyers=scale(base.one_time_buyers),
+               occasional_buyers=scale(base.occasional_buyers), event_goers=scale(base.event_goers),
+               lapsed_true_fans=scale(base.lapsed_true_fans), heavy_chatters=scale(base.heavy_chatters),
+               dm_rate=DM_RATE)
+
+
+def demo_command(
+    fans: Annotated[int, typer.Option("--fans", min=10, max=5000, help="About how many fan accounts.")] = FANS,
+    days: Annotated[int, typer.Option("--days", min=3, max=365, help="Days of history to simulate.")] = DAYS,
+    seed: Annotated[int, typer.Option("--seed", help="Another seed, another community.")] = 1,
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the HTML report.")] = Path("demo-report.html"),
+) -> None:
+    """A simulated community through the real app against local LINE and Discord stand-ins: no tokens needed."""
+    from bot.cli import command
+
+    command(_demo)(fans, days, seed, out_path)
+
+
+async def _demo(fans: int, days: int, seed: int, out_path: Path) -> None:
+    from bot.cli import _config, out
+
+    config = _config()
+    try:
+        await run_demo(config, out, fans=fans, days=days, seed=seed, out_path=out_path)
+    except Interrupted:
+        out.print(t("demo.interrupted", config.creator.locale), highlight=False)
+        raise typer.Exit(130) from None
+
+
+async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: int = DAYS, seed: int = 1,
+                   out_path: Path = Path("demo-report.html")) -> DemoResult:
+    """The whole demo; raises :class:`Interrupted` when the app is stopped before it finishes."""
+    from bot.demo.sandbox import open_sandbox
+    from bot.demo.show import show, traffic_summary
+    from crm.clock import utcnow
+
+    started = time.monotonic()
+    locale = config.creator.locale
+    end = utcnow()
+    community = simulate(seed=seed, days=days, mix=community_mix(fans), end=end, tz=config.creator.timezone)
+    traffic = plan_traffic(community.rows, end=end, checkin_keyword=config.checkin.keywords[0])
+    traffic_summary(console, traffic, locale, fans=len(community.truth), days=days)
+    with tempfile.TemporaryDirectory(prefix="superfan-demo-") as tmp:
+        database_url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
+        async with open_sandbox(config, database_url=database_url) as box:
+            for user_id, name in traffic.discord_names.items():
+                box.discord.add_member(box.world.guild_id, user_id, name)
+            with _progress(console, locale) as bar:
+                steps = _Steps(bar, locale)
+                drop = await _with_app(box, steps, lambda crm, web, http: _play(box, crm, web, http, traffic, steps, seed))
+                steps.update("report", 0, 1)
+                shown, html = await _gather(box.config, drop, out_path)
+                steps.update("report", 1, 1)
+    show(console, shown, locale, box.config.crm_settings().tiers)
+    seconds = time.monotonic() - started
+    from bot.demo.show import finished
+
+    finished(console, locale, html=str(html), seconds=seconds)
+    return DemoResult(html, traffic, shown, seconds)
+
+
+async def _with_app(box: Sandbox, steps: _Steps, work: Callable[[Crm, str, aiohttp.ClientSession], Awaitable[T]]) -> T:
+    """Run the real app in the sandbox while ``work(crm, web_url, http)`` runs; stop it afterwards.
+
+    The app handles SIGINT/SIGTERM itself (it shuts down cleanly); when it stops before ``work``
+    is done, ``work`` is cancelled and :class:`Interrupted` raised.
+    """
+    from bot.app import open_crm, run
+
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    steps.update("start", 0, 1)
+    app = asyncio.create_task(run(box.config, stop=stop, on_ready=ready.set_result), name="superfan-demo-app")
+    try:
+        where = await _unless_stopped(ready, app)
+        steps.update("start", 1, 1)
+        async with open_crm(box.config) as crm, aiohttp.ClientSession() as http:
+            return await _unless_stopped(work(crm, where.split(" ")[0], http), app)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(app, 30)
+
+
+async def _unless_stopped(step: Awaitable[T], app: asyncio.Task[None]) -> T:
+    task = asyncio.ensure_future(step)
+    await asyncio.wait({task, app}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    if not app.cancelled() and app.exception() is not None:
+        raise app.exception()  # type: ignore[misc]
+    raise Interrupted()
+
+
+async def _play(box: Sandbox, crm: Crm, web: str, http: aiohttp.ClientSession, traffic: Traffic, steps: _Steps,
+                seed: int) -> DropResult:
+    from bot.demo.drive import Driver
+
+    driver = Driver(box, web, crm, http, steps.update)
+    await asyncio.gather(driver.line(traffic), driver.purchases(traffic))
+    await driver.discord(traffic)
+    locale = box.config.creator.locale
+    await driver.answer_inbox([t(f"demo.staff_answer_{n}", locale) for n in (1, 2, 3)], share=ANSWERED_SHARE,
+                              seed=seed)
+    steps.update("tiers", 0, 1)
+    from bot.jobs import refresh_tiers_job
+
+    await refresh_tiers_job(crm)
+    steps.update("tiers", 1, 1)
+    return await _send_drop(box, crm, steps)
+
+
+async def _send_drop(box: Sandbox, crm: Crm, steps: _Steps) -> DropResult:
+    """One drop to the true-fan tier and above on both platforms, sent by the app's outbox."""
+    from sqlalchemy import select
+
+    from bot.demo.drive import until
+    from crm.clock import utcnow
+    from crm.drops import DropDraft, create_drop
+    from crm.models import Delivery, Drop
+
+    config = box.config
+    locale = config.creator.locale
+    quota = config.line.monthly_quota
+    used = box.line.total_usage
+    text = t("demo.drop_text", locale)
+    async with crm.sessions.begin() as session:
+        created = await create_drop(session, crm.settings, DropDraft(text=text, min_tier=config.tiers.true_fan_tier,
+                                                                     created_by="superfan demo"),
+                                    utcnow(), quota_left=max(0, quota - used), quota=quota)
+    total = len(created.preview.audience.recipients)
+    steps.update("drop", 0, total)
+
+    async def settled() -> list[tuple[str, str]]:
+        async with crm.read() as session:
+            rows = await session.execute(select(Delivery.platform, Delivery.status).where(
+                Delivery.drop_id == created.id))
+            statuses = [(platform, status) for platform, status in rows]
+        steps.update("drop", sum(s != "pending" for _, s in statuses), total)
+        return statuses
+
+    statuses = await until(settled, lambda rows: all(s != "pending" for _, s in rows), timeout=60,
+                           what="drop deliveries")
+    async with crm.read() as session:
+        quota_used = int((await session.get(Drop, created.id)).quota_used or 0)  # type: ignore[union-attr]
+    audience = created.preview.audience
+    recipients = Counter(r.platform for r in audience.recipients)
+    discord_ids = {int(r.external_id) for r in audience.recipients if r.platform == "discord"}
+    return DropResult(
+        drop_id=created.id, tier=crm.settings.tiers.name(created.preview.min_tier, locale),
+        eligible=len({r.fan_id for r in audience.recipients}) + sum(len(v) for v in audience.left_out.values()),
+        recipients=dict(recipients),
+        sent=dict(Counter(p for p, s in statuses if s == "sent")),
+        failed=dict(Counter(p for p, s in statuses if s == "failed")),
+        left_out={reason: len(ids) for reason, ids in audience.left_out.items()},
+        line_received=len({d.to for d in box.line.delivered if d.via == "multicast"}),
+        discord_received=sum(1 for user in discord_ids if _received(box, user, text)),
+        quota_used=quota_used, quota=quota)
+
+
+def _received(box: Sandbox, user_id: int, text: str) -> bool:
+    """Whether the Discord emulator got a DM to ``user_id`` carrying ``text``."""
+    channel = box.discord.dm_channel_id(user_id)
+    return any(text in json.dumps(m, ensure_ascii=False) for m in box.discord.sent_messages(channel))
+
+
+async def _gather(config: Config, drop: DropResult | None, out_path: Path) -> tuple[Shown, Path]:
+    """Read what the demo shows from the stopped app's database, and write the HTML report."""
+    from bot.app import open_crm
+    from bot.report import write_report
+    from crm.clock import utcnow
+    from crm.digest import build_digest
+    from crm.identity import find_fan
+    from crm.profiles import fan_documents
+    from crm.stats import community_stats
+
+    now = utcnow()
+    async with open_crm(config) as crm:
+        async with crm.read() as session:
+            stats = await community_stats(session, crm.settings, now, top=10)
+            top_fan: dict[str, Any] | None = None
+            if stats["top"]:
+                found = await find_fan(session, str(stats["top"][0]["id"]))
+                (top_fan,) = await fan_documents(session, [found], crm.settings, now, interactions=8)
+            digest = (await build_digest(session, crm.settings, now)).as_json()
+        html = await write_report(crm, out_path, now=now, locale=config.creator.locale)
+    return Shown(stats, top_fan, digest, drop), html.resolve()
+
+
+class _Steps:
+    """The progress display: one line per step, created when the step starts."""
+
+    def __init__(self, bar: Progress, locale: str) -> None:
+        self.bar = bar
+        self.locale = locale
+        self.tasks: dict[str, TaskID] = {}
+
+    def update(self, step: str, done: int, total: int) -> None:
+        if step not in self.tasks:
+            self.tasks[step] = self.bar.add_task(t(f"demo.step.{step}", self.locale), total=total or 1)
+        self.bar.update(self.tasks[step], completed=done if total else 1, total=total or 1)
+
+
+def _progress(console: Console, locale: str) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    console=console, transient=False, disable=not console.is_terminal)

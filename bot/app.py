@@ -107,6 +107,11 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
     writer = GroupWriter(crm.sessions, crm.settings)
     await writer.start()
     stack.push_async_callback(writer.close)
+    from bot.drops_evergreen import EvergreenDrops
+
+    evergreen = EvergreenDrops(crm, writer)  # fans promoted later get evergreen drops (#17)
+    await evergreen.start()
+    stack.push_async_callback(evergreen.close)
 
     app = make_web_app(config.web)
     add_health_check(app, "writer", writer.health)

@@ -39,7 +39,7 @@ KindHandler = Callable[["SuperfanBot", OutboxMessage], Awaitable[None]]
 _HANDLERS: dict[str, KindHandler] = {}
 #: Modules that register handlers for their kinds when imported (E3's digest, E4's inbox); a
 #: module that does not exist yet is skipped, so the sender works before they land.
-HANDLER_MODULES = ("bot.discord_adapter.inbox", "bot.discord_adapter.digest_post")
+HANDLER_MODULES = ("bot.discord_adapter.inbox", "bot.discord_adapter.digest_post", "bot.discord_adapter.drops")
 #: Discord's limit on a message's content.
 MAX_CONTENT = 2000
 #: Discord error codes that no retry can fix: DMs closed or blocked, unknown user/channel,

@@ -45,7 +45,7 @@ from crm.errors import CrmError
 from crm.identity import find_fan
 from crm.merge import merge_fans
 from crm.privacy import forget_fan
-from crm.profiles import fan_documents, ranked_fans
+from crm.profiles import fan_documents, ranked_fan_chunks, ranked_fans
 from crm.rescore import rescore as rescore_all
 from crm.stats import community_stats
 from crm.tiers_service import pin as pin_tier
@@ -165,15 +165,16 @@ async def fans(
     async with open_crm(_config()) as crm:
         when = _now(now)
         rules = crm.settings.tiers
+        only, least = rules.resolve(tier) if tier else None, rules.resolve(min_tier) if min_tier else None
         async with crm.read() as session:
-            found = await ranked_fans(session, crm.settings, when,
-                                      tier=rules.resolve(tier) if tier else None,
-                                      min_tier=rules.resolve(min_tier) if min_tier else None, top=top)
+            if as_json:  # written as the documents are built: every fan's at once took 1.6 GB at 100k
+                chunks = ranked_fan_chunks(session, crm.settings, when, tier=only, min_tier=least, top=top)
+                await render_cli.write_json_list(sys.stdout, (
+                    await fan_documents(session, chunk, crm.settings, when, interactions=None) async for chunk in chunks))
+                return
+            found = await ranked_fans(session, crm.settings, when, tier=only, min_tier=least, top=top)
             docs = await fan_documents(session, found, crm.settings, when, interactions=None)
-    if as_json:
-        _print_json(docs)
-    else:
-        render_cli.fans_table(out, docs, crm.settings.locale)
+    render_cli.fans_table(out, docs, crm.settings.locale)
 
 
 @app.command()

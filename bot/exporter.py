@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import operator
 from datetime import datetime
 from typing import TextIO
 
@@ -16,8 +15,8 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.fan_tables import stored_rows
-from crm.privacy import EXPORT_COLUMNS, export_rows
-from crm.profiles import fan_documents, ranked_fans
+from crm.privacy import EXPORT_COLUMNS, export_batches, export_rows
+from crm.profiles import fan_documents, ranked_fan_chunks
 from crm.settings import CrmSettings
 
 FORMATS = ("csv", "jsonl", "json")
@@ -26,20 +25,25 @@ FANS_PER_CHUNK = 500
 
 
 async def write_export(session: AsyncSession, settings: CrmSettings, fmt: str, sink: TextIO, now: datetime) -> int:
-    """Write the export in ``fmt`` to ``sink``; returns how many interactions (csv, jsonl) or fans (json)."""
+    """Write the export in ``fmt`` to ``sink``; returns how many interactions (csv, jsonl) or fans (json).
+
+    Times are in the creator's timezone (``[creator] timezone``), with their offset, as
+    ``superfan fans`` shows them; every format is written as it is read, in bounded memory.
+    """
     if fmt == "json":
         return await _write_fans(session, settings, sink, now)
-    writer = csv.writer(sink) if fmt == "csv" else None
-    if writer:
-        writer.writerow(EXPORT_COLUMNS)
-    in_order = operator.itemgetter(*EXPORT_COLUMNS)
-    as_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would build one per row
+    tz = settings.scoring.tz
     count = 0
-    async for row in export_rows(session):
-        if writer:
-            writer.writerow(in_order(row))
-        else:
-            sink.write(as_json(row) + "\n")
+    if fmt == "csv":
+        writer = csv.writer(sink)
+        writer.writerow(EXPORT_COLUMNS)
+        async for rows in export_batches(session, tz=tz):
+            writer.writerows(rows)
+            count += len(rows)
+        return count
+    as_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps would build one per row
+    async for row in export_rows(session, tz=tz):
+        sink.write(as_json(row) + "\n")
         count += 1
     return count
 
@@ -55,16 +59,16 @@ async def _write_fans(session: AsyncSession, settings: CrmSettings, sink: TextIO
     however much history there is (all at once, 200k interactions took 416 MB). orjson: the
     standard encoder runs in pure Python once it indents (10 s of a 200k-interaction export).
     """
-    fans = await ranked_fans(session, settings, now)
     sink.write("{\n  " + orjson.dumps("exported_at").decode() + ": " + orjson.dumps(now.isoformat()).decode()
                + ',\n  "fans": [')
-    for start in range(0, len(fans), FANS_PER_CHUNK):
-        chunk = fans[start : start + FANS_PER_CHUNK]
+    count = 0
+    async for chunk in ranked_fan_chunks(session, settings, now, chunk=FANS_PER_CHUNK):
         docs = await fan_documents(session, chunk, settings, now, interactions=10**9)
         stored = await stored_rows(session, [fan.id for fan in chunk])
-        for n, doc in enumerate(docs, start=start):
+        for doc in docs:
             doc["stored"] = stored[doc["id"]]
             text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
-            sink.write(("," if n else "") + "\n    " + text.replace("\n", "\n    "))
-    sink.write("\n  ]\n}\n" if fans else "]\n}\n")
-    return len(fans)
+            sink.write(("," if count else "") + "\n    " + text.replace("\n", "\n    "))
+            count += 1
+    sink.write("\n  ]\n}\n" if count else "]\n}\n")
+    return count

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterable, Iterable
+from typing import Any, TextIO
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
 from bot.i18n import t
 from bot.tiers_cli import standing_lines
 from crm.tiers import TierRules
+
+
+async def write_json_list(sink: TextIO, chunks: AsyncIterable[Iterable[dict[str, Any]]]) -> int:
+    """A JSON list written item by item as the chunks come (``fans --json`` of 100k fans holds one
+    chunk, not the list); the text is ``json.dumps(items, ensure_ascii=False, indent=2)``'s."""
+    count = 0
+    async for chunk in chunks:
+        for item in chunk:
+            text = orjson.dumps(item, option=orjson.OPT_INDENT_2).decode()
+            sink.write(("[\n  " if count == 0 else ",\n  ") + text.replace("\n", "\n  "))
+            count += 1
+    sink.write("\n]\n" if count else "[]\n")
+    return count
 
 
 def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Float, Integer, and_, bindparam, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 
+from crm.db import fetch_rows
 from crm.models import Conversation, Fan, FanTopic, Identity, Interaction, Note, table
-from crm.scoring import breakdown, current_scores
+from crm.scoring import current_scores
 from crm.settings import CrmSettings
-from crm.tiers import Evidence, Standing
+from crm.tiers import Evidence
 from crm.tiers_service import tenure_days
 
 CHUNK = 500
@@ -36,17 +40,70 @@ def amount_of(cents: int | None) -> float | int | None:
     return cents // 100 if cents % 100 == 0 else cents / 100
 
 
-async def _by_fan(session: AsyncSession, stmt: Any, column: Any, ids: Sequence[int]) -> dict[int, list[Any]]:
+#: ln 2: a row's points today are ``points · e^(−ln2 · age / half-life)``.
+LN2 = math.log(2.0)
+_ic, _dc, _tc, _nc, _cc = (table(m).c for m in (Interaction, Identity, FanTopic, Note, Conversation))
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_IDENTITIES = select(_dc.fan_id, _dc.platform, _dc.external_id, _dc.display_name).where(_dc.fan_id.in_(_IDS)) \
+    .order_by(_dc.id)
+_TOPICS = select(_tc.fan_id, _tc.topic, _tc.source).where(_tc.fan_id.in_(_IDS)).order_by(_tc.topic)
+_NOTES = select(_nc.fan_id, _nc.text, _nc.created_at, _nc.author).where(_nc.fan_id.in_(_IDS)) \
+    .order_by(_nc.created_at.desc())
+_WAITING = select(_cc.fan_id, _cc.waiting_since, _cc.due_at, _cc.platform) \
+    .where(_cc.status == "waiting", _cc.fan_id.in_(_IDS))
+_RECENT_COLUMNS = (_ic.fan_id, _ic.kind, _ic.platform, _ic.occurred_at, _ic.summary, _ic.amount_cents, _ic.currency,
+                   _ic.points)
+_NEWEST = (_ic.occurred_at.desc(), _ic.id.desc())
+_RECENT_ONE = select(*_RECENT_COLUMNS).where(_ic.fan_id == bindparam("fan_id")).order_by(*_NEWEST) \
+    .limit(bindparam("n", type_=Integer))
+#: The fields of a fan that a document shows (an ORM ``Fan`` or a row of these columns will do).
+FAN_COLUMNS = (Fan.id, Fan.display_name, Fan.tier, Fan.tier_pinned, Fan.score_base, Fan.opted_out, Fan.first_seen_at,
+               Fan.last_seen_at)
+
+
+class FanFields(Protocol):
+    id: int
+    display_name: str
+    tier: str
+    tier_pinned: str | None
+    score_base: float
+    opted_out: bool
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+@functools.cache
+def _awarded(dialect: str) -> Any:
+    """Per fan and kind, over the fan's awarded rows (the covering ``ix_interactions_awarded``):
+    how many, points as earned, points today, and how many fall in the commitment window.
+
+    The age is ``julianday`` arithmetic on SQLite and ``extract(epoch …)`` on PostgreSQL.
+    """
+    now = bindparam("now", type_=_ic.occurred_at.type)
+    if dialect == "sqlite":
+        age_days: Any = func.julianday(now) - func.julianday(_ic.occurred_at)
+    else:
+        age_days = cast(func.extract("epoch", now - _ic.occurred_at), Float) / 86400.0
+    today = _ic.points * func.exp(-LN2 * age_days / bindparam("half_life", type_=Float))
+    window = case((and_(_ic.occurred_at > bindparam("since", type_=_ic.occurred_at.type), _ic.occurred_at <= now), 1),
+                  else_=0)
+    return (select(_ic.fan_id, _ic.kind, func.count(), func.sum(_ic.points), func.sum(today), func.sum(window))
+            .where(_ic.points > 0, _ic.fan_id.in_(_IDS)).group_by(_ic.fan_id, _ic.kind))
+
+
+async def _by_fan(session: AsyncSession, stmt: Any, ids: Sequence[int], params: dict[str, Any] | None = None,
+                  datetime_columns: Sequence[int] = ()) -> dict[int, list[Any]]:
     out: dict[int, list[Any]] = defaultdict(list)
     for start in range(0, len(ids), CHUNK):
-        for row in await session.execute(stmt.where(column.in_(ids[start : start + CHUNK]))):
+        for row in await fetch_rows(session, stmt, {**(params or {}), "ids": list(ids[start : start + CHUNK])},
+                                    datetime_columns=datetime_columns):
             out[int(row[0])].append(row)
     return out
 
 
 async def fan_documents(
     session: AsyncSession,
-    fans: Sequence[Fan],
+    fans: Sequence[FanFields],
     settings: CrmSettings,
     now: datetime,
     *,
@@ -55,27 +112,28 @@ async def fan_documents(
     """Fan objects (DESIGN.md "fan"), loading related rows in a few set-based queries.
 
     ``interactions=None`` leaves the ``interactions`` key out (lists); ``0`` or more bounds it.
+    ``fans`` are ORM fans or rows of :data:`FAN_COLUMNS`. The score breakdown is summed per kind
+    in SQL (``GROUP BY``): a heavy fan's thousands of awarded rows never come into Python.
     """
     state, divisor = await current_scores(session, settings.scoring, now)
     tz = settings.scoring.tz
+    rules = settings.tiers
     ids = [f.id for f in fans]
-    idents = await _by_fan(session, select(Identity.fan_id, Identity.platform, Identity.external_id,
-                                           Identity.display_name).order_by(Identity.id), Identity.fan_id, ids)
-    topics = await _by_fan(session, select(FanTopic.fan_id, FanTopic.topic, FanTopic.source)
-                           .order_by(FanTopic.topic), FanTopic.fan_id, ids)
-    notes = await _by_fan(session, select(Note.fan_id, Note.text, Note.created_at, Note.author)
-                          .order_by(Note.created_at.desc()), Note.fan_id, ids)
-    points = await _by_fan(session, select(Interaction.fan_id, Interaction.kind, Interaction.points,
-                                           Interaction.occurred_at).where(Interaction.points > 0),
-                           Interaction.fan_id, ids)
-    convs = await _by_fan(session, select(Conversation.fan_id, Conversation.waiting_since, Conversation.due_at,
-                                          Conversation.platform)
-                          .where(Conversation.status == "waiting"), Conversation.fan_id, ids)
+    idents = await _by_fan(session, _IDENTITIES, ids)
+    topics = await _by_fan(session, _TOPICS, ids)
+    notes = await _by_fan(session, _NOTES, ids, datetime_columns=(2,))
+    awarded = await _by_fan(session, _awarded(session.get_bind().dialect.name), ids,
+                            {"now": now, "half_life": state.half_life_days,
+                             "since": now - timedelta(days=rules.commitment_days)})
+    convs = await _by_fan(session, _WAITING, ids, datetime_columns=(1, 2))
     docs = []
     for fan in fans:
-        explained = breakdown(((k, p, at) for _, k, p, at in points.get(fan.id, [])), now, state.half_life_days)
-        standing = _standing(fan, points.get(fan.id, []), fan.score_base / divisor, settings, now,
-                             state.half_life_days)
+        explained = {str(kind): {"points": round(float(points), 2), "decayed": round(float(today), 2),
+                                 "count": int(count)}
+                     for _, kind, count, points, today, _ in sorted(awarded.get(fan.id, []), key=lambda r: r[1])}
+        commitments = sum(int(n) for _, kind, _, _, _, n in awarded.get(fan.id, []) if kind in rules.commitment_kinds)
+        evidence = Evidence(commitments, tenure_days(fan.first_seen_at, now), state.half_life_days)
+        standing = rules.standing(fan.tier, fan.score_base / divisor, fan.tier_pinned, evidence)
         doc: dict[str, Any] = {
             "id": fan.id,
             "display_name": fan.display_name,
@@ -86,7 +144,7 @@ async def fan_documents(
             "score_breakdown": {k: v["decayed"] for k, v in explained.items()},
             "score_explained": explained,
             "tier_standing": asdict(standing),  # why this tier, what the next one needs (crm.tiers.Standing)
-            "opted_out": fan.opted_out,
+            "opted_out": bool(fan.opted_out),
             "first_seen": iso(fan.first_seen_at, tz),
             "last_seen": iso(fan.last_seen_at, tz),
             "identities": [{"platform": p, "external_id": e, "display_name": n}
@@ -111,16 +169,6 @@ async def fan_documents(
     return docs
 
 
-def _standing(fan: Fan, awarded: list[Any], score: float, settings: CrmSettings, now: datetime,
-              half_life_days: float) -> Standing:
-    """The tier explanation from rows already loaded (points > 0): no extra query per card."""
-    rules = settings.tiers
-    since = now - timedelta(days=rules.commitment_days)
-    commitments = sum(1 for _, kind, _, at in awarded if kind in rules.commitment_kinds and since < at <= now)
-    evidence = Evidence(commitments, tenure_days(fan.first_seen_at, now), half_life_days)
-    return rules.standing(fan.tier, score, fan.tier_pinned, evidence)
-
-
 async def _recent(session: AsyncSession, ids: Sequence[int], limit: int) -> dict[int, list[Any]]:
     """Each fan's newest ``limit`` interactions, newest first.
 
@@ -129,23 +177,30 @@ async def _recent(session: AsyncSession, ids: Sequence[int], limit: int) -> dict
     (an export of every fan's history, which took a query per fan, most of its time), a chunk of
     fans per query, ranked with ``row_number()``.
     """
-    ic = table(Interaction).c
-    columns = (ic.fan_id, ic.kind, ic.platform, ic.occurred_at, ic.summary, ic.amount_cents, ic.currency, ic.points)
-    newest = (ic.occurred_at.desc(), ic.id.desc())
     out: dict[int, list[Any]] = defaultdict(list)
     if len(ids) <= FEW_FANS:
         for fan_id in ids:
-            out[fan_id] = list(await session.execute(select(*columns).where(ic.fan_id == fan_id)
-                                                     .order_by(*newest).limit(limit)))
+            out[fan_id] = await fetch_rows(session, _RECENT_ONE, {"fan_id": fan_id, "n": limit}, datetime_columns=(3,))
         return out
-    rank = func.row_number().over(partition_by=ic.fan_id, order_by=newest).label("n")
+    rank = func.row_number().over(partition_by=_ic.fan_id, order_by=_NEWEST).label("n")
     for start in range(0, len(ids), CHUNK):
-        ranked = select(*columns, rank).where(ic.fan_id.in_(ids[start : start + CHUNK])).subquery()
+        ranked = select(*_RECENT_COLUMNS, rank).where(_ic.fan_id.in_(ids[start : start + CHUNK])).subquery()
         stmt = (select(*(c for c in ranked.c if c.name != "n")).where(ranked.c.n <= limit)
                 .order_by(ranked.c.fan_id, ranked.c.n))
         for row in await session.execute(stmt):
             out[int(row[0])].append(row)
     return out
+
+
+def _ranked(columns: Sequence[Any], settings: CrmSettings, tier: str | None, min_tier: str | None,
+            top: int | None) -> Any:
+    stmt = select(*columns).order_by(Fan.score_base.desc(), Fan.id)
+    if tier is not None:
+        stmt = stmt.where(Fan.tier == tier)
+    if min_tier is not None:
+        keys = settings.tiers.keys
+        stmt = stmt.where(Fan.tier.in_(keys[settings.tiers.rank(min_tier):]))
+    return stmt if top is None else stmt.limit(top)
 
 
 async def ranked_fans(
@@ -158,12 +213,24 @@ async def ranked_fans(
     top: int | None = None,
 ) -> list[Fan]:
     """Fans by today's score, best first (``score_base`` order is today's order: no recomputation)."""
-    stmt = select(Fan).order_by(Fan.score_base.desc(), Fan.id)
-    if tier is not None:
-        stmt = stmt.where(Fan.tier == tier)
-    if min_tier is not None:
-        keys = settings.tiers.keys
-        stmt = stmt.where(Fan.tier.in_(keys[settings.tiers.rank(min_tier):]))
-    if top is not None:
-        stmt = stmt.limit(top)
-    return list((await session.execute(stmt)).scalars())
+    return list((await session.execute(_ranked([Fan], settings, tier, min_tier, top))).scalars())
+
+
+async def ranked_fan_chunks(
+    session: AsyncSession,
+    settings: CrmSettings,
+    now: datetime,
+    *,
+    tier: str | None = None,
+    min_tier: str | None = None,
+    top: int | None = None,
+    chunk: int = CHUNK,
+) -> AsyncIterator[list[Any]]:
+    """:func:`ranked_fans` as rows of :data:`FAN_COLUMNS`, ``chunk`` fans at a time, for lists of
+    every fan (``fans --json``, the JSON export): memory holds the ranked ids and one chunk, not
+    100k ORM fans (1.6 GB with their documents)."""
+    ids = [int(r[0]) for r in await session.execute(_ranked([Fan.id], settings, tier, min_tier, top))]
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        rows = {int(r.id): r for r in await session.execute(select(*FAN_COLUMNS).where(Fan.id.in_(part)))}
+        yield [rows[i] for i in part if i in rows]

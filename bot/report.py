@@ -124,7 +124,7 @@ def render_report(data: ReportData, settings: CrmSettings, locale: str, *, line_
         f'<p class="sub">{escape(t("report.subtitle", locale, at=data.generated_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"), timezone=data.timezone))}</p>',
         '<dl class="tiles">',
         _tile(t("report.fans_total", locale), "fans", f"{data.fans:,}"),
-        _tile(t("report.interactions_total", locale), "interactions", f"{data.interactions:,}"),
+        _tile(t("report.interactions_total", locale, weeks=len(data.weeks)), "interactions", f"{data.interactions:,}"),
         _tile(t("report.true_fans.count", locale), "true_fans.count", f"{data.true_fans.count:,}",
               f" / {data.true_fans.goal:,}"),
         _tile(t("report.sla.tile", locale), "sla.recent.pct", r.pct(data.sla_recent.within_sla_pct)),

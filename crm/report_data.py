@@ -25,9 +25,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Integer, and_, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.models import (
@@ -147,6 +148,7 @@ class ReportData:
     timezone: str
     weeks: list[datetime]
     fans: int
+    #: Interactions over the weeks shown (the sum of ``engagement``).
     interactions: int
     funnel: list[FunnelStep]
     #: tier key → fans in that tier at the end of each week (the last week ends at ``now``).
@@ -189,17 +191,16 @@ async def build_report(session: AsyncSession, settings: CrmSettings, now: dateti
     true_keys = rules.keys[rules.rank(rules.true_fan_tier):]
     true_count = sum(counts.get(k, 0) for k in true_keys)
     goal = settings.goal.target
-    total_interactions = int((await session.execute(
-        select(func.count()).select_from(table(Interaction)).where(_i.occurred_at <= now))).scalar_one())
+    engagement = await engagement_by_week(session, starts, ends)
     return ReportData(
         generated_at=now, timezone=settings.scoring.timezone, weeks=starts, fans=sum(counts.values()),
-        interactions=total_interactions, funnel=funnel(counts, settings), tiers_by_week=by_week,
+        interactions=sum(sum(v) for v in engagement.values()), funnel=funnel(counts, settings), tiers_by_week=by_week,
         true_fans=TrueFans(rules.true_fan_tier, true_count, goal,
                            round(100.0 * true_count / goal, 1),
                            [sum(by_week[k][n] for k in true_keys) for n in range(len(starts))]),
         sla_recent=await sla_figures(session, settings, now),
         sla_weeks=await sla_by_week(session, starts, ends, now),
-        engagement=await engagement_by_week(session, starts, ends),
+        engagement=engagement,
         top_fans=await top_fans(session, settings, now, top),
         drops=await drop_results(session, drops),
         line_quota=await line_quota_use(session, now, tz, line_quota),
@@ -232,10 +233,12 @@ async def tiers_by_week(session: AsyncSession, settings: CrmSettings, ends: Sequ
     def tier_of(key: str | None) -> str:
         return key if key in out else rules.lowest
 
-    seen = [func.sum(case((_f.first_seen_at <= end, 1), else_=0)) for end in ends]
-    for tier, *per_week in await session.execute(select(_f.tier, *seen).group_by(_f.tier)):
-        for n, value in enumerate(per_week):
-            out[tier_of(tier)][n] += int(value or 0)
+    arrived = _week_of(_f.first_seen_at, ends, inclusive=True)
+    by_week = select(_f.tier, arrived.label("week")).where(_f.first_seen_at <= ends[-1]).subquery()
+    for tier, week, n in await session.execute(
+            select(by_week.c.tier, by_week.c.week, func.count()).group_by(by_week.c.tier, by_week.c.week)):
+        for later in range(int(week), len(ends)):  # known from the week they arrived on
+            out[tier_of(tier)][later] += int(n)
     moves: dict[int, list[tuple[datetime, str | None]]] = defaultdict(list)
     for fan_id, at, from_tier in await session.execute(
             select(_tc.fan_id, _tc.at, _tc.from_tier).where(_tc.at > since).order_by(_tc.at, _tc.id)):
@@ -290,14 +293,23 @@ async def sla_by_week(session: AsyncSession, starts: Sequence[datetime], ends: S
 
 async def engagement_by_week(session: AsyncSession, starts: Sequence[datetime],
                              ends: Sequence[datetime]) -> dict[str, list[int]]:
-    """Interactions per kind and week (by when they happened), most frequent kind first."""
-    per_week = [func.sum(case((and_(_i.occurred_at >= s, _i.occurred_at < e), 1), else_=0))
-                for s, e in zip(starts, ends, strict=True)]
-    rows = await session.execute(
-        select(_i.kind, *per_week).where(_i.occurred_at >= starts[0], _i.occurred_at < ends[-1])
-        .group_by(_i.kind))
-    found = {kind: [int(v or 0) for v in values] for kind, *values in rows}
+    """Interactions per kind and week (by when they happened, up to and including the last end),
+    most frequent kind first."""
+    rows = select(_i.kind, _week_of(_i.occurred_at, ends).label("week")) \
+        .where(_i.occurred_at >= starts[0], _i.occurred_at <= ends[-1]).subquery()
+    found: dict[str, list[int]] = {}
+    for kind, week, n in await session.execute(
+            select(rows.c.kind, rows.c.week, func.count()).group_by(rows.c.kind, rows.c.week)):
+        found.setdefault(kind, [0] * len(ends))[int(week)] = int(n)
     return dict(sorted(found.items(), key=lambda kv: (-sum(kv[1]), kv[0])))
+
+
+def _week_of(column: Any, ends: Sequence[datetime], *, inclusive: bool = False) -> Any:
+    """The index of the first week whose end a time comes before (at or before, ``inclusive``), as
+    one CASE the database works out per row: one pass, a handful of comparisons a row. Times past
+    the last end fall in the last week (callers bound them)."""
+    before = [(column <= end if inclusive else column < end, n) for n, end in enumerate(ends[:-1])]
+    return case(*before, else_=len(ends) - 1) if before else literal(0, Integer)
 
 
 async def top_fans(session: AsyncSession, settings: CrmSettings, now: datetime, top: int) -> list[TopFan]:

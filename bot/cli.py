@@ -9,52 +9,62 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from bot import render_cli
-from bot.app import open_crm
-from bot.config import Config, ConfigError, load_config, require_secrets
-from bot.dead_letters_cli import dead_letters_app
-from bot.digest_cli import digest_command
-from bot.drops_cli import drop_app
-from bot.exporter import FORMATS, write_export
+from bot.cli_shell import CatalogueGroup, confirm
 from bot.i18n import t
-from bot.i18n.errors import error_text
-from bot.importer import import_file
-from bot.inbox_cli import inbox_app, reply
-from bot.log_safety import setup_logging
-from bot.tiers_cli import tiers_command
-from bot.write_failures import brief, transient
-from crm.clock import parse_iso, utcnow
-from crm.db import migrate as run_migrations
-from crm.errors import CrmError
-from crm.identity import find_fan
-from crm.merge import merge_fans
-from crm.privacy import forget_fan
-from crm.profiles import fan_documents, ranked_fan_chunks, ranked_fans
-from crm.rescore import rescore as rescore_all
-from crm.stats import community_stats
-from crm.tiers_service import pin as pin_tier
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="superfan: the super-fan CRM for creators.")
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn
+
+    from bot.config import Config
+
+    out: Console  # made on first use: see __getattr__
+    err: Console
+
+
+class SuperfanGroup(CatalogueGroup):
+    """``superfan``. Commands written in other modules are listed here and imported only when run
+    (or asked for help): each costs the others nothing at start-up. Their help comes from
+    ``[help.*]`` in ``bot/i18n/<locale>.cli.toml`` (see :mod:`bot.cli_i18n`)."""
+
+    lazy_commands = {
+        "digest": "bot.digest_cli:digest_command",
+        "reply": "bot.inbox_cli:reply",
+        "tiers": "bot.tiers_cli:tiers_command",
+        "inbox": "bot.inbox_cli:inbox_app",
+        "dead-letters": "bot.dead_letters_cli:dead_letters_app",
+        "drop": "bot.drops_cli:drop_app",
+    }
+
+
+app = typer.Typer(cls=SuperfanGroup, add_completion=False, no_args_is_help=True)
 T = TypeVar("T")
 _state: dict[str, Any] = {"config": None}
+_consoles: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """``out`` (stdout) or ``err`` (stderr), made on first use: rich costs a command that prints
+    nothing through it (``--json``) its import."""
+    if name not in _consoles:
+        from rich.console import Console
+
+        _consoles[name] = Console() if name == "out" else Console(stderr=True, soft_wrap=True)
+    return _consoles[name]
+
+
+def __getattr__(name: str) -> Console:
+    """``from bot.cli import out, err``: the consoles, made when first asked for."""
+    if name in ("out", "err"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Failure(Exception):
@@ -67,6 +77,8 @@ def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """superfan: know your true fans (鐵粉), answer every DM, reward close friends."""
+    from bot.log_safety import setup_logging
+
     _state["config_path"] = config
     _state["config"] = None
     setup_logging(verbose)
@@ -75,6 +87,8 @@ def main_options(
 def _config(*, need_secrets: bool = False) -> Config:
     """The config, loaded once. Only commands that talk to LINE or Discord (``run``) pass
     ``need_secrets``: then a missing secret is reported with every other problem in the file."""
+    from bot.config import load_config, require_secrets
+
     if _state["config"] is None:
         _state["config"] = load_config(_state.get("config_path"), need_secrets=need_secrets)
     elif need_secrets:
@@ -87,31 +101,40 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        from bot.config import ConfigError
+        from crm.errors import CrmError
+
         try:
             return asyncio.run(fn(*args, **kwargs))
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, BrokenPipeError):  # a closed pipe: the reader left (bot.cli_shell)
             raise
         except (ConfigError, CrmError) as exc:
+            from bot.i18n.errors import error_text
+
             text = error_text(exc, _locale()) if isinstance(exc, CrmError) else str(exc)
             for line in text.splitlines():
-                err.print(f"error: {line}", highlight=False, markup=False)
+                _console("err").print(f"error: {line}", highlight=False, markup=False)
             raise typer.Exit(2) from None
         except (Failure, OSError) as exc:
-            err.print(f"error: {exc}", highlight=False, markup=False)
+            _console("err").print(f"error: {exc}", highlight=False, markup=False)
             raise typer.Exit(1) from None
         except Exception as exc:
             if os.environ.get("SUPERFAN_DEBUG"):
                 raise
+            from bot.write_failures import brief, transient
+
             # No exception text as it stands: it can quote what fans wrote (brief() keeps what is safe).
             text = t("cli.storage_busy", _locale()) if transient(exc) else t("cli.unexpected", _locale(),
                                                                               error=brief(exc))
-            err.print(f"error: {text}", highlight=False, markup=False)
+            _console("err").print(f"error: {text}", highlight=False, markup=False)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
 def _locale() -> str:
+    from bot.config import ConfigError
+
     try:
         return _config().creator.locale
     except ConfigError:
@@ -119,6 +142,9 @@ def _locale() -> str:
 
 
 def _now(text: str | None) -> datetime:
+    from crm.clock import parse_iso, utcnow
+    from crm.errors import CrmError
+
     if not text:
         return utcnow()
     try:
@@ -134,6 +160,9 @@ def _print_json(data: Any) -> None:
 def _progress(count: ProgressColumn | None = None) -> Progress:
     """A bar on stderr while a long command works (only on a terminal); ``count`` shows how far
     (default: done/total items)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    err = _console("err")
     return Progress(TextColumn("{task.description}"), BarColumn(), count or MofNCompleteColumn(),
                     TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
 
@@ -142,9 +171,11 @@ def _progress(count: ProgressColumn | None = None) -> Progress:
 @command
 async def migrate() -> None:
     """Upgrade the configured database to the newest schema (Alembic)."""
+    from crm.db import migrate as run_migrations
+
     cfg = _config()
     await run_migrations(cfg.database.url)
-    out.print(t("cli.migrated", cfg.creator.locale, url=_safe_url(cfg.database.url)), highlight=False)
+    _console("out").print(t("cli.migrated", cfg.creator.locale, url=_safe_url(cfg.database.url)), highlight=False)
 
 
 def _safe_url(url: str) -> str:
@@ -162,6 +193,10 @@ async def fans(
     now: Annotated[str | None, typer.Option("--now", help="Evaluate scores at this ISO-8601 time.")] = None,
 ) -> None:
     """Fans ranked by today's score."""
+    from bot import render_cli
+    from bot.app import open_crm
+    from crm.profiles import fan_documents, ranked_fan_chunks, ranked_fans
+
     async with open_crm(_config()) as crm:
         when = _now(now)
         rules = crm.settings.tiers
@@ -174,7 +209,7 @@ async def fans(
                 return
             found = await ranked_fans(session, crm.settings, when, tier=only, min_tier=least, top=top)
             docs = await fan_documents(session, found, crm.settings, when, interactions=None)
-    render_cli.fans_table(out, docs, crm.settings.locale)
+    render_cli.fans_table(_console("out"), docs, crm.settings.locale)
 
 
 @app.command()
@@ -186,6 +221,11 @@ async def fan(
     now: Annotated[str | None, typer.Option("--now", help="Evaluate the score at this ISO-8601 time.")] = None,
 ) -> None:
     """One fan's history, score (explained), preferences and notes."""
+    from bot import render_cli
+    from bot.app import open_crm
+    from crm.identity import find_fan
+    from crm.profiles import fan_documents
+
     async with open_crm(_config()) as crm:
         when = _now(now)
         async with crm.read() as session:
@@ -194,7 +234,7 @@ async def fan(
     if as_json:
         _print_json(doc)
     else:
-        render_cli.fan_card(out, doc, crm.settings.locale, crm.settings.tiers)
+        render_cli.fan_card(_console("out"), doc, crm.settings.locale, crm.settings.tiers)
 
 
 @app.command("import")
@@ -205,6 +245,12 @@ async def import_(
                                                   help="Take kinds superfan does not know (scored 0).")] = False,
 ) -> None:
     """Import interactions and purchases. A bad row rejects the whole file (exit 2)."""
+    from rich.progress import DownloadColumn
+
+    from bot.app import open_crm
+    from bot.importer import import_file
+    from crm.clock import utcnow
+
     async with open_crm(_config()) as crm:
         with _progress(DownloadColumn()) as bar:  # by bytes: the file is read and recorded chunk by chunk
             task = bar.add_task(t("cli.importing", crm.settings.locale),
@@ -212,7 +258,7 @@ async def import_(
             async with crm.sessions.begin() as session:
                 result = await import_file(session, file, crm.settings, utcnow(), allow_new_kinds=allow_new_kinds,
                                            progress=lambda done: bar.update(task, completed=done))
-    out.print(t("cli.imported", crm.settings.locale, stored=result.stored, duplicates=result.duplicates,
+    _console("out").print(t("cli.imported", crm.settings.locale, stored=result.stored, duplicates=result.duplicates,
                 new_fans=result.new_fans, moves=result.tier_moves), highlight=False)
 
 
@@ -223,6 +269,11 @@ async def export(
     out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Export everything stored: interactions (csv/jsonl, re-importable) or full fan records (json)."""
+    from bot.app import open_crm
+    from bot.exporter import FORMATS, write_export
+    from crm.clock import utcnow
+    from crm.errors import CrmError
+
     if fmt not in FORMATS:
         raise CrmError(f"--format must be csv, jsonl or json, not {fmt!r}", code="cli.bad_format", format=fmt)
     async with open_crm(_config()) as crm:
@@ -235,7 +286,7 @@ async def export(
             if out_path:
                 sink.close()
     if out_path:
-        out.print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
+        _console("out").print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
 
 
 @app.command()
@@ -245,13 +296,18 @@ async def merge(
     other: Annotated[str, typer.Argument(help="The fan merged into it and removed.")],
 ) -> None:
     """Merge two fan records that are one person (history, score, notes combined)."""
+    from bot.app import open_crm
+    from crm.clock import utcnow
+    from crm.identity import find_fan
+    from crm.merge import merge_fans
+
     async with open_crm(_config()) as crm:
         async with crm.sessions.begin() as session:
             a = await find_fan(session, keep)
             b = await find_fan(session, other)
             await merge_fans(session, crm.settings, a.id, b.id, now=utcnow())
             name = a.display_name
-    out.print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
+    _console("out").print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
 
 
 @app.command()
@@ -261,30 +317,39 @@ async def forget(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Erase everything stored about a fan (a PDPA/GDPR erasure request). Irreversible."""
+    from bot.app import open_crm
+    from crm.clock import utcnow
+    from crm.identity import find_fan
+    from crm.privacy import forget_fan
+
     async with open_crm(_config()) as crm:
         locale = crm.settings.locale
         async with crm.read() as session:
             found = await find_fan(session, query)
             fan_id, name = found.id, found.display_name
-        if not yes and not typer.confirm(t("cli.forget_ask", locale, id=fan_id, name=name), err=True):
+        if not yes and not confirm(t("cli.forget_ask", locale, id=fan_id, name=name), locale):
             raise typer.Exit(1)
         async with crm.sessions.begin() as session:
             forgotten = await forget_fan(session, crm.settings, fan_id, utcnow())
     key = "cli.forgotten_kept_opt_out" if forgotten.kept_opt_out else "cli.forgotten"
-    out.print(t(key, locale, id=fan_id, rows=forgotten.rows), highlight=False)
+    _console("out").print(t(key, locale, id=fan_id, rows=forgotten.rows), highlight=False)
 
 
 @app.command()
 @command
 async def rescore() -> None:
     """Recompute every fan's points and score after changing weights, caps or the half-life."""
+    from bot.app import open_crm
+    from crm.clock import utcnow
+    from crm.rescore import rescore as rescore_all
+
     async with open_crm(_config()) as crm:
         with _progress() as bar:
             task = bar.add_task(t("cli.rescoring", crm.settings.locale), total=None)
             async with crm.sessions() as session:  # committed batch by batch: webhooks go on meanwhile
                 result = await rescore_all(session, crm.settings, utcnow(),
                                            progress=lambda n: bar.advance(task, n))
-    out.print(t("cli.rescored", crm.settings.locale, fans=result.fans, interactions=result.interactions,
+    _console("out").print(t("cli.rescored", crm.settings.locale, fans=result.fans, interactions=result.interactions,
                 moves=len(result.tier_moves)), highlight=False)
 
 
@@ -296,13 +361,17 @@ async def stats(
     now: Annotated[str | None, typer.Option("--now", help="Evaluate at this ISO-8601 time.")] = None,
 ) -> None:
     """Fans per tier, true fans against the goal (1000 true fans), and the top fans."""
+    from bot import render_cli
+    from bot.app import open_crm
+    from crm.stats import community_stats
+
     async with open_crm(_config()) as crm:
         async with crm.read() as session:
             data = await community_stats(session, crm.settings, _now(now), top=top)
     if as_json:
         _print_json(data)
     else:
-        render_cli.stats(out, data, crm.settings.locale)
+        render_cli.stats(_console("out"), data, crm.settings.locale)
 
 
 @app.command()
@@ -314,6 +383,12 @@ async def pin(
     by: Annotated[str, typer.Option("--by", help="Who pins (recorded).")] = "cli",
 ) -> None:
     """Pin a fan to a tier (a close-friends list the score does not override), or unpin."""
+    from bot.app import open_crm
+    from crm.clock import utcnow
+    from crm.errors import CrmError
+    from crm.identity import find_fan
+    from crm.tiers_service import pin as pin_tier
+
     if (tier is None) != unpin:
         raise CrmError("give a tier to pin to, or --unpin", code="cli.pin_needs_tier")
     async with open_crm(_config()) as crm:
@@ -322,7 +397,7 @@ async def pin(
             key = None if unpin else crm.settings.tiers.resolve(tier or "")
             await pin_tier(session, crm.settings, found.id, key, by=by, now=utcnow())
             name = crm.settings.tiers.name(found.tier, crm.settings.locale)
-    out.print(t("cli.pinned", crm.settings.locale, id=found.id, name=found.display_name, tier=name), highlight=False)
+    _console("out").print(t("cli.pinned", crm.settings.locale, id=found.id, name=found.display_name, tier=name), highlight=False)
 
 
 @app.command()
@@ -335,9 +410,9 @@ async def run() -> None:
     for name in ("bot", "crm"):
         if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)
-    await run_app(cfg, on_ready=lambda where: err.print(
+    await run_app(cfg, on_ready=lambda where: _console("err").print(
         t("line.cli.running", cfg.creator.locale, where=where), highlight=False, markup=False, soft_wrap=True))
-    err.print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
+    _console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("link-code")
@@ -346,7 +421,11 @@ async def link_code(
     who: Annotated[str, typer.Argument(help="discord:USER_ID (or any fan: id, platform:id, name).")],
 ) -> None:
     """Issue a one-time code; the fan sends `綁定 CODE` (or `link CODE`) to the LINE account to merge."""
+    from bot.app import open_crm
+    from crm.clock import utcnow
+    from crm.errors import CrmError
     from crm.fan_actions import ensure_fan, issue_link_code
+    from crm.identity import find_fan
 
     platform, sep, external_id = who.strip().partition(":")
     platform, external_id = platform.strip().lower(), external_id.strip()
@@ -362,17 +441,11 @@ async def link_code(
             else:
                 fan_id, platform = (await find_fan(session, who)).id, "cli"
             code = await issue_link_code(session, fan_id, platform=platform, now=now)
-    out.print(t("line.cli.link_code", crm.settings.locale, code=code, fan=fan_id), highlight=False, soft_wrap=True)
+    _console("out").print(t("line.cli.link_code", crm.settings.locale, code=code, fan=fan_id), highlight=False, soft_wrap=True)
 
 
 line_app = typer.Typer(no_args_is_help=True, help="LINE Official Account tools.")
 app.add_typer(line_app, name="line")
-app.add_typer(dead_letters_app, name="dead-letters")
-app.command("digest")(digest_command)
-app.add_typer(inbox_app, name="inbox")
-app.command("reply")(reply)
-app.command("tiers")(tiers_command)
-app.add_typer(drop_app, name="drop")
 
 
 @app.command()
@@ -398,7 +471,7 @@ async def line_richmenu(
     found = inspect_image(data)  # refused before anything is created
     token = cfg.secret(cfg.line.channel_access_token_env)
     menu_id = await install(cfg.line.api_base, token, data, cfg.creator.locale)
-    out.print(t("line.cli.richmenu_done", cfg.creator.locale, id=menu_id, width=found.width, height=found.height),
+    _console("out").print(t("line.cli.richmenu_done", cfg.creator.locale, id=menu_id, width=found.width, height=found.height),
               highlight=False, soft_wrap=True)
 
 

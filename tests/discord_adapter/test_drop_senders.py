@@ -35,10 +35,14 @@ RATE_LIMITED = {"message": "You are being rate limited.", "retry_after": 0.01, "
 Transact = Callable[[Callable[[AsyncSession], Awaitable[Any]]], Awaitable[Any]]
 
 
-@pytest.fixture
-def settings() -> CrmSettings:
+def with_tier_channel() -> CrmSettings:
     """Drops for 鐵粉 and above are also posted in their channel."""
     return replace(CrmSettings(), drops=DropRules(tier_channel_ids={"superfan": DROPS_CHANNEL}))
+
+
+@pytest.fixture
+def settings() -> CrmSettings:
+    return with_tier_channel()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,164 @@
+"""``/drop create`` and ``/drop status`` as staff use them: the real bot and cog against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import Crm
+from bot.discord_adapter.client import SuperfanBot
+from bot.i18n import t
+from bot.outbox_transact import session_transact
+from bot.sandbox.discord_emulator import DiscordEmulator, InteractionHandle
+from crm.drops import note_dm_closed
+from crm.models import Delivery, Drop, Outbox
+from crm.settings import CrmSettings
+from tests.discord_adapter.conftest import (
+    FAN,
+    FAN2,
+    GENERAL,
+    GUILD,
+    MOD,
+    NEWBIE,
+    STAFF,
+    STEP,
+    embed_text,
+    reply_of,
+)
+from tests.discord_adapter.test_drop_senders import (
+    DROPS_CHANNEL,
+    LINK,
+    RATE_LIMITED,
+    TEXT,
+    Clock,
+    add_fans,
+    drainer,
+    new_drop,
+    with_tier_channel,
+)
+
+TEXT_INPUT = "superfan:drop:text"
+
+
+@pytest.fixture
+def settings() -> CrmSettings:
+    return with_tier_channel()
+
+
+@pytest.fixture(autouse=True)
+def drops_channel(emu: DiscordEmulator) -> None:
+    emu.add_channel(GUILD, DROPS_CHANNEL, "鐵粉限定")
+
+
+async def open_drop(emu: DiscordEmulator, user: int, **options: Any) -> InteractionHandle:
+    return await emu.invoke_slash("drop", subcommand="create", user_id=user, channel_id=GENERAL,
+                                  options=options, locale="en-US")
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
+    async with sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_drop_is_refused_to_a_member_who_is_not_staff(
+        emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan"})
+    handle = await open_drop(emu, FAN, min_tier="superfan")
+    response = await handle.response(STEP)
+    assert response["type"] == 4, "no modal for a fan"
+    assert response["data"]["content"] == t("discord.errors.not_staff", "en")
+    assert response["data"]["flags"] & 64, "the refusal is ephemeral"
+    assert await count(sessions, Drop) == 0
+
+
+async def test_preview_then_send_creates_exactly_one_drop(
+        emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    fans = await add_fans(sessions, settings, now, {FAN: "superfan", FAN2: "close_friend", MOD: "superfan",
+                                                   NEWBIE: "fan"})
+    emu.set_dms_closed(MOD)
+    async with sessions.begin() as s:  # an earlier drop found MOD's DMs closed
+        await note_dm_closed(s, str(MOD), now)
+
+    opened = await open_drop(emu, STAFF, min_tier="superfan", link=LINK, sponsored=True)
+    modal = await opened.response(STEP)
+    assert modal["type"] == 9 and modal["data"]["title"] == "A drop for True fan and above"
+    preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
+    preview = await reply_of(preview_handle)
+    shown = embed_text(preview)
+    assert f"#廣告\n{TEXT}\n{LINK}" in shown, "the text as fans will read it"
+    assert "Fans who will receive it: 2 (LINE 0, Discord 2)" in shown
+    assert "Discord DMs closed: 1" in shown
+    assert f"<#{DROPS_CHANNEL}>" in shown, "also posted in the tier's channel"
+    buttons = {c["custom_id"]: c for row in preview["components"] for c in row["components"]}
+    assert set(buttons) == {"superfan:drop:send", "superfan:drop:cancel"}
+    assert await count(sessions, Drop) == 0, "a preview writes nothing"
+
+    assert preview_handle.original is not None, "answered at once, not deferred"
+    message_id = int(preview_handle.original["id"])
+    others = await emu.click_button("superfan:drop:send", message_id, FAN, locale="en-US")
+    assert "Only the staff member" in (await reply_of(others))["content"]
+    first = await emu.click_button("superfan:drop:send", message_id, STAFF, locale="en-US")
+    second = await emu.click_button("superfan:drop:send", message_id, STAFF, locale="en-US")
+    assert "already answered" in (await reply_of(second))["content"]
+    await first.response(STEP)
+    edited = await _edited(first)
+    assert await count(sessions, Drop) == 1
+    async with sessions() as s:
+        (drop,) = (await s.execute(select(Drop))).scalars().all()
+        recipients = set((await s.execute(select(Delivery.fan_id))).scalars())
+        rows = (await s.execute(select(Outbox.kind, func.count()).group_by(Outbox.kind))).all()
+    assert f"#{drop.id}" in edited["content"] and "2 fans" in edited["content"]
+    assert (drop.min_tier, drop.sponsored, drop.link, drop.text) == ("superfan", True, LINK, TEXT)
+    assert drop.created_by is not None and str(STAFF) in drop.created_by
+    assert recipients == {fans[FAN], fans[FAN2]}
+    assert dict(rows) == {"drop_dm": 2, "drop_post": 1}
+
+
+async def _edited(handle: InteractionHandle) -> dict[str, Any]:
+    for _ in range(int(STEP / 0.02)):
+        if handle.edits:
+            return handle.edits[-1]
+        await asyncio.sleep(0.02)
+    raise AssertionError("the preview was not edited")
+
+
+async def test_cancel_creates_nothing(
+        emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan"})
+    opened = await open_drop(emu, STAFF, min_tier="superfan")
+    preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
+    await reply_of(preview_handle)
+    assert preview_handle.original is not None
+    cancelled = await emu.click_button("superfan:drop:cancel", int(preview_handle.original["id"]), STAFF,
+                                       locale="en-US")
+    assert (await cancelled.response(STEP))["data"]["content"] == "Cancelled; nothing was sent."
+    assert await count(sessions, Drop) == 0
+
+
+async def test_status_shows_sent_failed_and_pending(
+        emu: DiscordEmulator, crm: Crm, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession],
+        settings: CrmSettings, now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan", FAN2: "superfan", MOD: "superfan"})
+    drop_id = await new_drop(sessions, settings, now)
+    emu.set_dms_closed(FAN2)
+    emu.fail_next("POST", f"/channels/{emu.dm_channel_id(MOD)}/messages", 429, times=5, json=RATE_LIMITED)
+    await drainer(bot, session_transact(sessions), Clock(now)).drain_once()
+
+    shown = embed_text(await reply_of(await emu.invoke_slash(
+        "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, options={"id": drop_id}, locale="en-US")))
+    assert f"Drop #{drop_id} (sending)" in shown
+    assert "Discord: sent 1, failed 1, pending 1" in shown
+    assert "discord: Discord DMs closed: 1" in shown
+    assert "Reactions on the channel post: 0 from 0 fans" in shown
+
+    recent = embed_text(await reply_of(await emu.invoke_slash(
+        "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, locale="en-US")))
+    assert f"#{drop_id} sending" in recent and "sent 1 / failed 1 / pending 1" in recent

@@ -207,13 +207,21 @@ def ref_card(db: Path, how: str) -> dict[str, Any]:
 
 
 def ref_top(db: Path) -> dict[str, Any]:
+    """The ranking alone, and the ranking with each listed fan's per-kind sums (count, points, and
+    points decayed to today) in one raw ``GROUP BY``: the floor of a list's score breakdown."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    times = []
+    now = NOW.strftime("%Y-%m-%d %H:%M:%S")
+    ranking, grouped = [], []
     for _ in range(12):
         t0 = time.perf_counter()
-        conn.execute("SELECT * FROM fans ORDER BY score_base DESC, id LIMIT 100").fetchall()
-        times.append((time.perf_counter() - t0) * 1000)
-    return percentiles(times[2:])
+        ids = [r[0] for r in conn.execute("SELECT id FROM fans ORDER BY score_base DESC, id LIMIT 100")]
+        ranking.append((time.perf_counter() - t0) * 1000)
+        conn.execute(f"SELECT fan_id, kind, count(*), total(points), total(points * exp(-0.6931471805599453 *"
+                     f" (julianday('{now}') - julianday(occurred_at)) / 90.0)) FROM interactions"
+                     f" WHERE points > 0 AND fan_id IN ({','.join(map(str, ids))}) GROUP BY fan_id, kind").fetchall()
+        grouped.append((time.perf_counter() - t0) * 1000)
+    rows = conn.execute(f"SELECT count(*) FROM interactions WHERE points > 0 AND fan_id IN ({','.join(map(str, ids))})")
+    return {**percentiles(ranking[2:]), "grouped": percentiles(grouped[2:]), "awarded_rows": rows.fetchone()[0]}
 
 
 def ref_export(db: Path, out: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.drop_views import DropViews
@@ -66,15 +66,15 @@ async def seed(sessions: async_sessionmaker[AsyncSession], fans: int, ineligible
     """``fans`` at 鐵粉 on LINE; ``ineligible`` more, half below the tier and half who blocked."""
     total = fans + ineligible
     async with sessions.begin() as s:
-        await s.execute(Fan.__table__.insert(), [
+        await s.execute(insert(Fan), [
             {"display_name": f"fan{n}", "name_key": f"fan{n}", "score_base": 0.0, "opted_out": False,
              "tier": "superfan" if n < fans or n % 2 else "fan", "first_seen_at": T0, "last_seen_at": T0}
             for n in range(total)])
         ids = dict((await s.execute(select(Fan.name_key, Fan.id))).all())
-        await s.execute(Identity.__table__.insert(), [
+        await s.execute(insert(Identity), [
             {"fan_id": ids[f"fan{n}"], "platform": "line", "external_id": user(n), "created_at": T0}
             for n in range(total)])
-        await s.execute(Interaction.__table__.insert(), [
+        await s.execute(insert(Interaction), [
             {"fan_id": ids[f"fan{n}"], "platform": "line", "kind": "unfollow", "occurred_at": T0, "recorded_at": T0,
              "points": 0.0, "source_event_id": f"unfollow-{n}"} for n in range(fans, total) if n % 2])
 

@@ -41,6 +41,7 @@ class SuperfanGroup(CatalogueGroup):
         "inbox": "bot.inbox_cli:inbox_app",
         "dead-letters": "bot.dead_letters_cli:dead_letters_app",
         "drop": "bot.drops_cli:drop_app",
+        "demo": "bot.demo.command:demo_command",
     }
 
 
@@ -402,10 +403,19 @@ async def pin(
 
 @app.command()
 @command
-async def run() -> None:
+async def run(
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="LINE and Discord as local emulators.")] = False,
+) -> None:
     """Run the web app (LINE webhook, purchase hook, /healthz) and the enabled adapters until Ctrl-C."""
     from bot.app import run as run_app
 
+    if sandbox:
+        from bot.demo.sandbox import run_sandboxed
+
+        cfg = _config()
+        await run_sandboxed(cfg, lambda text: _console("err").print(text, highlight=False, markup=False,
+                                                                   soft_wrap=True))
+        return
     cfg = _config(need_secrets=True)
     for name in ("bot", "crm"):
         if logging.getLogger(name).getEffectiveLevel() > logging.INFO:

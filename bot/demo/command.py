@@ -171,8 +171,8 @@ async def _play(box: Sandbox, crm: Crm, web: str, http: aiohttp.ClientSession, t
     from bot.demo.drive import Driver
 
     driver = Driver(box, web, crm, http, steps.update)
-    await asyncio.gather(driver.line(traffic), driver.purchases(traffic))
-    await driver.discord(traffic)
+    await asyncio.gather(driver.line(traffic), driver.purchases(traffic), driver.discord_messages(traffic))
+    await driver.discord_recent(traffic)
     locale = box.config.creator.locale
     await driver.answer_inbox([t(f"demo.staff_answer_{n}", locale) for n in (1, 2, 3)], share=ANSWERED_SHARE,
                               seed=seed)

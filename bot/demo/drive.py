@@ -122,9 +122,8 @@ class Driver:
                 raise DemoFailed(f"{what} answered {response.status}: {(await response.text())[:200]}")
 
     # --- Discord ---------------------------------------------------------------------------------
-    async def discord(self, traffic: Traffic) -> None:
-        """Messages, DMs and reactions through the gateway, ``/checkin`` as slash commands; returns
-        once all of it is stored."""
+    async def discord_messages(self, traffic: Traffic) -> None:
+        """Channel messages through the gateway; returns once all of them are stored."""
         emu, world = self.box.discord, self.box.world
         messages, total = traffic.discord_messages, len(traffic.discord_messages)
         self.progress("discord", 0, total)
@@ -137,6 +136,11 @@ class Driver:
         await until(lambda: self._count("discord", ("message",)), lambda s: s >= total, timeout=60,
                     what="Discord messages stored")
         self.progress("discord", total, total)
+
+    async def discord_recent(self, traffic: Traffic) -> None:
+        """The last days' DMs and reactions through the gateway, ``/checkin`` as slash commands;
+        returns once all of it is stored (after :meth:`discord_messages`: reactions name messages)."""
+        emu, world = self.box.discord, self.box.world
         for author, message_id, text in traffic.discord_dms:
             await emu.dm_message(author, text, message_id=message_id)
         for user, message_id, emoji in traffic.discord_reactions:

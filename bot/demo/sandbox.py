@@ -9,11 +9,14 @@ sandbox is open (the previous values come back afterwards), so no token is neede
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from bot.config import Config, DatabaseConfig
 from bot.sandbox.discord_emulator import DiscordEmulator
@@ -147,3 +150,18 @@ async def open_sandbox(config: Config, *, database_url: str) -> AsyncIterator[Sa
         build_world(discord, world, config.creator.name)
         yield Sandbox(sandbox_config(config, database_url=database_url, line=line, discord=discord, world=world),
                       line, discord, world)
+
+
+async def run_sandboxed(config: Config, say: Callable[[str], None], *, stop: asyncio.Event | None = None) -> None:
+    """``superfan run --sandbox``: the app with ``config``'s settings against the emulators, on a
+    temporary database removed afterwards, until Ctrl-C (or ``stop``)."""
+    from bot.app import run
+    from bot.i18n import t
+
+    locale = config.creator.locale
+    with tempfile.TemporaryDirectory(prefix="superfan-sandbox-") as tmp:
+        database = Path(tmp) / "sandbox.db"
+        async with open_sandbox(config, database_url=f"sqlite+aiosqlite:///{database}") as box:
+            say(t("demo.sandbox.started", locale, line=box.line.base_url, discord=box.discord.api_base,
+                  database=database))
+            await run(box.config, stop=stop, on_ready=lambda where: say(t("line.cli.running", locale, where=where)))

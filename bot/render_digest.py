@@ -73,10 +73,19 @@ def sections(d: dict[str, Any], locale: str) -> list[Section]:
                            [t("digest.rising_line", locale, name=r["display_name"], tier=r["tier"],
                               next=r["next_tier"], score=r["score"], threshold=r["threshold"]) for r in d["rising"]],
                            counts["rising"] - len(d["rising"])))
+    if d.get("drops"):
+        out.append(Section(t("digest.drops", locale), [_drop_line(x, locale) for x in d["drops"]]))
     tf = d["true_fans"]
     out.append(Section(t("digest.true_fans", locale, tier=tf["tier"], count=tf["count"], goal=tf["goal"],
                          pct=tf["progress_pct"])))
     return out
+
+
+def _drop_line(x: dict[str, Any], locale: str) -> str:
+    flags = (t("digest.drop_sponsored", locale) if x["sponsored"] else "") + \
+            (t("digest.drop_evergreen", locale) if x["evergreen"] else "")
+    return t("digest.drop_line", locale, id=x["id"], tier=x["tier"], status=t(f"drops.status.{x['status']}", locale),
+             sent=x["sent"], failed=x["failed"], pending=x["pending"], quota=x["quota_used"], flags=flags)
 
 
 def _unanswered(d: dict[str, Any], locale: str) -> Section:

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.conversations import sla_figures, unanswered
+from crm.drop_reports import drop_results
 from crm.models import Fan, Interaction, JobRun, TierChange, table
 from crm.profiles import iso
 from crm.scoring import current_scores
@@ -86,6 +87,7 @@ async def build_digest(session: AsyncSession, settings: CrmSettings, now: dateti
     asked = await _asked_after_you(session, settings, now)
     anniversaries = await _anniversaries(session, settings, now)
     rising, rising_count = await _rising(session, settings, now, limit)
+    drops = await _drops(session, settings, since, now, limit)
     return Digest(
         generated_at=_iso(now, tz), timezone=str(tz.key), locale=settings.locale, since=_iso(since, tz),
         unanswered=waiting, sla=await _sla(session, settings, now), tier_changes=changes,
@@ -93,8 +95,25 @@ async def build_digest(session: AsyncSession, settings: CrmSettings, now: dateti
         true_fans=await true_fans(session, settings), rising=rising,
         counts={"rising": rising_count, "unanswered": waiting_count, "overdue": overdue, "tier_changes": change_count,
                 "quiet_superfans": quiet_count, "asked_after_you": len(asked), "anniversaries": len(anniversaries)},
-        quiet_after_days=settings.digest.quiet_after_days,
+        quiet_after_days=settings.digest.quiet_after_days, drops=drops,
     )
+
+
+async def _drops(session: AsyncSession, settings: CrmSettings, since: datetime, now: datetime,
+                 limit: int) -> list[dict[str, Any]]:
+    """Drops created, finished or still going out since ``since``: sent / failed / pending, LINE quota used."""
+    tz = settings.scoring.tz
+    rules = settings.tiers
+    out = []
+    for d in await drop_results(session, since, now, limit=limit):
+        out.append({"id": d["id"], "status": d["status"], "min_tier": d["min_tier"],
+                    "tier": rules.name(d["min_tier"], settings.locale) if d["min_tier"] in rules.keys
+                    else d["min_tier"], "topic": d["topic"], "platforms": d["platforms"],
+                    "sponsored": d["sponsored"], "evergreen": d["evergreen"],
+                    "created_at": _iso(datetime.fromisoformat(d["created_at"]), tz),
+                    "sent": d["sent"], "failed": d["failed"], "pending": d["pending"],
+                    "quota_used": d["quota_used"], "per_platform": d["per_platform"]})
+    return out
 
 
 async def _rising(session: AsyncSession, settings: CrmSettings, now: datetime,

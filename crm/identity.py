@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import datetime_encoder, fetch_rows, insert_rows, next_ids
@@ -225,8 +225,21 @@ _KEY_IDENTITIES = (select(_ic.fan_id, _ic.display_name).where(_ic.name_key == bi
 _LIKE_FANS = select(_fc.id).where(_fc.name_key.like(bindparam("pattern"), escape="\\")).limit(NAME_MATCHES)
 _LIKE_IDENTITIES = (select(_ic.fan_id).where(_ic.name_key.like(bindparam("pattern"), escape="\\"))
                     .limit(NAME_MATCHES))
-_FAN_KEYS = select(_fc.name_key).distinct()
-_IDENTITY_KEYS = select(_ic.name_key).where(_ic.name_key.is_not(None)).distinct()
+#: Past this many distinct keys a fuzzy range is cut short (a scan bounded however many fans there are).
+FUZZY_KEYS = 5000
+_TOP = "\U0010ffff"
+
+
+def _key_range(key: Any, column: Any) -> Any:
+    return select(key).where(column >= bindparam("low"), column < bindparam("high")).distinct().limit(FUZZY_KEYS)
+
+
+#: Distinct name keys by the prefix of the key, and of the key without its first character
+#: (migration 0012's expression indexes; ``substr(name_key, 2)`` exactly as indexed).
+_KEY_RANGES = tuple(_key_range(key, column) for key, column in (
+    (_fc.name_key, _fc.name_key), (_ic.name_key, _ic.name_key),
+    (_fc.name_key, func.substr(_fc.name_key, literal_column("2"))),
+    (_ic.name_key, func.substr(_ic.name_key, literal_column("2")))))
 _FANS_OF_KEYS = select(_fc.id, _fc.name_key).where(_fc.name_key.in_(bindparam("keys", expanding=True)))
 _IDENTITIES_OF_KEYS = select(_ic.fan_id, _ic.name_key).where(_ic.name_key.in_(bindparam("keys", expanding=True)))
 _PLATFORMS = select(_ic.fan_id, _ic.platform).where(_ic.fan_id.in_(bindparam("ids", expanding=True)))
@@ -260,11 +273,17 @@ async def _by_substring(session: AsyncSession, key: str) -> list[Fan]:
 async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
     """Fans whose name key is close to ``key`` (the best and those within 3 points of it).
 
-    Scores the *distinct* name keys (read from the name-key indexes alone) and then looks up
-    only the fans of the best of them: many fans share a name, and no fan row is read to score.
+    Scores only candidate keys read from indexes: keys that start like ``key`` (a typo after the
+    first character), that start with its second character (one extra character typed first),
+    or whose second character is its second (a typo in the first character); each range holds
+    at most :data:`FUZZY_KEYS` distinct keys. Then only the fans of the best keys are read.
     """
-    keys = {str(k) for (k,) in await fetch_rows(session, _FAN_KEYS) if k}
-    keys.update(str(k) for (k,) in await fetch_rows(session, _IDENTITY_KEYS))
+    ranges = [(0, key[0])] + ([(0, key[1]), (2, key[1])] if len(key) > 1 else [])
+    keys: set[str] = set()
+    for rest, prefix in ranges:
+        for stmt in _KEY_RANGES[rest : rest + 2]:
+            rows = await fetch_rows(session, stmt, {"low": prefix, "high": prefix + _TOP})
+            keys.update(str(k) for (k,) in rows if k)
     best = process.extract(key, keys, scorer=fuzz.WRatio, score_cutoff=cutoff, limit=20)
     if not best:
         return []

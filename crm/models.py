@@ -42,6 +42,8 @@ def FanRef() -> ForeignKey:  # noqa: N802 - reads like a type in column definiti
 
 class Fan(Base):
     __tablename__ = "fans"
+    #: A name key without its first character: fuzzy lookup's candidates for a typo there (migration 0012).
+    __table_args__ = (Index("ix_fans_name_key_rest", sql_text("substr(name_key, 2)"), "name_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     display_name: Mapped[str] = mapped_column(String(200))
@@ -65,7 +67,8 @@ class Fan(Base):
 
 class Identity(Base):
     __tablename__ = "identities"
-    __table_args__ = (UniqueConstraint("platform", "external_id"),)
+    __table_args__ = (UniqueConstraint("platform", "external_id"),
+                      Index("ix_identities_name_key_rest", sql_text("substr(name_key, 2)"), "name_key"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fan_id: Mapped[int] = mapped_column(FanRef(), index=True)

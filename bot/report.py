@@ -303,27 +303,21 @@ class _Render:
         title, lead = self.t("drops.title"), self.t("drops.lead")
         if not self.data.drops:
             return self.section("drops", title, lead, self.empty("drops", "drops.none"))
-        states = STATES
-        parts = []
+        bars: list[tuple[str, list[int]]] = []
         rows = []
         for d in self.data.drops:
-            names = [self.t(f"drops.{s}") for s in states]
             for platform, counts in d.platforms.items():
                 where = PLATFORMS.get(platform, platform)
-                rows.append(f"<tr><td class=\"text\">#{d.drop_id} {escape(d.text)}</td>"
+                bars.append((f"#{d.drop_id} {where}", [counts[s] for s in STATES]))
+                rows.append(f'<tr><td class="text">#{d.drop_id} {escape(d.text)}</td>'
                             f"<td>{d.created_at.astimezone(self.tz).strftime('%Y-%m-%d')}</td>"
-                            f"<td class=\"text\">{escape(self.t('drops.min_tier_value', tier=self.tier_name(d.min_tier)))}</td>"
-                            f"<td class=\"text\">{where}</td>"
-                            + "".join(_cell(f"drops.{d.drop_id}.{platform}.{s}", f"{counts[s]:,}") for s in states)
+                            f'<td class="text">{escape(self.t("drops.min_tier_value", tier=self.tier_name(d.min_tier)))}</td>'
+                            f'<td class="text">{escape(where)}</td>'
+                            + "".join(_cell(f"drops.{d.drop_id}.{platform}.{s}", f"{counts[s]:,}") for s in STATES)
                             + "</tr>")
-                total = sum(counts.values())
-                if total:
-                    drawing = svg.segments(f"drop{d.drop_id}_{platform}", f"#{d.drop_id} {where}",
-                                           list(zip(names, (counts[s] for s in states), strict=True)), total,
-                                           caption=f"#{d.drop_id} {where}")
-                    parts.append(self.chart(f"drop-{d.drop_id}-{platform}", drawing))
-        head = [self.t("drops.drop"), self.t("drops.created"), self.t("drops.min_tier"), self.t("drops.platform"),
-                *(self.t(f"drops.{s}") for s in states)]
+        names = [self.t(f"drops.{s}") for s in STATES]
+        head = [self.t("drops.drop"), self.t("drops.created"), self.t("drops.min_tier"), self.t("drops.platform"), *names]
+        parts = [self.chart("drops", svg.stacked_rows("drops", title, names, bars))] if any(sum(v) for _, v in bars) else []
         return self.section("drops", title, lead, *parts,
                             _table(head, rows, folded=False, locale=self.locale, text_cols=4))
 

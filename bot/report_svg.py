@@ -222,3 +222,27 @@ def segments(chart: str, label: str, parts_in: Sequence[tuple[str, int]], total:
     if caption:
         out.append(_text(WIDTH - right, top + 38, caption, anchor="end", size=12, color=MUTED))
     return _svg(chart, height, "".join(out), label, len(parts_in))
+
+
+def stacked_rows(chart: str, label: str, names: Sequence[str], rows: Sequence[tuple[str, Sequence[int]]]) -> str:
+    """One horizontal bar per row (its label on the left, its total on the right), each split into
+    the named parts, all on one scale; a legend on top. E.g. each drop's deliveries per platform."""
+    left, right, top, row = 150.0, 56.0, 28.0, 30.0
+    plot_w = WIDTH - left - right
+    height = top + row * len(rows) + 6
+    widest = max((sum(values) for _, values in rows), default=0) or 1
+    parts = [legend(chart, names, x=left)]
+    for n, (name, values) in enumerate(rows):
+        y = top + row * n
+        parts.append(_text(left - 8, y + row / 2 + 4, name, anchor="end"))
+        x = left
+        for s, value in enumerate(values):
+            if value <= 0:
+                continue
+            w = plot_w * value / widest
+            parts.append(f'<rect x="{x:.1f}" y="{y + 5:.1f}" width="{w:.1f}" height="{row - 10:.1f}" '
+                         f'fill="{fill(chart, s)}" stroke="#fff" stroke-width="0.6">'
+                         f'<title>{escape(f"{name} · {names[s]}: {value:,}")}</title></rect>')
+            x += w
+        parts.append(_text(x + 6, y + row / 2 + 4, f"{sum(values):,}", size=11, color=MUTED))
+    return _svg(chart, height, "".join(parts), label, len(names))

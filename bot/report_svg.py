@@ -29,6 +29,7 @@ INK, MUTED, GRID = "#1f2328", "#59636e", "#d0d7de"
 
 
 def fill(chart: str, n: int) -> str:
+    """The paint of series ``n`` in ``chart`` (its colour and pattern, defined in the chart's own ``<defs>``)."""
     return f"url(#{chart}-s{n % len(PALETTE)})"
 
 

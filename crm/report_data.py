@@ -94,6 +94,8 @@ class SlaWeek:
 
 @dataclass(frozen=True)
 class TopFan:
+    """One of the best fans by today's score (``tier`` is the tier's key)."""
+
     rank: int
     fan_id: int
     display_name: str
@@ -132,6 +134,7 @@ class LineQuotaUse:
 
     @property
     def used(self) -> int:
+        """Messages counted against the quota this month."""
         return self.pushes + self.drop_messages
 
     @property
@@ -164,6 +167,7 @@ class ReportData:
 
     @property
     def empty(self) -> bool:
+        """Nothing to show yet: no fan, and no interaction in the weeks shown."""
         return self.fans == 0 and self.interactions == 0
 
 

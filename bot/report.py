@@ -83,11 +83,17 @@ async def write_report(crm: Crm, out: Path, *, now: datetime, locale: str | None
 
 
 def _write(out: Path, html: str) -> Path:
+    """Write ``html`` to ``out`` (into it, as ``superfan-report.html``, when it is a folder)."""
     target = out.expanduser().resolve()
+    if target.is_dir():
+        target = target / DEFAULT_OUT.name
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(target)
+    try:
+        partial.write_text(html, encoding="utf-8")
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 

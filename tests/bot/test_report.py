@@ -193,6 +193,9 @@ def test_superfan_report_out_and_now_in_english(config_path, tmp_path):
     page = parse(out.read_text("utf-8"))
     assert page.lang == "en" and number(page.figures["fans"]) == 5
     assert [page.figures[f"top.{n}.name"] for n in range(1, 5)] == expected({})["top_names"]
+    into = CliRunner().invoke(app, ["--config", str(config_path), "report", "--out", str(out.parent)])
+    assert into.stdout == f"Report written to {out.parent / 'superfan-report.html'}\n"  # a folder: written into it
+    assert sorted(p.name for p in out.parent.iterdir()) == ["november.html", "superfan-report.html"]  # nothing half-written left
     bad = CliRunner().invoke(app, ["--config", str(config_path), "report", "--now", "yesterday"])
     assert bad.exit_code == 2 and not (tmp_path / "superfan-report.html").exists()
 

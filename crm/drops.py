@@ -223,7 +223,11 @@ async def record_outcome(session: AsyncSession, outbox_id: int, *, sent: bool, e
     rows = done.all()
     per_drop = Counter(int(drop_id) for drop_id, _ in rows)
     line = Counter(int(drop_id) for drop_id, platform in rows if platform == "line")
-    for drop_id in per_drop:
+    if per_drop:  # one outcome per drop at a time (PostgreSQL): else two batches finishing together
+        # would each see the other's deliveries pending, and neither would finish the drop
+        await session.execute(select(Drop.id).where(Drop.id.in_(sorted(per_drop))).order_by(Drop.id)
+                              .with_for_update())
+    for drop_id in sorted(per_drop):
         pending = exists().where(_d.drop_id == drop_id, _d.status == "pending")
         finished = not (await session.execute(select(pending))).scalar_one()
         values: dict[str, Any] = {"status": FINISHED if finished else SENDING}
@@ -274,7 +278,7 @@ async def deliver_evergreen(session: AsyncSession, settings: CrmSettings, now: d
         audience = await plan_audience(session, settings, min_tier=drop.min_tier,
                                        platforms=drop.platforms.split(","), topic=drop.topic, fan_ids=fan_ids)
         have = set((await session.execute(select(_d.fan_id).where(
-            _d.drop_id == drop.id, _d.fan_id.in_({r.fan_id for r in audience.recipients})))).scalars())
+            _d.drop_id == drop.id, _d.fan_id.in_(sorted({r.fan_id for r in audience.recipients}))))).scalars())
         due = drop.scheduled_at if drop.scheduled_at is not None and drop.scheduled_at > now else now
         rows = []
         for r in audience.recipients:

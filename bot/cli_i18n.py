@@ -158,10 +158,12 @@ def help_page(cmd: Any, ctx: Any, locale: str, subcommands: Sequence[tuple[str, 
                  if p.param_type_name == "argument"]
     options = [(_option_name(cmd, p, locale), _described(cmd, p, locale)) for p in params
                if p.param_type_name == "option"]
-    for title, rows in (("arguments", arguments), ("options", options), ("commands", list(subcommands))):
+    sections = (("arguments", arguments), ("options", options), ("commands", list(subcommands)))
+    left = min(max((cell_width(name) for _, rows in sections for name, _ in rows), default=0), 24)
+    for title, rows in sections:
         if rows:
             lines.append(t(f"help.ui.{title}", locale))
-            lines += _table(rows, width)
+            lines += _table(rows, width, left)
             lines.append("")
     if subcommands:
         lines += wrap(t("help.ui.more", locale, command=ctx.command_path if ctx is not None else ROOT), width)
@@ -196,9 +198,9 @@ def _described(cmd: Any, param: Any, locale: str) -> str:
     return described
 
 
-def _table(rows: list[tuple[str, str]], width: int) -> list[str]:
-    """Two columns, the second wrapped and aligned under itself; a long first cell gets its own line."""
-    left = min(max(cell_width(name) for name, _ in rows), 24)
+def _table(rows: list[tuple[str, str]], width: int, left: int) -> list[str]:
+    """Two columns (the first ``left`` wide), the second wrapped and aligned under itself; a longer
+    first cell gets a line of its own."""
     out = []
     for name, described in rows:
         indent = 2 + left + 2

@@ -39,7 +39,7 @@ from bot.i18n import DEFAULT_LOCALE, t
 
 #: The exit status of a command whose reader went away (128 + SIGPIPE), as a shell reports ``yes | head``.
 BROKEN_PIPE_EXIT = 141
-_EXTRA_ARGS = re.compile(r"^Got unexpected extra arguments? \((.*)\)$", re.DOTALL)
+_EXTRA_ARGS = re.compile(r"^Got unexpected extra argument(?:s|\(s\))? \((.*)\)$", re.DOTALL)
 
 
 class _CatalogueCommand:
@@ -59,6 +59,17 @@ class _CatalogueCommand:
 
     def get_usage(self, ctx: Any) -> str:
         return cli_i18n.usage_line(self, ctx, locale_of(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Click's parsing; a usage error raised without its command (a missing option value) gets it,
+        so the answer can show the command's usage line."""
+        try:
+            result: list[str] = _inherited(self, "parse_args")(self, ctx, args)
+        except UsageError as exc:
+            if exc.ctx is None:
+                exc.ctx, exc.cmd = ctx, self  # type: ignore[assignment]
+            raise
+        return result
 
     def get_help_option(self, ctx: Any) -> Any:
         """Click's ``--help``, its flag read without Typer's Pydantic (see :mod:`bot.cli_values`)."""
@@ -148,7 +159,7 @@ class CatalogueGroup(_CatalogueGroupMixin, TyperGroup):
         if isinstance(target, typer.Typer):
             built: Any = typer.main.get_group(target)
         else:
-            single = typer.Typer()
+            single = typer.Typer(add_completion=False)
             single.command(name)(target)
             built = typer.main.get_command(single)
         built.name = name
@@ -271,6 +282,7 @@ def confirm(question: str, locale: str) -> bool:
         print(t("help.ui.confirm", locale, question=question), end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line:
+            print(file=sys.stderr)
             raise Abort()
         answer = line.strip().lower()
         if answer in yes:

@@ -167,20 +167,26 @@ def head_revision() -> str:
     nothing revises. Anything unusual (a merge, two heads, a file in another shape) is left to
     Alembic's own reading.
     """
+    return read_head(migrations_dir() / "versions") or _alembic_head()
+
+
+def read_head(versions: Path) -> str | None:
+    """The one revision in ``versions`` that no other file revises, or ``None`` when that cannot
+    be told from the files' ``revision = '…'`` and ``down_revision = …`` lines alone."""
     revisions: set[str] = set()
     revised: set[str] = set()
-    for path in (migrations_dir() / "versions").glob("*.py"):
+    for path in versions.glob("*.py"):
         source = path.read_text(encoding="utf-8")
         found = _REVISION.search(source)
         down = _DOWN_REVISION.search(source)
         if found is None or down is None:
-            if path.name != "__init__.py":
-                return _alembic_head()
-            continue
+            if path.name == "__init__.py":
+                continue
+            return None
         revisions.add(found.group(1))
         revised.update(_QUOTED.findall(down.group(1)))
     heads = revisions - revised
-    return heads.pop() if len(heads) == 1 else _alembic_head()
+    return heads.pop() if len(heads) == 1 else None
 
 
 def _alembic_head() -> str:

@@ -208,7 +208,7 @@ async def drive(url: str, seconds: float, concurrency: int, feed: Feed, warmup: 
     pct = (lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000) if latencies else (
         lambda p: float("nan"))
     acked = len(latencies) * feed.load.events
-    return {"acked_events": acked, "rate": acked / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+    return {"acked_events": acked, "all_acked_count": len(acked_ids), "rate": acked / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
             "requests": len(latencies), "failed": failed, "acked_ids": acked_ids}
 
@@ -286,6 +286,13 @@ class Server:
         await self.proc.wait()
         return json.loads(tail[-1]) if tail else {}
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (every thread). Per event, it is the figure
+        least moved by other work on the machine: a busy neighbour slows the wall clock, not this."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def stored(self, acked_ids: list[str]) -> tuple[int, int, int]:
         """Of the acknowledged event ids, how many are stored; all rows; LINE users never looked up."""
         with contextlib.closing(sqlite3.connect(self.db)) as conn:
@@ -308,8 +315,10 @@ async def run_mode(mode: str, args: argparse.Namespace, emu: Any, workdir: Path,
     results = []
     for (key, name, _, warm), feed in zip(phases, feeds, strict=True):
         calls = emu.profile_requests
+        cpu = server.cpu_seconds()
         r = await drive(server.url, args.seconds, args.concurrency, feed, args.warmup if warm else 0.0)
         r["profile_calls"] = emu.profile_requests - calls
+        r["cpu_us_per_event"] = (server.cpu_seconds() - cpu) / max(1, r["all_acked_count"]) * 1e6
         r["stored_acked"], r["stored"], r["never_looked_up"] = server.stored(r["acked_ids"])
         r["all_acked"] = len(r.pop("acked_ids"))
         r["name"] = f"{key}. {name}"
@@ -322,7 +331,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"{r['name']:<24} {r['rate']:>9,.0f} events/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
           f"({r['requests']:,} requests, {r['failed']} failed; acked {r['all_acked']:,}, stored "
           f"{r['stored_acked']:,} of them; {r['profile_calls']:,} profile calls, "
-          f"{r['never_looked_up']:,} LINE users not yet looked up)")
+          f"{r['never_looked_up']:,} LINE users not yet looked up; server CPU {r['cpu_us_per_event']:,.0f} µs "
+          f"per event)")
 
 
 def report_server(name: str, s: dict[str, Any]) -> None:

@@ -212,6 +212,8 @@ class InteractionHandle:
     responded_after: float | None = None
     original: Payload | None = None
     followups: list[Payload] = field(default_factory=list)
+    #: The messages the follow-ups created (their ids: a button on a follow-up is clicked by it).
+    followup_messages: list[Payload] = field(default_factory=list)
     edits: list[Payload] = field(default_factory=list)
     _responded: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)

@@ -82,6 +82,7 @@ class InteractionRoutes:
         body = rec.json or {}
         handle.followups.append(body)
         message = self._interaction_message(handle, body)
+        handle.followup_messages.append(message)
         handle._touch()
         return json_response(message) if rec.query.get("wait") in _TRUE else no_content()
 

@@ -8,16 +8,20 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import Crm
+from bot.config import Config, DatabaseConfig, LineConfig
 from bot.discord_adapter.client import SuperfanBot
 from bot.i18n import t
 from bot.outbox_transact import session_transact
 from bot.sandbox.discord_emulator import DiscordEmulator, InteractionHandle
+from bot.sandbox.line_emulator import LineEmulator
 from crm.drops import note_dm_closed
+from crm.fan_actions import ensure_fan
 from crm.models import Delivery, Drop, Outbox
 from crm.settings import CrmSettings
+from crm.tiers_service import pin
 from tests.discord_adapter.conftest import (
     FAN,
     FAN2,
@@ -27,8 +31,10 @@ from tests.discord_adapter.conftest import (
     NEWBIE,
     STAFF,
     STEP,
+    discord_config,
     embed_text,
     reply_of,
+    running,
 )
 from tests.discord_adapter.test_drop_senders import (
     DROPS_CHANNEL,
@@ -58,6 +64,15 @@ def drops_channel(emu: DiscordEmulator) -> None:
 async def open_drop(emu: DiscordEmulator, user: int, **options: Any) -> InteractionHandle:
     return await emu.invoke_slash("drop", subcommand="create", user_id=user, channel_id=GENERAL,
                                   options=options, locale="en-US")
+
+
+def shown_in(handle: InteractionHandle) -> int:
+    """The id of the message the user sees: the response, or the follow-up after a deferral."""
+    assert handle.callback is not None
+    if handle.callback["type"] == 5:
+        return int(handle.followup_messages[0]["id"])
+    assert handle.original is not None
+    return int(handle.original["id"])
 
 
 async def count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
@@ -100,8 +115,7 @@ async def test_preview_then_send_creates_exactly_one_drop(
     assert set(buttons) == {"superfan:drop:send", "superfan:drop:cancel"}
     assert await count(sessions, Drop) == 0, "a preview writes nothing"
 
-    assert preview_handle.original is not None, "answered at once, not deferred"
-    message_id = int(preview_handle.original["id"])
+    message_id = shown_in(preview_handle)
     others = await emu.click_button("superfan:drop:send", message_id, FAN, locale="en-US")
     assert "Only the staff member" in (await reply_of(others))["content"]
     first = await emu.click_button("superfan:drop:send", message_id, STAFF, locale="en-US")
@@ -136,9 +150,7 @@ async def test_cancel_creates_nothing(
     opened = await open_drop(emu, STAFF, min_tier="superfan")
     preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
     await reply_of(preview_handle)
-    assert preview_handle.original is not None
-    cancelled = await emu.click_button("superfan:drop:cancel", int(preview_handle.original["id"]), STAFF,
-                                       locale="en-US")
+    cancelled = await emu.click_button("superfan:drop:cancel", shown_in(preview_handle), STAFF, locale="en-US")
     assert (await cancelled.response(STEP))["data"]["content"] == "Cancelled; nothing was sent."
     assert await count(sessions, Drop) == 0
 
@@ -162,3 +174,41 @@ async def test_status_shows_sent_failed_and_pending(
     recent = embed_text(await reply_of(await emu.invoke_slash(
         "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, locale="en-US")))
     assert f"#{drop_id} sending" in recent and "sent 1 / failed 1 / pending 1" in recent
+
+
+async def test_over_the_line_quota_send_is_off_and_discord_only_sends_without_line(
+        emu: DiscordEmulator, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], db_url: str,
+        now: datetime, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = with_tier_channel()
+    fans = await add_fans(sessions, settings, now, {FAN: "superfan"})
+    async with sessions.begin() as s:
+        for n in range(2):
+            line_fan = await ensure_fan(s, settings, platform="line", external_id=f"U{n:032x}", display_name=f"ln{n}",
+                                        now=now)
+            await pin(s, settings, line_fan, "superfan", by="test", now=now)
+    monkeypatch.setenv("TEST_LINE_TOKEN", "line-token")
+    async with LineEmulator(access_token="line-token", monthly_quota=200) as line:
+        line.total_usage = 199  # one LINE message left this month; the drop needs two
+        config = Config(database=DatabaseConfig(url=db_url), discord=discord_config(emu),
+                        line=LineConfig(enabled=True, api_base=line.base_url, monthly_quota=200,
+                                        channel_access_token_env="TEST_LINE_TOKEN"))
+        async with running(Crm(config, engine, sessions, settings)):
+            opened = await open_drop(emu, STAFF, min_tier="superfan")
+            preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
+            preview = await reply_of(preview_handle)
+            shown = embed_text(preview)
+            assert "Fans who will receive it: 3 (LINE 2, Discord 1)" in shown
+            assert "this uses 2 messages; 1 left this month (limit 200)" in shown
+            buttons = {c["custom_id"]: c for row in preview["components"] for c in row["components"]}
+            assert buttons["superfan:drop:send"].get("disabled") is True
+            assert set(buttons) == {"superfan:drop:send", "superfan:drop:discord-only", "superfan:drop:cancel"}
+            chosen = await emu.click_button("superfan:drop:discord-only", shown_in(preview_handle), STAFF,
+                                            locale="en-US")
+            await chosen.response(STEP)
+            edited = await _edited(chosen)
+    assert "1 fans (LINE 0 in 0 batches, Discord 1)" in edited["content"]
+    async with sessions() as s:
+        (drop,) = (await s.execute(select(Drop))).scalars().all()
+        recipients = (await s.execute(select(Delivery.fan_id, Delivery.platform))).all()
+    assert drop.platforms == "discord" and recipients == [(fans[FAN], "discord")]
+    assert [c for c in line.calls if c.path.endswith("multicast")] == []

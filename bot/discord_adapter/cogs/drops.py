@@ -16,6 +16,7 @@ the LINE quota used and the reactions on its tier-channel post; without an id, t
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from dataclasses import replace
 from datetime import datetime
@@ -220,6 +221,12 @@ class Drops(StaffCog):
     """Create drops and see how they went."""
 
     drop = app_commands.Group(name="drop", description=_text("cmd"), guild_only=True)
+
+    async def cog_load(self) -> None:
+        """With LINE on, the preview asks LINE for the month's quota: import its SDK now (seconds of
+        import, in a thread) rather than inside a preview, where it would miss Discord's 3 s."""
+        if self.bot.crm.config.line.enabled:
+            await asyncio.to_thread(importlib.import_module, "bot.line_adapter.sender")
 
     @drop.command(name="create", description=_text("cmd_create"))
     @app_commands.describe(min_tier=_text("opt_min_tier"), platforms=_text("opt_platforms"), topic=_text("opt_topic"),

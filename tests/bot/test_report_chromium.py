@@ -29,10 +29,15 @@ DREW, MARKS = 0.01, 120
 
 
 def chromium(tmp: Path, url: str, *args: str) -> str:
+    """Run headless Chromium once on ``url`` with a throwaway profile (removed afterwards); its stdout."""
+    profile = tmp / "chromium-profile"
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-               f"--user-data-dir={tmp / 'chromium-profile'}", *args, url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+               f"--user-data-dir={profile}", *args, url]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 

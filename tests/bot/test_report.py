@@ -137,6 +137,21 @@ async def test_the_page_needs_nothing_from_the_network(engine, sessions, setting
     assert not re.search(r"@import|url\((?!#)", html)
 
 
+async def test_names_and_drop_texts_are_shown_as_text_never_as_markup(engine, sessions, settings, tmp_path):
+    from crm.ingest import record_many
+    from tests.crm.test_report_data import T3, item
+
+    ids = await seed(sessions, settings)
+    name = '<img src=x onerror="alert(1)">&amp;'
+    async with sessions.begin() as s:
+        await record_many(s, [item("Ux", "purchase", T3, amount=2000)._replace(display_name=name)], settings, T3)
+    html = (await write_report(crm_for(engine, sessions, settings), tmp_path / "r.html", now=NOW)).read_text("utf-8")
+    assert "<img" not in html and "<script" not in html.lower()
+    page = parse(html)
+    assert page.figures["top.1.name"] == name  # the browser shows exactly what the fan called themselves
+    assert page.figures[f"drops.{ids['drop']}.line.sent"] == "1"
+
+
 async def test_english_with_the_configs_locale(engine, sessions, settings, tmp_path):
     ids = await seed(sessions, settings)
     crm = crm_for(engine, sessions, settings)

@@ -1,6 +1,7 @@
 """A drop to 10,000 fans on LINE, from create to all sent, against the LINE emulator.
 
-    python -m benchmarks.bench_drop [--fans 10000] [--ineligible 2000] [--delay 0.0]
+    python -m benchmarks.bench_drop [--fans 10000] [--line-ineligible 2000] [--delay 0.0]
+                                    [--dms 1000] [--dms-ineligible 200] [--no-discord]
 
 The production pieces as ``superfan run`` has them: the ``GroupWriter``, the LINE
 ``OutboxDrainer`` (started, woken by the writer's commit) with the real ``LineOutboxSender`` and
@@ -16,8 +17,9 @@ none over 500 ids), and the emulator's count of deliveries per fan (each eligibl
 once, nobody else). ``superfan drop create`` from another process adds the drainer's poll (up
 to ``poll_s`` = 2 s) before the first send, because its commit cannot wake another process.
 
-The Discord part (1,000 DMs against the Discord emulator and its rate-limit headers) goes in
-:func:`discord_dms` below.
+Then the Discord part (:func:`discord_dms`): 1,000 DMs against the Discord emulator with
+Discord's rate limits, measured by ``benchmarks/bench_drop_discord.py`` (about 40 s: bounded by
+Discord's global limit, not by superfan; ``--no-discord`` skips it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from benchmarks.bench_drop_discord import add_arguments as add_discord_arguments
+from benchmarks.bench_drop_discord import measure as measure_discord
 from bot.drop_views import DropViews
 from bot.line_adapter.outbox_sender import LineOutboxSender
 from bot.line_adapter.sender import LineSender
@@ -86,7 +90,7 @@ async def line_drop(args: argparse.Namespace, emu: LineEmulator, db: Path) -> Li
     sessions = make_sessionmaker(engine)
     settings = CrmSettings()
     try:
-        await seed(sessions, args.fans, args.ineligible)
+        await seed(sessions, args.fans, args.line_ineligible)
         writer = GroupWriter(sessions, settings, clock=lambda: T0)
         await writer.start()
         sender = LineSender(emu.base_url, emu.access_token, monthly_quota=10 * args.fans, timezone="Asia/Taipei",
@@ -125,13 +129,13 @@ async def line_drop(args: argparse.Namespace, emu: LineEmulator, db: Path) -> Li
     return LineRun(create_s, total_s, created, statuses)
 
 
-async def discord_dms(args: argparse.Namespace) -> None:
-    """The Discord part: 1,000 DMs against the Discord emulator with its rate-limit headers.
-
-    To be written by the Discord side of #17 (its sender and emulator live there): report the time
-    (bounded by Discord's limits, not by superfan) and check each fan got one DM.
-    """
-    print("Discord: 1,000 DMs: not measured here yet (see discord_dms in benchmarks/bench_drop.py)")
+async def discord_dms(args: argparse.Namespace, db: Path) -> None:
+    """The Discord part: 1,000 DMs against the Discord emulator with its rate-limit headers (the
+    Discord side of #17 measures it in ``benchmarks/bench_drop_discord.py``)."""
+    if args.no_discord:
+        print("Discord: skipped (--no-discord); python -m benchmarks.bench_drop_discord runs it alone")
+        return
+    await measure_discord(args, db)
 
 
 def report_line(args: argparse.Namespace, run: LineRun, emu: LineEmulator) -> bool:
@@ -142,7 +146,7 @@ def report_line(args: argparse.Namespace, run: LineRun, emu: LineEmulator) -> bo
     expected = {user(n) for n in range(args.fans)}
     once = set(received) == expected and set(received.values()) == {1}
     want_batches = -(-args.fans // 500)
-    print(f"LINE drop to {args.fans:,} fans ({args.ineligible:,} more below the tier or blocked); "
+    print(f"LINE drop to {args.fans:,} fans ({args.line_ineligible:,} more below the tier or blocked); "
           f"emulator answer delay {args.delay * 1000:.0f} ms")
     print(f"  create → all sent: {run.total_s:.2f} s   target ≤ {TARGET_S:.0f} s   "
           f"{'OK' if run.total_s <= TARGET_S else 'MISSED'}   (create transaction {run.create_s:.2f} s)")
@@ -153,21 +157,23 @@ def report_line(args: argparse.Namespace, run: LineRun, emu: LineEmulator) -> bo
     return once and run.total_s <= TARGET_S and len(multicasts) == want_batches
 
 
-async def measure(args: argparse.Namespace, db: Path) -> None:
+async def measure(args: argparse.Namespace, folder: Path) -> None:
     async with LineEmulator(delay=args.delay, monthly_quota=10 * args.fans) as emu:
-        run = await line_drop(args, emu, db)
+        run = await line_drop(args, emu, folder / "bench-drop-line.db")
         report_line(args, run, emu)
-    await discord_dms(args)
+    await discord_dms(args, folder / "bench-drop-discord.db")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--fans", type=int, default=10_000)
-    parser.add_argument("--ineligible", type=int, default=2_000)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds the emulator takes per answer")
+    parser.add_argument("--line-ineligible", type=int, default=2_000, help="LINE fans below the tier or blocked")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds the LINE emulator takes per answer")
+    parser.add_argument("--no-discord", action="store_true", help="skip the 1,000 Discord DMs (about 40 s)")
+    add_discord_arguments(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(measure(args, Path(tmp) / "bench-drop.db"))
+        asyncio.run(measure(args, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -91,6 +92,7 @@ async def _demo(fans: int, days: int, seed: int, out_path: Path) -> None:
     from bot.cli import _config, out
 
     config = _config()
+    logging.getLogger("discord.client").setLevel(logging.ERROR)  # voice support is not needed (and English)
     try:
         await run_demo(config, out, fans=fans, days=days, seed=seed, out_path=out_path)
     except Interrupted:
@@ -99,8 +101,11 @@ async def _demo(fans: int, days: int, seed: int, out_path: Path) -> None:
 
 
 async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: int = DAYS, seed: int = 1,
-                   out_path: Path = Path("demo-report.html")) -> DemoResult:
-    """The whole demo; raises :class:`Interrupted` when the app is stopped before it finishes."""
+                   out_path: Path = Path("demo-report.html"), database: Path | None = None) -> DemoResult:
+    """The whole demo; raises :class:`Interrupted` when the app is stopped before it finishes.
+
+    The database is a temporary file removed at the end, unless ``database`` names one to keep.
+    """
     from bot.demo.sandbox import open_sandbox
     from bot.demo.show import show, traffic_summary
     from crm.clock import utcnow
@@ -112,7 +117,7 @@ async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: 
     traffic = plan_traffic(community.rows, end=end, checkin_keyword=config.checkin.keywords[0])
     traffic_summary(console, traffic, locale, fans=len(community.truth), days=days)
     with tempfile.TemporaryDirectory(prefix="superfan-demo-") as tmp:
-        database_url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
+        database_url = f"sqlite+aiosqlite:///{database or Path(tmp) / 'demo.db'}"
         async with open_sandbox(config, database_url=database_url) as box:
             for user_id, name in traffic.discord_names.items():
                 box.discord.add_member(box.world.guild_id, user_id, name)
@@ -143,25 +148,31 @@ async def _with_app(box: Sandbox, steps: _Steps, work: Callable[[Crm, str, aioht
     steps.update("start", 0, 1)
     app = asyncio.create_task(run(box.config, stop=stop, on_ready=ready.set_result), name="superfan-demo-app")
     try:
-        where = await _unless_stopped(ready, app)
+        where = await _unless_stopped(ready, app, stop)
         steps.update("start", 1, 1)
         async with open_crm(box.config) as crm, aiohttp.ClientSession() as http:
-            return await _unless_stopped(work(crm, where.split(" ")[0], http), app)
+            return await _unless_stopped(work(crm, where.split(" ")[0], http), app, stop)
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(app, 30)
 
 
-async def _unless_stopped(step: Awaitable[T], app: asyncio.Task[None]) -> T:
+async def _unless_stopped(step: Awaitable[T], app: asyncio.Task[None], stop: asyncio.Event) -> T:
+    """``step``'s result, unless the app is stopping first (its signal handler sets ``stop``): then
+    ``step`` is cancelled (whatever it was waiting for is going away) and :class:`Interrupted` raised."""
     task = asyncio.ensure_future(step)
-    await asyncio.wait({task, app}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, app, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done() and not stop.is_set():
         return task.result()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    if not app.cancelled() and app.exception() is not None:
+    if app.done() and not app.cancelled() and app.exception() is not None:
         raise app.exception()  # type: ignore[misc]
     raise Interrupted()
 
@@ -174,8 +185,7 @@ async def _play(box: Sandbox, crm: Crm, web: str, http: aiohttp.ClientSession, t
     await asyncio.gather(driver.line(traffic), driver.purchases(traffic), driver.discord_messages(traffic))
     await driver.discord_recent(traffic)
     locale = box.config.creator.locale
-    await driver.answer_inbox([t(f"demo.staff_answer_{n}", locale) for n in (1, 2, 3)], share=ANSWERED_SHARE,
-                              seed=seed)
+    await driver.answer_inbox([t(f"demo.staff_answer_{n}", locale) for n in (1, 2, 3)], share=ANSWERED_SHARE)
     steps.update("tiers", 0, 1)
     from bot.jobs import refresh_tiers_job
 
@@ -219,7 +229,6 @@ async def _send_drop(box: Sandbox, crm: Crm, steps: _Steps) -> DropResult:
         quota_used = int((await session.get(Drop, created.id)).quota_used or 0)  # type: ignore[union-attr]
     audience = created.preview.audience
     recipients = Counter(r.platform for r in audience.recipients)
-    discord_ids = {int(r.external_id) for r in audience.recipients if r.platform == "discord"}
     return DropResult(
         drop_id=created.id, tier=crm.settings.tiers.name(created.preview.min_tier, locale),
         eligible=len({r.fan_id for r in audience.recipients}) + sum(len(v) for v in audience.left_out.values()),
@@ -227,15 +236,15 @@ async def _send_drop(box: Sandbox, crm: Crm, steps: _Steps) -> DropResult:
         sent=dict(Counter(p for p, s in statuses if s == "sent")),
         failed=dict(Counter(p for p, s in statuses if s == "failed")),
         left_out={reason: len(ids) for reason, ids in audience.left_out.items()},
-        line_received=len({d.to for d in box.line.delivered if d.via == "multicast"}),
-        discord_received=sum(1 for user in discord_ids if _received(box, user, text)),
+        line_received=frozenset(d.to for d in box.line.delivered if d.via == "multicast"),
+        discord_received=_dm_recipients(box, text),
         quota_used=quota_used, quota=quota)
 
 
-def _received(box: Sandbox, user_id: int, text: str) -> bool:
-    """Whether the Discord emulator got a DM to ``user_id`` carrying ``text``."""
-    channel = box.discord.dm_channel_id(user_id)
-    return any(text in json.dumps(m, ensure_ascii=False) for m in box.discord.sent_messages(channel))
+def _dm_recipients(box: Sandbox, text: str) -> frozenset[str]:
+    """Discord users the emulator got a DM carrying ``text`` for (whoever they are)."""
+    return frozenset(str(user) for channel in box.discord.world.dm_channels.values() for user in channel.recipient_ids
+                     if any(text in json.dumps(m, ensure_ascii=False) for m in box.discord.sent_messages(channel.id)))
 
 
 async def _gather(config: Config, drop: DropResult | None, out_path: Path) -> tuple[Shown, Path]:
@@ -272,6 +281,8 @@ class _Steps:
     def update(self, step: str, done: int, total: int) -> None:
         if step not in self.tasks:
             self.tasks[step] = self.bar.add_task(t(f"demo.step.{step}", self.locale), total=total or 1)
+            if self.bar.disable:  # not a terminal (a log, a pipe): one line per step instead of bars
+                self.bar.console.print(f"… {t(f'demo.step.{step}', self.locale)}", highlight=False)
         self.bar.update(self.tasks[step], completed=done if total else 1, total=total or 1)
 
 

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import json
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,6 +37,7 @@ POLL_S = 0.1
 
 Progress = Callable[[str, int, int], None]
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 class DemoFailed(Exception):
@@ -97,7 +97,7 @@ class Driver:
             self.progress("line", done, len(events))
 
         self.progress("line", 0, len(events))
-        await _bounded([post(b) for b in batches])
+        await _bounded(post, batches)
 
     # --- purchases -------------------------------------------------------------------------------
     async def purchases(self, traffic: Traffic) -> None:
@@ -113,7 +113,7 @@ class Driver:
             self.progress("purchases", done, total)
 
         self.progress("purchases", 0, total)
-        await _bounded([post(o) for o in traffic.purchases])
+        await _bounded(post, traffic.purchases)
 
     async def _post(self, path: str, body: bytes, headers: dict[str, str], what: str) -> None:
         async with self.http.post(self.web + path, data=body,
@@ -161,23 +161,25 @@ class Driver:
                 Interaction.platform == platform, Interaction.kind.in_(kinds)))).scalar_one())
 
     # --- staff -----------------------------------------------------------------------------------
-    async def answer_inbox(self, texts: Sequence[str], *, share: float = 0.7, seed: int = 1) -> Answered:
-        """Staff answer about ``share`` of the waiting conversations in their inbox threads (the
-        bot relays each answer to the fan's platform); the rest keep waiting."""
+    async def answer_inbox(self, texts: Sequence[str], *, share: float = 0.7) -> Answered:
+        """Staff answer ``share`` of the waiting conversations in their inbox threads (the bot
+        relays each answer to the fan's platform). The rest keep waiting, spread over the two
+        days from the oldest on, so the ones older than the reply promise are overdue."""
         emu, world = self.box.discord, self.box.world
 
         async def waiting() -> list[tuple[int, str | None]]:
             async with self.crm.read() as session:
                 rows = await session.execute(select(Conversation.id, Conversation.thread_ref).where(
-                    Conversation.status == "waiting").order_by(Conversation.id))
+                    Conversation.status == "waiting").order_by(Conversation.waiting_since, Conversation.id))
                 return [(cid, ref) for cid, ref in rows]
 
         def threads_ready(rows: list[tuple[int, str | None]]) -> bool:  # the card and the DM are posted
             return all(ref is not None and len(emu.sent_messages(int(ref))) >= 2 for _, ref in rows)
 
         rows = await until(waiting, threads_ready, timeout=30, what="inbox threads opened")
-        rng = random.Random(seed)
-        chosen = [(cid, ref) for cid, ref in rows if rng.random() < share]
+        left = round(len(rows) * (1 - share))
+        keep_waiting = {round(k * len(rows) / left) for k in range(left)} if left else set()
+        chosen = [row for n, row in enumerate(rows) if n not in keep_waiting]
         self.progress("inbox", 0, len(chosen))
         for n, (_, ref) in enumerate(chosen):
             assert ref is not None
@@ -194,15 +196,15 @@ def _caught_up(sent: int) -> Callable[[int], bool]:
     return lambda stored: sent - stored <= DISCORD_WINDOW
 
 
-async def _bounded(jobs: list[Awaitable[None]], limit: int = CONCURRENT_REQUESTS) -> None:
-    """Run ``jobs`` with at most ``limit`` in flight; the first failure cancels the rest."""
-    gate = asyncio.Semaphore(limit)
+async def _bounded(send: Callable[[Item], Awaitable[None]], items: Sequence[Item], limit: int = CONCURRENT_REQUESTS) -> None:
+    """``send`` each item with at most ``limit`` in flight; the first failure stops the rest."""
+    queue = iter(items)
 
-    async def one(job: Awaitable[None]) -> None:
-        async with gate:
-            await job
+    async def worker() -> None:
+        for item in queue:
+            await send(item)
 
-    tasks = [asyncio.ensure_future(one(j)) for j in jobs]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(limit)]
     try:
         await asyncio.gather(*tasks)
     finally:

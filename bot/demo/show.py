@@ -34,8 +34,10 @@ class DropResult:
     sent: dict[str, int]
     failed: dict[str, int]
     left_out: dict[str, int]
-    line_received: int
-    discord_received: int
+    #: LINE user ids the LINE emulator delivered the drop to (multicast), and Discord user ids
+    #: the Discord emulator got a DM carrying the drop's text for.
+    line_received: frozenset[str]
+    discord_received: frozenset[str]
     quota_used: int
     quota: int
 
@@ -94,7 +96,7 @@ def drop_report(console: Console, drop: DropResult, locale: str) -> None:
     table.add_column(t("demo.col_platform", locale))
     for key in ("col_recipients", "col_sent", "col_failed", "col_received"):
         table.add_column(t(f"demo.{key}", locale), justify="right")
-    received = {"line": drop.line_received, "discord": drop.discord_received}
+    received = {"line": len(drop.line_received), "discord": len(drop.discord_received)}
     for platform in ("line", "discord"):
         table.add_row(t(f"demo.platform.{platform}", locale), str(drop.recipients.get(platform, 0)),
                       str(drop.sent.get(platform, 0)), str(drop.failed.get(platform, 0)), str(received[platform]))

@@ -101,7 +101,7 @@ async def test_preview_then_send_creates_exactly_one_drop(
     async with sessions.begin() as s:  # an earlier drop found MOD's DMs closed
         await note_dm_closed(s, str(MOD), now)
 
-    opened = await open_drop(emu, STAFF, min_tier="superfan", link=LINK, sponsored=True)
+    opened = await open_drop(emu, STAFF, min_tier="superfan", link=LINK, sponsored=True, evergreen=True)
     modal = await opened.response(STEP)
     assert modal["type"] == 9 and modal["data"]["title"] == "A drop for True fan and above"
     preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
@@ -110,6 +110,7 @@ async def test_preview_then_send_creates_exactly_one_drop(
     assert f"#廣告\n{TEXT}\n{LINK}" in shown, "the text as fans will read it"
     assert "Fans who will receive it: 2 (LINE 0, Discord 2)" in shown
     assert "Discord DMs closed: 1" in shown
+    assert "Evergreen: fans who reach True fan later receive it then (once each)" in shown
     assert f"<#{DROPS_CHANNEL}>" in shown, "also posted in the tier's channel"
     buttons = {c["custom_id"]: c for row in preview["components"] for c in row["components"]}
     assert set(buttons) == {"superfan:drop:send", "superfan:drop:cancel"}
@@ -129,7 +130,8 @@ async def test_preview_then_send_creates_exactly_one_drop(
         recipients = set((await s.execute(select(Delivery.fan_id))).scalars())
         rows = (await s.execute(select(Outbox.kind, func.count()).group_by(Outbox.kind))).all()
     assert f"#{drop.id}" in edited["content"] and "2 fans" in edited["content"]
-    assert (drop.min_tier, drop.sponsored, drop.link, drop.text) == ("superfan", True, LINK, TEXT)
+    assert (drop.min_tier, drop.sponsored, drop.evergreen, drop.link, drop.text) == ("superfan", True, True, LINK,
+                                                                                     TEXT)
     assert drop.created_by is not None and str(STAFF) in drop.created_by
     assert recipients == {fans[FAN], fans[FAN2]}
     assert dict(rows) == {"drop_dm": 2, "drop_post": 1}

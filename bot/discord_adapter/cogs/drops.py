@@ -1,10 +1,11 @@
 """``/drop create`` and ``/drop status``: exclusive drops from Discord, for staff.
 
 ``/drop create`` takes who gets it (minimum tier, topic, platforms) and the extras (link, image,
-sponsored) as options, then asks for the text in a modal. Submitting shows a preview only the staff
-member sees (who receives it on which platform, who is left out and why, the LINE quota it uses, a
-sample of recipients, the text as fans will read it) with **Send** and **Cancel**; over the LINE
-quota, Send is off and **Send on Discord only** is offered when Discord is one of the platforms.
+sponsored, evergreen) as options, then asks for the text in a modal. Submitting shows a preview
+only the staff member sees (who receives it on which platform, who is left out and why, the LINE
+quota it uses, a sample of recipients, the text as fans will read it) with **Send** and
+**Cancel**; over the LINE quota, Send is off and **Send on Discord only** is offered when Discord
+is one of the platforms.
 Send creates the drop once (a second press, or a press on an old preview, creates nothing): the
 drop, its deliveries and their outbox rows in one transaction (``crm.drops.create_drop``); the
 drainers send them.
@@ -111,6 +112,8 @@ def preview_embed(p: Preview, bot: SuperfanBot, locale: str) -> discord.Embed:
         lines.append(t("drops.post", locale, channel=f"<#{p.post_channel_id}>"))
     if draft.sponsored:
         lines.append(t("drops.sponsored", locale, disclosure=settings.drops.disclosure))
+    if draft.evergreen:
+        lines.append(t("drops.evergreen", locale, tier=tier))
     embed.add_field(name="\u200b", value=clip(lines), inline=False)
     if draft.image_url:
         embed.set_image(url=draft.image_url)
@@ -230,11 +233,13 @@ class Drops(StaffCog):
 
     @drop.command(name="create", description=_text("cmd_create"))
     @app_commands.describe(min_tier=_text("opt_min_tier"), platforms=_text("opt_platforms"), topic=_text("opt_topic"),
-                           link=_text("opt_link"), image=_text("opt_image"), sponsored=_text("opt_sponsored"))
+                           link=_text("opt_link"), image=_text("opt_image"), sponsored=_text("opt_sponsored"),
+                           evergreen=_text("opt_evergreen"))
     @app_commands.choices(platforms=[app_commands.Choice(name=_text(f"platforms_{k}"), value=k) for k in PLATFORMS])
     async def create(self, interaction: discord.Interaction[SuperfanBot], min_tier: str,
                      platforms: app_commands.Choice[str] | None = None, topic: str | None = None,
-                     link: str | None = None, image: str | None = None, sponsored: bool = False) -> None:
+                     link: str | None = None, image: str | None = None, sponsored: bool = False,
+                     evergreen: bool = False) -> None:
         locale = locale_of(interaction)
         cfg = self.bot.crm.config
         key = self.bot.settings.tiers.resolve(min_tier)
@@ -243,7 +248,7 @@ class Drops(StaffCog):
             await send_ephemeral(interaction, _("bad_link" if not _url_ok(link) else "bad_image", locale))
             return
         draft = DropDraft(text="", min_tier=key, link=link, image_url=image, topic=topic or None, platforms=chosen,
-                          created_by=author(interaction), sponsored=sponsored)
+                          created_by=author(interaction), sponsored=sponsored, evergreen=evergreen)
         tier = self.bot.settings.tiers.name(key, locale)
         await interaction.response.send_modal(DropText(self, draft, tier, locale))
 

@@ -39,10 +39,11 @@ PLATFORMS = {"line": "LINE", "discord": "Discord"}
 LINE_TIMEOUT_S = 5.0
 LANG = {"zh-TW": "zh-Hant-TW", "en": "en"}
 #: Latin faces first (they have no Han glyphs, so Chinese falls through to a Traditional Chinese
-#: face rather than a Japanese or Simplified one), then the usual TC faces of each system.
+#: face rather than a Japanese or Simplified one), then the usual TC faces of each system, then
+#: colour emoji (fans' names are full of them).
 FONTS = ('-apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, "PingFang TC", '
          '"Hiragino Sans TC", "Microsoft JhengHei", "Noto Sans TC", "Noto Sans CJK TC", "Source Han Sans TC", '
-         '"Heiti TC", system-ui, sans-serif')
+         '"Heiti TC", system-ui, sans-serif, "Apple Color Emoji", "Segoe UI Emoji", "Noto Color Emoji"')
 CSS = """
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
@@ -61,7 +62,8 @@ figure.chart { margin: 8px 0; }
 figure.chart figcaption { color: #59636e; font-size: .9rem; }
 .empty { padding: 18px; border: 1px dashed #8c959f; border-radius: 8px; color: #59636e; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; margin: 8px 0; }
-th, td { border-bottom: 1px solid #d0d7de; padding: 4px 8px; text-align: right; }
+th, td { border-bottom: 1px solid #d0d7de; padding: 4px 8px; text-align: right; white-space: nowrap; }
+td.text { white-space: normal; }
 th:first-child, td:first-child, td.text, th.text { text-align: left; }
 thead th { color: #59636e; font-weight: 600; }
 details summary { cursor: pointer; color: #59636e; }

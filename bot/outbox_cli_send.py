@@ -56,6 +56,7 @@ async def _handler(crm: Crm, platform: str, stack: AsyncExitStack, clock: Clock)
     if platform == "line":
         if not config.line.enabled:
             raise ConfigError("[line] is not enabled: LINE messages cannot be sent")
+        from bot.drop_views import DropViews
         from bot.line_adapter.outbox_sender import LineOutboxSender
         from bot.line_adapter.sender import LineSender
 
@@ -64,7 +65,7 @@ async def _handler(crm: Crm, platform: str, stack: AsyncExitStack, clock: Clock)
                             timezone=config.creator.timezone, reply_ttl=cfg.reply_token_ttl_seconds, clock=clock)
         await sender.start()
         stack.push_async_callback(sender.close)
-        return LineOutboxSender(sender, clock=clock)
+        return LineOutboxSender(sender, clock=clock, drops=DropViews(crm.read, crm.settings.drops))
     if platform == "discord":
         if not config.discord.enabled:
             raise ConfigError("[discord] is not enabled: Discord messages cannot be sent")

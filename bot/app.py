@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config, require_secrets
 from crm.db import ensure_schema, make_engine, make_read_sessionmaker, make_sessionmaker
+from crm.errors import CrmError
 from crm.settings import CrmSettings
 
 if TYPE_CHECKING:
@@ -129,7 +131,13 @@ async def _start(crm: Crm, stack: AsyncExitStack, on_ready: Callable[[str], None
     where = "web app off"
     if config.web.enabled:
         server = WebServer(app, config.web.host, config.web.port)
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise CrmError(f"{config.web.host}:{config.web.port} is already in use (set [web] port)",
+                           code="web.port_in_use", host=config.web.host, port=config.web.port) from None
         stack.push_async_callback(server.stop)
         where = f"{server.url} ({', '.join(routes)}, /healthz)"
     elif config.line.enabled:

@@ -420,8 +420,13 @@ async def run(
     for name in ("bot", "crm"):
         if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)
-    await run_app(cfg, on_ready=lambda where: _console("err").print(
-        t("line.cli.running", cfg.creator.locale, where=where), highlight=False, markup=False, soft_wrap=True))
+    def ready(where: str) -> None:
+        from bot.run_status import announcement
+
+        for line in [*announcement(cfg, where, cfg.creator.locale), t("run.ready", cfg.creator.locale)]:
+            _console("err").print(line, highlight=False, markup=False, soft_wrap=True)
+
+    await run_app(cfg, on_ready=ready)
     _console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
 
 

@@ -253,6 +253,8 @@ def usage_error_text(exc: ClickException, locale: str) -> str:
                  param=cli_i18n.label(cmd, exc.param, locale))
     if isinstance(exc, BadParameter) and exc.param is not None and cmd is not None:
         return t("help.errors.bad_value", locale, param=cli_i18n.label(cmd, exc.param, locale), reason=exc.message)
+    if isinstance(exc, BadParameter) and exc.param_hint is None:
+        return exc.message  # a command's own check, worded from the catalogue where it is raised
     extra = _EXTRA_ARGS.match(exc.message)
     if extra:
         return t("help.errors.extra_arguments", locale, args=extra.group(1))

@@ -35,12 +35,15 @@ def dead_letters(
 
 @dead_letters_app.command("replay")
 def replay(
+    ctx: typer.Context,
     ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (see the list).")] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Every dead letter not yet replayed.")] = False,
 ) -> None:
     """Parse the given dead letters again and record what this version understands."""
     if not ids and not replay_all:
-        raise typer.BadParameter("give dead letter ids, or --all")
+        from bot.cli_shell import locale_of
+
+        raise typer.BadParameter(t("help.errors.replay_what", locale_of(ctx)))
     _run(_replay, ids or [], replay_all)
 
 

@@ -122,6 +122,7 @@ def test_english_follows_the_configs_locale(tmp_path: Path) -> None:
     (["fans", "extra"], "錯誤：多了用不到的參數：extra"),
     (["line", "richmenu", "missing.png"], "錯誤：找不到「missing.png」（圖片）。"),
     (["dead-letters", "replay", "one"], "錯誤：編號 要是整數，「one」不是。"),
+    (["dead-letters", "replay"], "錯誤：請寫出要重新處理的事件編號，或加上 --all。"),
 ])
 def test_usage_errors_say_what_is_wrong_in_chinese(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, args)

@@ -299,8 +299,11 @@ async def _show(drop_id: int, as_json: bool, now: str | None) -> None:
             _say("show_reason_line", locale, reason=f"{f['platform']}: {f['reason']}", count=f["count"])
     _say("show_quota", locale, used=d["quota_used"])
     if d["post"]:
-        message = f" / {d['post']['message_id']}" if d["post"]["message_id"] else ""
-        _say("show_post", locale, channel=d["post"]["channel_id"], message=message)
+        post = d["post"]
+        message = f" / {post['message_id']}" if post["message_id"] else ""
+        if "reactions" in post:
+            message += t("drops.show_reactions", locale, reactions=post["reactions"], fans=post["fans_reacting"])
+        _say("show_post", locale, channel=post["channel_id"], message=message)
     _say("show_created", locale, at=_local(datetime.fromisoformat(d["created_at"]), cfg), by=d["created_by"] or "-")
     if d["finished_at"]:
         _say("show_finished", locale, at=_local(datetime.fromisoformat(d["finished_at"]), cfg))

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.clock import as_utc
 from crm.drop_audience import PLATFORMS
+from crm.drop_posts import post_reactions
 from crm.errors import BadInput
 from crm.models import Delivery, Drop
 
@@ -81,6 +82,9 @@ async def drop_report(session: AsyncSession, drop_id: int, now: datetime) -> dic
         "post": ({"channel_id": drop.post_channel_id, "message_id": drop.post_message_id}
                  if drop.post_channel_id else None),
     })
+    reactions = await post_reactions(session, drop.id)
+    if report["post"] is not None and reactions is not None:
+        report["post"].update(reactions=reactions.reactions, fans_reacting=reactions.fans)
     return report
 
 

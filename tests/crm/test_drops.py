@@ -281,3 +281,28 @@ async def test_bad_drafts_are_refused(sessions, now) -> None:
                       DropDraft("x", "鐵粉", platforms=("telegram",)), DropDraft("x", "不存在")):
             with pytest.raises(BadInput):
                 await preview_drop(s, CrmSettings(), draft)
+
+
+async def test_show_reports_tallies_reasons_and_the_posts_reactions(sessions, now) -> None:
+    from crm.drop_reports import drop_report
+    from crm.drops import record_post
+
+    settings = replace(CrmSettings(), drops=DropRules(prefer="both", tier_channel_ids={"superfan": 555}))
+    async with sessions.begin() as s:
+        for n in range(3):
+            await add_fan(s, n, now, discord="member")
+        made = await create_drop(s, settings, DropDraft("幕後", "鐵粉"), now)
+    async with sessions.begin() as s:
+        for r in (await s.execute(select(Outbox).where(Outbox.kind == "drop_dm"))).scalars():
+            await record_outcome(s, r.id, sent=r.recipient != discord_id(1), error="dms_closed", now=now)
+        await record_post(s, made.id, "555", "9001")
+        fans = (await s.execute(select(Fan.id).order_by(Fan.id))).scalars().all()
+        for k, fan_id in enumerate(fans[:2]):
+            s.add(Interaction(fan_id=fan_id, platform="discord", kind="reaction", points=0.0, recorded_at=now,
+                              occurred_at=now + timedelta(minutes=5), source_event_id=f"reaction:9001:{k}:🔥"))
+    async with sessions() as s:
+        report = await drop_report(s, made.id, now)
+    assert report["per_platform"] == {"line": {"sent": 0, "failed": 0, "pending": 3},
+                                      "discord": {"sent": 2, "failed": 1, "pending": 0}}
+    assert report["failures"] == [{"platform": "discord", "reason": "dms_closed", "count": 1}]
+    assert report["post"] == {"channel_id": "555", "message_id": "9001", "reactions": 2, "fans_reacting": 2}

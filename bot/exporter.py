@@ -14,8 +14,8 @@ from typing import TextIO
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.exports import EXPORT_COLUMNS, export_batches, export_rows
 from crm.fan_tables import stored_rows
-from crm.privacy import EXPORT_COLUMNS, export_batches, export_rows
 from crm.profiles import fan_documents, ranked_fan_chunks
 from crm.settings import CrmSettings
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, tzinfo
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import String, delete, select, type_coerce, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.clock import as_utc
-from crm.db import parse_sqlite_datetime
 from crm.errors import FanNotFound
+from crm.exports import EXPORT_COLUMNS, export_rows  # the export of everything stored, kept where it was
 from crm.fan_tables import delete_rows
 from crm.identity import resolve_identities
-from crm.models import Delivery, Fan, Identity, Interaction, table
-from crm.profiles import amount_of
+from crm.models import Delivery, Fan, Identity, Interaction
 from crm.settings import CrmSettings
-
-EXPORT_COLUMNS = ("fan", "platform", "external_id", "display_name", "kind", "occurred_at", "amount",
-                  "currency", "event_id", "text")
 
 
 async def set_opt_out(session: AsyncSession, fan_id: int, opted_out: bool) -> None:
@@ -89,73 +84,4 @@ async def erase_fan(session: AsyncSession, fan_id: int) -> int:
     return removed + 1
 
 
-async def export_rows(session: AsyncSession, fan_id: int | None = None, batch: int = 5000, *,
-                      tz: tzinfo = UTC) -> AsyncIterator[dict[str, Any]]:
-    """Every stored interaction in the import format (``superfan import`` reads it back).
-
-    ``fan`` groups the rows of one fan across platforms so that a re-import keeps merged fans
-    merged; the identity's display name is the one stored for it. Times are in ``tz`` (the
-    creator's timezone, as ``superfan fans`` shows them), with their offset.
-    """
-    async for rows in export_batches(session, fan_id, batch, tz=tz):
-        for row in rows:
-            yield dict(zip(EXPORT_COLUMNS, row, strict=True))
-
-
-async def export_batches(session: AsyncSession, fan_id: int | None = None, batch: int = 5000, *,
-                         tz: tzinfo = UTC) -> AsyncIterator[list[tuple[str, ...]]]:
-    """:func:`export_rows` as batches of tuples in :data:`EXPORT_COLUMNS` order (what a CSV writer takes).
-
-    Streamed in time order straight off the ``occurred_at`` index (each row's id breaks ties), so
-    memory holds one batch. A fan with two identities on one platform (merged fans) joins each of
-    their rows twice, and the copies arrive one after the other: a row whose id is the last one's
-    is skipped, where a set of every exported event id held 10M entries at creator scale.
-    """
-    ic, dc = table(Interaction).c, table(Identity).c  # Core columns: no ORM loading per row
-    stmt = (
-        select(ic.id, ic.fan_id, ic.platform, dc.external_id, dc.display_name, ic.kind,
-               type_coerce(ic.occurred_at, String), ic.amount_cents, ic.currency, ic.source_event_id, ic.summary)
-        .join_from(table(Interaction), table(Identity), (dc.fan_id == ic.fan_id) & (dc.platform == ic.platform))
-        .order_by(ic.occurred_at, ic.id)
-    )
-    if fan_id is not None:
-        stmt = stmt.where(ic.fan_id == fan_id)
-    result = await session.stream(stmt.execution_options(yield_per=batch))
-    local = LocalTimes(tz)
-    last = None
-    # A batch of rows per trip into the driver: fetched one at a time, every row was a greenlet
-    # switch, more than half of exporting 200k rows.
-    async for rows in result.partitions(batch):
-        out: list[tuple[str, ...]] = []
-        for rid, fid, platform, external_id, display, kind, at, cents, currency, eid, text in rows:
-            if rid == last:
-                continue
-            last = rid
-            out.append((f"fan-{fid}", platform, external_id, display or "", kind, local.iso(at),
-                        "" if cents is None else str(amount_of(cents)), currency or "", eid, text or ""))
-        yield out
-
-
-class LocalTimes:
-    """Stored times as ISO-8601 in ``tz`` with the offset, for millions of rows in time order.
-
-    SQLite hands the stored text (``2026-11-22 12:15:00.000000``, UTC): the local date, hour and
-    minute and the offset are worked out once per UTC minute (an offset changes on a minute at
-    most) and the seconds are copied. Other databases hand datetimes, converted one by one.
-    """
-
-    def __init__(self, tz: tzinfo) -> None:
-        self.tz = tz
-        self._minute: dict[str, tuple[str, str]] = {}
-
-    def iso(self, value: str | datetime) -> str:
-        if not isinstance(value, str):
-            return as_utc(value).astimezone(self.tz).isoformat()
-        head = self._minute.get(value[:16])
-        if head is None:
-            if len(self._minute) > 4096:
-                self._minute.clear()
-            local = parse_sqlite_datetime(value[:16] + ":00").astimezone(self.tz).isoformat()
-            head = self._minute[value[:16]] = (local[:16], local[19:])
-        micro = value[20:26]
-        return f"{head[0]}{value[16:19]}{'.' + micro if micro and micro != '000000' else ''}{head[1]}"
+__all__ = ["EXPORT_COLUMNS", "Forgotten", "erase_fan", "export_rows", "forget_fan", "redact_texts", "set_opt_out"]

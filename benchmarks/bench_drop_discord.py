@@ -141,9 +141,11 @@ def report(args: argparse.Namespace, run: DiscordRun, emu: DiscordEmulator) -> b
     sent = run.statuses.get("sent", 0)
     print(f"Discord drop to {args.dms:,} fans as DMs ({args.ineligible:,} more below the tier); emulator limits: "
           f"{args.global_per_second}/s global, 5 messages per 5 s per channel")
-    print(f"  create → all sent: {run.total_s:.1f} s   (no target: Discord's limits bound it; the global limit "
-          f"alone allows {2 * args.dms / args.global_per_second:.0f} s for {2 * args.dms:,} requests)   "
-          f"{sent / run.total_s:.1f} DMs/s   (create transaction {run.create_s:.2f} s)")
+    print(f"  create → all sent: {run.total_s:.1f} s   (no target: Discord's limits bound it; at "
+          f"{args.global_per_second}/s the global limit alone needs {2 * args.dms / args.global_per_second:.0f} s "
+          f"for {2 * args.dms:,} requests)   {sent / run.total_s:.1f} DMs/s   (create transaction {run.create_s:.2f} s)")
+    print("  (each DM is two requests, open the DM channel and send; 'send' and 'open DM' below count retries "
+          "of requests answered 429 too)")
     print(f"  requests: {dict(requests)}; answered 429: {limited.total:,} "
           f"({', '.join(f'{k}: {v}' for k, v in sorted(limited.limited.items())) or 'none'})")
     ok = eligible_once and nobody_else and sent == args.dms

@@ -20,7 +20,7 @@ from bot.outbox_drain import OutboxDrainer
 from bot.outbox_transact import session_transact
 from bot.sandbox.discord_emulator import DiscordEmulator
 from crm.drop_posts import post_reactions
-from crm.drops import DropDraft, create_drop, preview_drop
+from crm.drops import DropDraft, create_drop, note_dm_closed, preview_drop
 from crm.fan_actions import ensure_fan
 from crm.models import Delivery, Drop, Identity, Outbox
 from crm.privacy import set_opt_out
@@ -146,7 +146,7 @@ async def test_each_eligible_fan_gets_the_dm_once_across_a_429_and_a_restart(
         again = drainer(second.client, session_transact(sessions), clock)
         await again.start()
         try:
-            await eventually(lambda: _all_settled(sessions, drop_id))
+            await eventually(lambda: _drop_rows_settled(sessions))
         finally:
             await again.close()
 
@@ -163,7 +163,7 @@ async def test_each_eligible_fan_gets_the_dm_once_across_a_429_and_a_restart(
         assert drop is not None and drop.status == "finished"
 
 
-async def _all_settled(sessions: async_sessionmaker[AsyncSession], drop_id: int) -> bool:
+async def _drop_rows_settled(sessions: async_sessionmaker[AsyncSession]) -> bool:
     async with sessions() as s:
         pending = await s.execute(select(func.count()).select_from(Outbox).where(
             Outbox.kind.in_(("drop_dm", "drop_post")), Outbox.status.in_(("pending", "sending"))))
@@ -205,7 +205,7 @@ async def test_the_post_goes_to_the_tier_channel_once_and_its_reactions_are_coun
         again = drainer(second.client, session_transact(sessions), clock)
         await again.start()
         try:
-            await eventually(lambda: _all_settled(sessions, drop_id))
+            await eventually(lambda: _drop_rows_settled(sessions))
         finally:
             await again.close()
         (post,) = emu.sent_messages(DROPS_CHANNEL)
@@ -226,3 +226,46 @@ async def test_the_post_goes_to_the_tier_channel_once_and_its_reactions_are_coun
 
         found = await eventually(counted)
     assert (found.reactions, found.fans) == (3, 2), "the bot's own reaction does not count"
+
+
+async def test_a_dm_that_goes_through_clears_the_closed_mark(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    """The drop was created while FAN was reachable; an earlier drop then found their DMs closed, and
+    they opened them again: this DM goes through, so later drops reach them again."""
+    fans = await add_fans(sessions, settings, now, {FAN: "superfan"})
+    drop_id = await new_drop(sessions, settings, now, platforms=("discord",))
+    async with sessions.begin() as s:
+        await note_dm_closed(s, str(FAN), now)
+    async with running(crm) as handle:
+        await drainer(handle.client, session_transact(sessions), Clock(now)).drain_once()
+    assert len(dms_to(emu, FAN)) == 1
+    assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None)}
+    async with sessions() as s:
+        nxt = await preview_drop(s, settings, DropDraft(text="下一則", min_tier="鐵粉", platforms=("discord",)))
+    assert [r.fan_id for r in nxt.audience.recipients] == [fans[FAN]]
+
+
+async def test_a_long_drop_is_sent_in_pieces_each_once(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan"})
+    long_text = "\n".join(f"第 {n} 段：" + "好" * 60 for n in range(50))  # ~3,400 characters
+    await new_drop(sessions, settings, now, text=long_text, image_url="https://example.com/a.png")
+    clock = Clock(now)
+    async with running(crm) as handle:
+        await drainer(handle.client, session_transact(sessions), clock).drain_once()
+        async with sessions.begin() as s:  # a crash after Discord took both pieces: sent again
+            await s.execute(Outbox.__table__.update().where(Outbox.kind == "drop_dm").values(status="sending"))
+        clock.now = now + timedelta(minutes=5)
+        again = drainer(handle.client, session_transact(sessions), clock)
+        await again.start()
+        try:
+            await eventually(lambda: _drop_rows_settled(sessions))
+        finally:
+            await again.close()
+    pieces = dms_to(emu, FAN)
+    assert len(pieces) == 2 and all(len(p["content"]) <= 2000 for p in pieces)
+    assert "\n".join(p["content"] for p in pieces) == f"{long_text}\n{LINK}"
+    assert [bool(p["embeds"]) for p in pieces] == [False, True], "the image comes with the last piece"
+    assert len(posts_to(emu, emu.dm_channel_id(FAN))) == 4, "both pieces sent twice; Discord kept each once"

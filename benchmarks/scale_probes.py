@@ -15,6 +15,7 @@ import csv
 import functools
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -283,8 +284,11 @@ async def run_probe(db: Path, requests: int = 400) -> dict[str, Any]:
 
     fans = [f for f in sample_fans(db, 200) if f[1] == "line"]
     run_id = os.urandom(4).hex()
+    folder = Path(tempfile.mkdtemp(prefix="superfan-run-", dir=db.parent))
+    copy = folder / db.name  # the server writes (messages, fetched names): the cached database stays as built
+    await asyncio.to_thread(shutil.copyfile, db, copy)
+    db = copy
     async with LineEmulator("bench-token") as emulator:
-        folder = Path(tempfile.mkdtemp(prefix="superfan-run-"))
         port = _free_port()
         config = write_config(folder, db, line_api=emulator.base_url, port=port)
         env = {**os.environ, "LINE_CHANNEL_SECRET": RUN_SECRET, "LINE_CHANNEL_ACCESS_TOKEN": "bench-token"}
@@ -314,6 +318,7 @@ async def run_probe(db: Path, requests: int = 400) -> dict[str, Any]:
         proc.send_signal(signal.SIGINT)
         _, status, usage = await asyncio.to_thread(os.wait4, proc.pid, 0)
         replies = sum(1 for call in emulator.calls if call.path.endswith("/reply"))
+    shutil.rmtree(folder, ignore_errors=True)
     return {"rss_mb": usage.ru_maxrss / 1024, "requests": requests, "statuses": statuses, "replies": replies,
             "seconds": served, "exit": os.waitstatus_to_exitcode(status)}
 

@@ -71,6 +71,10 @@ class RestApi(InteractionRoutes):
         self._faults: list[_Fault] = []
         #: Discord's rate limits, off until a test sets them (``emu.rate_limits.use_discords()``).
         self.rate_limits = RateLimits()
+        self._holds: list[str] = []
+        self._release = asyncio.Event()
+        #: set while the answer to a message Discord created is being held back (``hold_after_accept``)
+        self.holding = asyncio.Event()
         #: (channel id, nonce) → the message it created, for ``enforce_nonce`` sends.
         self._by_nonce: dict[tuple[int, str], Payload] = {}
         self._changed = asyncio.Condition()
@@ -110,6 +114,23 @@ class RestApi(InteractionRoutes):
     ) -> None:
         body = json_body or _DEFAULT_ERRORS.get(status, {"message": "error", "code": 0})
         self._faults.append(_Fault(method.upper(), path_contains, status, times, body))
+
+    def hold_after_accept(self, path_contains: str) -> None:
+        self._holds.append(path_contains)
+        self._release.clear()
+
+    def release(self) -> None:
+        self._holds.clear()
+        self._release.set()
+
+    async def _hold(self, path: str) -> None:
+        """Hold the answer back if a hold matches ``path`` (the message is already made)."""
+        hold = next((h for h in self._holds if h in path), None)
+        if hold is None:
+            return
+        self._holds.remove(hold)
+        self.holding.set()
+        await self._release.wait()
 
     async def handle(self, request: web.Request) -> web.Response:
         rec = await record_request(request)
@@ -246,6 +267,7 @@ class RestApi(InteractionRoutes):
             self._by_nonce[nonce] = message
         if self.echo_bot_messages:
             await self.gateway.broadcast("MESSAGE_CREATE", world.gateway_message(message))
+        await self._hold(rec.path)
         return json_response(message)
 
     async def _channel_message(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:

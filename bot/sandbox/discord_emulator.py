@@ -9,6 +9,7 @@ helpers then play user activity into the gateway and REST calls are recorded for
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -80,6 +81,7 @@ class DiscordEmulator(WorldBuilders, InteractionDispatch):
         """Close bot sockets (1001) and the server; close the discord.py client first."""
         if self._runner is None:
             return
+        self.rest.release()
         await self.gateway.close_all(1001)
         await self._runner.cleanup()
         self._runner = None
@@ -275,6 +277,20 @@ class DiscordEmulator(WorldBuilders, InteractionDispatch):
         ``method`` may be ``"*"``; 429s get the ``Via`` header discord.py needs to retry them.
         """
         self.rest.fail_next(method, path_contains, status, times, json)
+
+    def hold_after_accept(self, path_contains: str) -> None:
+        """Create the next message whose path contains ``path_contains``, then hold the answer back
+        until :meth:`release` (or ``stop``): the bot never hears Discord took it, as when its
+        process dies right then. :attr:`holding` is set once a hold has caught a message."""
+        self.rest.hold_after_accept(path_contains)
+
+    def release(self) -> None:
+        """Let held answers go (and stop holding)."""
+        self.rest.release()
+
+    @property
+    def holding(self) -> asyncio.Event:
+        return self.rest.holding
 
     @property
     def rate_limits(self) -> RateLimits:

@@ -180,8 +180,16 @@ class LineOutboxSender:
         if view.image_url:
             messages.append(ImageMessage(original_content_url=view.image_url, preview_image_url=view.image_url))
         try:
-            await self.sender.multicast_batch(to, messages, retry_key=retry_key(message.idempotency_key),
-                                              aggregation_unit=view.aggregation_unit)
+            try:
+                await self.sender.multicast_batch(to, messages, retry_key=retry_key(message.idempotency_key),
+                                                  aggregation_unit=view.aggregation_unit)
+            except LineSendError as exc:
+                if not (view.aggregation_unit and exc.status == 400 and "aggregation" in exc.reason.lower()):
+                    raise
+                # Past LINE's 1,000 unit names a month: the drop still goes out, only untagged (LINE
+                # refused the request, so the same retry key is still unused).
+                log.warning("LINE refused drop %s's aggregation unit (%s); sending it untagged", view.id, exc.reason)
+                await self.sender.multicast_batch(to, messages, retry_key=retry_key(message.idempotency_key))
         except QuotaExceeded:
             raise Undeliverable("LINE monthly quota reached") from None
         except LineSendError as exc:

@@ -79,6 +79,8 @@ class LineEmulator:
         self._message_ids = itertools.count(500_000_000_000_000_001)
         #: recipients per custom aggregation unit (LINE's statistics per unit read these back)
         self.aggregation_units: Counter[str] = Counter()
+        #: distinct unit names LINE takes in a month (1,000 per channel); a new one past it is a 400
+        self.aggregation_unit_limit = 1000
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._stopping = asyncio.Event()
@@ -357,6 +359,9 @@ class LineEmulator:
         body = request[BODY]
         check_send("multicast", body)
         unit = check_aggregation_units(body)
+        if unit is not None and unit not in self.aggregation_units \
+                and len(self.aggregation_units) >= self.aggregation_unit_limit:
+            raise ApiError(400, "The number of aggregation units used this month exceeds the limit")
         key = self._retry_key(request)
         self._charge(len(body["to"]))
         if unit is not None:

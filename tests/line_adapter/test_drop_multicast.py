@@ -160,3 +160,16 @@ async def test_a_scheduled_drop_waits_for_its_time_and_goes_once(sessions, emu, 
     assert await again.drain_once() == 1
     assert await early.drain_once() == 0
     assert emu.received() == Counter({user(k): 1 for k in range(3)})
+
+
+async def test_past_lines_monthly_unit_names_the_drop_still_goes_out_untagged(sessions, emu, sender) -> None:
+    await fans(sessions, 3)
+    emu.aggregation_unit_limit = 0  # this month's 1,000 unit names are used up
+    drop_id = await drop(sessions)
+    await send_all(sessions, sender, Clock())
+    assert emu.received() == Counter({user(k): 1 for k in range(3)})
+    assert [c.status for c in emu.calls if c.path.endswith("multicast")] == [400, 200]
+    assert emu.aggregation_units == Counter()
+    async with sessions() as s:
+        row = await s.get(Drop, drop_id)
+        assert row is not None and row.status == "finished"

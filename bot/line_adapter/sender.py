@@ -206,7 +206,9 @@ class LineSender:
         """Multicast in batches of 500, each with its own retry key derived from ``retry_key``.
 
         Deriving the batch keys means a caller retrying the whole call (same ``retry_key``) cannot
-        deliver any batch twice. The quota is checked for all recipients before the first batch.
+        deliver any batch twice, but only if the retry passes the very same ids in the same order
+        (a batch's key follows its index). The quota is checked for all recipients before the first
+        batch. Drops persist their batches and send each with :meth:`multicast_batch` instead.
         """
         ids = list(dict.fromkeys(user_ids))
         if not ids:

@@ -222,7 +222,6 @@ async def fan(
     now: Annotated[str | None, typer.Option("--now", help="Evaluate the score at this ISO-8601 time.")] = None,
 ) -> None:
     """One fan's history, score (explained), preferences and notes."""
-    from bot import render_cli
     from bot.app import open_crm
     from crm.identity import find_fan
     from crm.profiles import fan_documents
@@ -235,6 +234,8 @@ async def fan(
     if as_json:
         _print_json(doc)
     else:
+        from bot import render_cli  # rich's tables: not for --json
+
         render_cli.fan_card(_console("out"), doc, crm.settings.locale, crm.settings.tiers)
 
 

@@ -222,7 +222,7 @@ def cell_width(s: str) -> int:
 _TOKENS = re.compile(r"[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]"
                      r"|[^\s\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]+"
                      r"|\s+")
-#: Characters a line may not start with (closing punctuation stays with what it closes).
+#: Punctuation that may not start a line: it stays with what it closes (a Latin word carries its own).
 _NO_LINE_START = set("，。、；：！？）」』》〉】,.;:!?)]")
 
 
@@ -237,7 +237,7 @@ def wrap(paragraph: str, width: int) -> list[str]:
             if line:
                 line, used = line + " ", used + 1
             continue
-        if used + size > width and line.strip() and token[0] not in _NO_LINE_START:
+        if used + size > width and line.strip() and token not in _NO_LINE_START:
             lines.append(line.rstrip())
             line, used = "", 0
         line, used = line + token, used + size

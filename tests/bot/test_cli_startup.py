@@ -67,6 +67,7 @@ def test_a_fan_card_loads_only_what_it_shows(config: Path) -> None:
     modules = loaded(result)
     assert of(modules, HEAVY) == []  # the schema at head is read without Alembic
     assert of(modules, OTHERS) == []
+    assert of(modules, ("rich",)) == []  # JSON needs no tables
 
 
 def test_a_database_behind_head_is_still_migrated(config: Path) -> None:

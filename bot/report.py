@@ -229,7 +229,12 @@ class _Render:
             return self.section("tiers_over_time", title, lead, self.empty("tiers_over_time"))
         keys = list(by_week)
         series = [(self.tier_name(k), by_week[k]) for k in keys]
-        return self.section("tiers_over_time", title, lead,
+        since = self.data.tiers_recorded_from
+        note = []
+        if since is not None:
+            text = self.t("tiers_over_time.recorded_from", date=since.astimezone(self.tz).strftime("%Y-%m-%d"))
+            note.append(f'<p class="note" data-figure="tiers.recorded_from">{escape(text)}</p>')
+        return self.section("tiers_over_time", title, lead, *note,
                             self.chart("tiers_over_time", svg.stacked_columns("tiers", title, self.weeks, series)),
                             self.weekly_table("tiers", [(k, self.tier_name(k)) for k in keys],
                                               {k: [f"{v:,}" for v in by_week[k]] for k in keys}))

@@ -156,6 +156,9 @@ class ReportData:
     funnel: list[FunnelStep]
     #: tier key → fans in that tier at the end of each week (the last week ends at ``now``).
     tiers_by_week: dict[str, list[int]]
+    #: The first tier change on record when it falls inside the weeks shown and fans were known
+    #: before it (an import, a new install): earlier weeks show fans in the tier they started in.
+    tiers_recorded_from: datetime | None
     true_fans: TrueFans
     sla_recent: SlaFigures
     sla_weeks: list[SlaWeek]
@@ -190,6 +193,9 @@ async def build_report(session: AsyncSession, settings: CrmSettings, now: dateti
     starts = week_starts(now, tz, weeks)
     ends = _week_ends(starts, now)
     by_week = await tiers_by_week(session, settings, ends, starts[0])
+    first_change = (await session.execute(select(func.min(_tc.at)))).scalar_one_or_none()
+    known_before = first_change is not None and first_change > starts[0] and (await session.execute(
+        select(_f.id).where(_f.first_seen_at < first_change).limit(1))).first() is not None
     counts = {tier: per_week[-1] for tier, per_week in by_week.items()}  # as at ``now``
     rules = settings.tiers
     true_keys = rules.keys[rules.rank(rules.true_fan_tier):]
@@ -199,6 +205,7 @@ async def build_report(session: AsyncSession, settings: CrmSettings, now: dateti
     return ReportData(
         generated_at=now, timezone=settings.scoring.timezone, weeks=starts, fans=sum(counts.values()),
         interactions=sum(sum(v) for v in engagement.values()), funnel=funnel(counts, settings), tiers_by_week=by_week,
+        tiers_recorded_from=first_change if known_before else None,
         true_fans=TrueFans(rules.true_fan_tier, true_count, goal,
                            round(100.0 * true_count / goal, 1),
                            [sum(by_week[k][n] for k in true_keys) for n in range(len(starts))]),

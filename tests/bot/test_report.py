@@ -161,6 +161,7 @@ async def test_english_with_the_configs_locale(engine, sessions, settings, tmp_p
     assert page.figures[f"drops.{ids['drop']}.line.failed"] == "1"
     assert [page.figures[f"top.{n}.tier"] for n in range(1, 5)] == ["True fan", "Close friend", "Passer-by", "Passer-by"]
     assert "路人" not in html and "摯友" not in html and "粉絲" not in html  # tiers are named in English throughout
+    assert page.figures["tiers.recorded_from"].startswith("Tier changes are on record from 2026-11-10;")
 
 
 async def test_line_s_own_count_is_shown_when_line_is_on(engine, sessions, settings, tmp_path, monkeypatch):

@@ -166,6 +166,10 @@ async def test_history_counts_a_fan_in_the_tier_they_held_then(sessions, setting
         data = await build_report(s, settings, NOW, weeks=4)
     assert data.tiers_by_week["passerby"] == [0, 1, 0, 2]
     assert data.tiers_by_week["close_friend"] == [0, 0, 1, 0]
+    assert data.tiers_recorded_from == T2  # Ux was known before the first change: the page says so
+    async with sessions() as s:
+        covered = await build_report(s, settings, NOW, weeks=1)
+    assert covered.tiers_recorded_from is None  # changes on record since before the first week shown
 
 
 async def test_an_empty_database_gives_zeros_not_errors(sessions, settings):
@@ -175,6 +179,7 @@ async def test_an_empty_database_gives_zeros_not_errors(sessions, settings):
     assert [f.at_least for f in data.funnel] == [0, 0, 0, 0]
     assert all(v == [0, 0, 0] for v in data.tiers_by_week.values())
     assert data.engagement == {} and data.top_fans == [] and data.drops == []
+    assert data.tiers_recorded_from is None
     assert [w.within_sla_pct for w in data.sla_weeks] == [None, None, None]
     assert data.sla_recent.within_sla_pct is None
     assert (data.line_quota.used, data.line_quota.quota, data.line_quota.used_pct) == (0, None, None)

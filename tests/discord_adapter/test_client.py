@@ -16,13 +16,13 @@ from bot.sandbox.discord_emulator import DiscordEmulator
 from tests.discord_adapter.conftest import GUILD, STEP
 
 FAN_COMMANDS = {"checkin", "link", "prefs", "ref", "me", "optout", "forget-me"}
-STAFF_COMMANDS = {"fan", "note", "tag", "tier", "stats", "log", "reply"}
+STAFF_COMMANDS = {"fan", "note", "tag", "tier", "stats", "log", "reply", "drop"}
 
 
 async def test_every_extension_loads_and_registers_its_commands(emu: DiscordEmulator, bot: SuperfanBot) -> None:
     names = discover()
     assert {n.rsplit(".", 1)[1] for n in names} >= {"intake", "membership", "checkin", "linking", "preferences",
-                                                     "referrals", "privacy", "fan_card", "staff", "stats",
+                                                     "referrals", "privacy", "fan_card", "staff", "stats", "drops",
                                                      "tier_roles"}
     assert set(bot.extensions) == set(names)
     registered = emu.registered_commands(GUILD)

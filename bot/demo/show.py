@@ -69,7 +69,10 @@ def traffic_summary(console: Console, traffic: Traffic, locale: str, *, fans: in
         table.add_row(t(f"demo.route.{key}", locale), f"{count:,}")
     console.print(table)
     if traffic.skipped:
-        skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(traffic.skipped.items()))
+        skipped = t("demo.list_separator", locale).join(
+            t("demo.skipped_item", locale, platform=t(f"demo.platform.{k.split(':')[0]}", locale),
+              kind=t(f"report.kind.{k.split(':')[1]}", locale), count=f"{v:,}")
+            for k, v in sorted(traffic.skipped.items()))
         console.print(t("demo.skipped", locale, items=skipped), highlight=False, style="dim")
 
 

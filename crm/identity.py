@@ -305,10 +305,11 @@ async def _told_apart(session: AsyncSession, fans: Sequence[Fan], settings: CrmS
     tz, rules = settings.scoring.tz, settings.tiers
     out = []
     for fan in shown:
-        where = ", ".join(sorted(platforms.get(fan.id, ()))) or "-"
+        accounts = sorted(platforms.get(fan.id, ())) or ["-"]
+        where = ", ".join(accounts)
         seen = fan.last_seen_at.astimezone(tz).date().isoformat() if fan.last_seen_at else "-"
         tier = dict(rules.get(fan.tier).names) if fan.tier in rules.keys else {"en": fan.tier}
         out.append(CrmError(f"#{fan.id} {fan.display_name} ({where}, {fan.tier}, last seen {seen})",
-                            code="fan.candidate", id=fan.id, name=fan.display_name, platforms=where,
+                            code="fan.candidate", id=fan.id, name=fan.display_name, platforms=accounts,
                             tier=tier, last_seen=seen))
     return out

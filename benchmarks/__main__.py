@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     db = ensure_db(scale, rebuild=args.rebuild)
     folder = Path(tempfile.mkdtemp(prefix="superfan-suite-"))
     config = write_config(folder, db)
+    import_rows = 3_000_000 if scale is FULL else scale.interactions  # the import: 3M rows
     steps: dict[str, Callable[[], list[Row]]] = {
         "card": lambda: card_rows(db),
         "top": lambda: [top_row(db)],
@@ -229,8 +230,10 @@ def main(argv: list[str] | None = None) -> None:
         "digest": lambda: [digest_row(db)],
         "stats": lambda: [stats_row(db)],
         "tiers": lambda: [command_row(config, "superfan tiers (CLI, whole command)", ["tiers"])],
-        "import": lambda: [other_bench_row("import (bench_import.py)", "bench_import", [])],
-        "rescore": lambda: [other_bench_row("rescore (bench_rescore.py)", "bench_rescore", [])],
+        "import": lambda: [other_bench_row(f"import of {import_rows:,} rows (bench_import.py)", "bench_import",
+                                           ["--rows", str(import_rows), "--fans", str(scale.fans), "--repeat", "1"])],
+        "rescore": lambda: [other_bench_row("rescore of this database (bench_rescore.py)", "bench_rescore",
+                                            ["--db", str(db)])],
     }
     wanted = args.only.split(",") if args.only else list(steps)
     if args.skip_others:

@@ -95,7 +95,10 @@ async def sla_clock_job(crm: Crm, clock: Clock = utcnow, writer: GroupWriter | N
 def build_scheduler(crm: Crm, *, extra: dict[str, Callable[[], Awaitable[object]]] | None = None,
                     clock: Clock = utcnow, writer: GroupWriter | None = None) -> AsyncIOScheduler:
     """The scheduler with every job; ``extra`` lets adapters add theirs (e.g. Discord role reconcile)."""
-    scheduler = AsyncIOScheduler(timezone=crm.config.creator.timezone)
+    # A job whose time came while the event loop was busy (a burst of webhooks, a slow machine) runs
+    # late rather than not at all: APScheduler's default grace of one second skips it with a warning.
+    # ``coalesce`` keeps a late job to one run.
+    scheduler = AsyncIOScheduler(timezone=crm.config.creator.timezone, job_defaults={"misfire_grace_time": None})
     scheduler.add_job(refresh_tiers_job, IntervalTrigger(minutes=TIER_REFRESH_MINUTES), args=[crm, clock, writer],
                       id="refresh_tiers", coalesce=True, max_instances=1, next_run_time=clock())
     DigestJob(crm, clock=clock, writer=writer).add_to(scheduler)

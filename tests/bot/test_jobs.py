@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from bot.app import Crm
@@ -30,6 +31,30 @@ async def test_refresh_job_demotes_after_months_of_silence(engine, sessions, set
 def test_scheduler_has_the_tier_job(engine, sessions, settings):
     scheduler = build_scheduler(Crm(Config(), engine, sessions, settings))
     assert {job.id for job in scheduler.get_jobs()} >= {"refresh_tiers", "digest", "digest_check", "sla_clock"}
+
+
+async def test_a_job_due_while_the_loop_was_busy_runs_late_instead_of_being_skipped(engine, sessions, settings):
+    ran: list[str] = []
+
+    async def reconcile() -> None:
+        ran.append("reconcile_roles")
+
+    scheduler = build_scheduler(Crm(Config(), engine, sessions, settings), extra={"reconcile_roles": reconcile})
+    job = scheduler.get_job("reconcile_roles")
+    scheduler.start(paused=True)
+    try:
+        job.modify(next_run_time=datetime.now(UTC) - timedelta(seconds=30))  # its time passed 30 s ago
+        for other in scheduler.get_jobs():
+            if other.id != "reconcile_roles":
+                other.pause()
+        scheduler.resume()
+        for _ in range(200):
+            if ran:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        scheduler.shutdown(wait=False)
+    assert ran == ["reconcile_roles"]
 
 
 async def test_with_the_app_writer_the_refresh_queues_with_webhook_writes_in_chunks(engine, sessions, settings, now,

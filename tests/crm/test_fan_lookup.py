@@ -62,3 +62,17 @@ async def test_a_substring_or_a_typo_finds_the_one_fan_it_fits(sessions, setting
     async with sessions() as s:
         assert (await find_fan(s, "joyce")).display_name == "Joyce Lin 7"
         assert (await find_fan(s, "Joice Lin 7")).display_name == "Joyce Lin 7"
+
+
+async def test_a_typo_in_the_first_character_still_finds_the_fan(sessions, settings, now):
+    """Fuzzy candidates come from indexes: the key's first character, or (a typo there) its second."""
+    names = ["Mandy_12", "Kevin_77", "Andy Wu", "小慧", "Ray_3"] + [f"粉絲{n}" for n in range(20)]
+    items = [InteractionIn("line", f"U{n}", "message", now - timedelta(hours=n), f"e{n}", name)
+             for n, name in enumerate(names)]
+    async with sessions.begin() as s:
+        await record_many(s, items, settings, now)
+    async with sessions() as s:
+        assert (await find_fan(s, "Xandy_12")).display_name == "Mandy_12"  # first character wrong
+        assert (await find_fan(s, "Mandx_12")).display_name == "Mandy_12"  # a later one
+        assert (await find_fan(s, "Kevim_77")).display_name == "Kevin_77"
+        assert (await find_fan(s, "xKevin_77")).display_name == "Kevin_77"  # one character typed first

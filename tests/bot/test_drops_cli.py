@@ -102,3 +102,24 @@ async def test_list_and_show_report_what_happened(cli: Cli) -> None:
     assert shown["text"] == "behind the scenes" and shown["sponsored"] and shown["quota_used"] == 0
     missing = await cli("drop", "show", "999", expect=2)
     assert "There is no drop #999." in missing.stderr
+
+
+async def test_bad_input_is_a_usage_error_in_one_line(cli: Cli) -> None:
+    for args, says in ((["--platform", "telegram"], "Platforms are line and/or discord, not “telegram”."),
+                       (["--at", "tomorrow"], "--at “tomorrow” needs an ISO-8601 time with a UTC offset"),
+                       (["--image", "http://cdn.example/a.png"], "is not usable"),
+                       (["--min-tier", "king"], "Unknown tier “king”")):
+        result = await cli("drop", "create", "--min-tier", "鐵粉", "--text", "x", *args, expect=2)
+        assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert rows(cli.db, "SELECT count(*) FROM drops") == [(0,)]
+
+
+async def test_a_scheduled_drop_says_when_and_waits(cli: Cli) -> None:
+    made = json.loads((await cli("drop", "create", "--min-tier", "鐵粉", "--text", "x", "--platform", "line",
+                                 "--at", "2026-12-24T20:00:00+08:00", "--now", "2026-12-24T10:00:00+08:00",
+                                 "--json")).stdout)
+    assert rows(cli.db, "SELECT status FROM drops") == [("scheduled",)]
+    due = rows(cli.db, "SELECT next_attempt_at FROM outbox")
+    assert [d[0][:16] for d in due] == ["2026-12-24 12:00"]  # stored in UTC
+    listed = (await cli("drop", "list", "--now", "2026-12-24T10:00:00+08:00")).stdout
+    assert f"#{made['id']} scheduled" in listed and "at 2026-12-24 20:00" in listed

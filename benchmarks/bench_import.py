@@ -1,112 +1,166 @@
-"""Bulk import speed: ``bulk_record`` against raw stdlib sqlite3 ``executemany`` of the same rows.
+"""``superfan import`` of a large file: speed against raw stdlib sqlite3 ``executemany`` of the same
+rows, and peak RSS.
 
-    python -m benchmarks.bench_import [--rows 200000] [--fans 10000] [--repeat 5]
+    python -m benchmarks.bench_import [--rows 200000] [--fans 10000] [--repeat 3] [--db PATH]
 
-Target (issue #2): bulk_record ≥ 0.25 × raw (raw ≈ 430k rows/s on a 2-core machine).
+A CSV file in the import format is written once (``--rows`` rows over ``--fans`` fans). Each round,
+each side runs in its own process (so its peak RSS is its own) on fresh files:
+
+* raw: stdlib sqlite3 reads the CSV with ``csv.reader`` and ``executemany``-inserts the rows
+  into a table with the ``(platform, event id)`` unique key, in one transaction;
+* superfan: :func:`bot.importer.import_file` as ``superfan import`` runs it (one transaction,
+  chunk by chunk) into a migrated superfan database, or into a copy of ``--db``.
+
+Targets: superfan ≥ 0.25 × raw in rows/s (issue #2), ≤ 500 MB peak RSS at 3M rows (issue #19).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import json
+import os
 import random
+import resource
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
-from bot.bulk_mode import bulk_mode
-from crm.bulk_ingest import bulk_record
-from crm.db import make_engine, make_sessionmaker, migrate
-from crm.interaction import InteractionIn
-from crm.settings import CrmSettings
-
 TARGET_RATIO = 0.25
+TARGET_RSS_MB = 500
 KINDS = ["message"] * 6 + ["reaction"] * 3 + ["share", "checkin", "purchase", "dm_in"]
+HEADER = ("platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency", "event_id", "text")
 
 
-def synth(rows: int, fans: int, seed: int = 7) -> list[InteractionIn]:
+def write_csv(path: Path, rows: int, fans: int, seed: int = 7) -> None:
+    """``rows`` rows in the import format, in no particular order (as a shop's export would be)."""
     rng = random.Random(seed)
     start = datetime(2026, 5, 1, tzinfo=UTC)
-    out = []
-    for n in range(rows):
-        fan = rng.randrange(fans)
-        kind = rng.choice(KINDS)
-        platform = "line" if fan % 2 else "discord"
-        ext = f"U{fan:032x}" if platform == "line" else str(400000000000000000 + fan)
-        purchase = kind == "purchase"
-        out.append(InteractionIn(
-            platform, ext, kind, start + timedelta(seconds=rng.randrange(180 * 86400)), f"bench-{n}",
-            f"粉絲{fan}", amount=Decimal(rng.randrange(100, 3000)) if purchase else None,
-            currency="TWD" if purchase else None, text="謝謝分享今天的影片！" if kind == "message" else None,
-        ))
-    return out
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(HEADER)
+        for n in range(rows):
+            fan = rng.randrange(fans)
+            kind = rng.choice(KINDS)
+            platform = "line" if fan % 2 else "discord"
+            ext = f"U{fan:032x}" if platform == "line" else str(400000000000000000 + fan)
+            purchase = kind == "purchase"
+            at = start + timedelta(seconds=rng.randrange(180 * 86400))
+            out.writerow((platform, ext, f"粉絲{fan}", kind, at.isoformat(), rng.randrange(100, 3000) if purchase else "",
+                          "TWD" if purchase else "", f"bench-{n}", "謝謝分享今天的影片！" if kind == "message" else ""))
 
 
-def raw_sqlite(items: list[InteractionIn], path: Path) -> float:
-    conn = sqlite3.connect(path)
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_raw(csv_path: Path, db: Path) -> dict[str, float]:
+    conn = sqlite3.connect(db)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE interactions (id INTEGER PRIMARY KEY, platform TEXT, external_id TEXT, kind TEXT,"
                  " occurred_at TEXT, amount INTEGER, currency TEXT, summary TEXT, source_event_id TEXT,"
                  " UNIQUE (platform, source_event_id))")
-    rows = [(i.platform, i.external_id, i.kind, i.occurred_at.isoformat(), None if i.amount is None else int(i.amount),
-             i.currency, i.text, i.source_event_id) for i in items]
     t0 = time.perf_counter()
-    with conn:
+    with csv_path.open(encoding="utf-8", newline="") as fh, conn:
+        reader = csv.reader(fh)
+        next(reader)
+        rows = ((p, e, k, at, int(a) if a else None, c or None, x or None, ev) for p, e, _n, k, at, a, c, ev, x in reader)
         conn.executemany("INSERT INTO interactions (platform, external_id, kind, occurred_at, amount, currency,"
                          " summary, source_event_id) VALUES (?,?,?,?,?,?,?,?)", rows)
-    elapsed = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    (count,) = conn.execute("SELECT count(*) FROM interactions").fetchone()
     conn.close()
-    return len(rows) / elapsed
+    return {"seconds": seconds, "rows": count, "rss_mb": _rss_mb()}
 
 
-async def superfan(items: list[InteractionIn], path: Path, batch: int) -> float:
-    url = f"sqlite+aiosqlite:///{path}"
-    await migrate(url)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
-    settings = CrmSettings()
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-    t0 = time.perf_counter()
-    async with sessions.begin() as session:
-        step = batch or len(items)
-        for start in range(0, len(items), step):
-            with bulk_mode(step > 4000):  # as `superfan import` runs it
-                await bulk_record(session, items[start : start + step], settings, now)
-    elapsed = time.perf_counter() - t0
-    await engine.dispose()
-    return len(items) / elapsed
+def phase_superfan(csv_path: Path, db: Path, fresh: bool) -> dict[str, float]:
+    from bot.importer import import_file
+    from crm.db import make_engine, make_sessionmaker, migrate
+    from crm.settings import CrmSettings
+
+    async def go() -> dict[str, float]:
+        url = f"sqlite+aiosqlite:///{db}"
+        if fresh:
+            await migrate(url)
+        engine = make_engine(url)
+        t0 = time.perf_counter()
+        async with make_sessionmaker(engine).begin() as session:
+            result = await import_file(session, csv_path, CrmSettings(), datetime(2026, 11, 1, tzinfo=UTC))
+        seconds = time.perf_counter() - t0
+        await engine.dispose()
+        return {"seconds": seconds, "rows": result.stored, "duplicates": result.duplicates,
+                "new_fans": result.new_fans, "rss_mb": _rss_mb()}
+
+    return asyncio.run(go())
+
+
+def _run(*args: str) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_import", *args], stdout=subprocess.PIPE,
+                          text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"a benchmark process failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--fans", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=0, help="rows per bulk_record call (0: one call, as import)")
-    parser.add_argument("--repeat", type=int, default=5,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of raw then superfan, each on fresh files; medians are compared")
+    parser.add_argument("--db", type=Path, help="import into a copy of this superfan database instead of a new one")
+    parser.add_argument("--phase", choices=("raw", "superfan"), help=argparse.SUPPRESS)
+    parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    items = synth(args.rows, args.fans)
+    if args.phase:
+        outcome = (phase_raw(args.csv, args.target) if args.phase == "raw"
+                   else phase_superfan(args.csv, args.target, args.fresh))
+        print(json.dumps(outcome))
+        return
+
     raws, ours = [], []
-    # Alternating rounds: on a shared VM one raw run can be 2x another a minute later, and
-    # a single pair would compare two different machines. Five, not three: the identical raw insert
-    # took 1.0 to 1.7 s of CPU within one minute here, and raw's 1.5-s run samples that noise more
-    # than superfan's 5-s run does, so with three rounds two fast raw runs decided the median.
-    for n in range(args.repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            raws.append(raw_sqlite(items, Path(tmp) / f"raw{n}.db"))
-            ours.append(asyncio.run(superfan(items, Path(tmp) / f"superfan{n}.db", args.batch)))
-    raw, mine = statistics.median(raws), statistics.median(ours)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SUPERFAN_BENCH_TMP")) as tmp:
+        data = Path(tmp) / "import.csv"
+        write_csv(data, args.rows, args.fans)
+        # Alternating rounds: on a shared VM one raw run can be 2x another a minute later, and a
+        # single pair would compare two different machines.
+        for n in range(args.repeat):
+            raws.append(_run("--phase", "raw", "--csv", str(data), "--target", str(Path(tmp) / f"raw{n}.db")))
+            target = Path(tmp) / f"superfan{n}.db"
+            if args.db:
+                with sqlite3.connect(args.db) as source, sqlite3.connect(target) as copy:
+                    source.backup(copy)
+                ours.append(_run("--phase", "superfan", "--csv", str(data), "--target", str(target)))
+            else:
+                ours.append(_run("--phase", "superfan", "--csv", str(data), "--target", str(target), "--fresh"))
+            for leftover in Path(tmp).glob("*.db*"):
+                leftover.unlink()
+        size_mb = data.stat().st_size / 2**20
+    raw_rate = [r["rows"] / r["seconds"] for r in raws]
+    our_rate = [o["rows"] / o["seconds"] for o in ours]
+    raw, mine = statistics.median(raw_rate), statistics.median(our_rate)
     ratio = mine / raw
-    print(f"rows={args.rows} fans={args.fans} rounds={args.repeat}")
-    print(f"raw sqlite3 executemany : {raw:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in raws)})")
-    print(f"superfan bulk_record    : {mine:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in ours)})")
-    print(f"ratio                   : {ratio:.3f} (target ≥ {TARGET_RATIO}) {'OK' if ratio >= TARGET_RATIO else 'BELOW TARGET'}"
-          f"; per round {', '.join(f'{o / r:.3f}' for r, o in zip(raws, ours, strict=True))}")
+    rss = max(o["rss_mb"] for o in ours)
+    print(f"rows={args.rows:,} fans={args.fans:,} file={size_mb:.0f} MB rounds={args.repeat}"
+          f"{f' into a copy of {args.db}' if args.db else ''}")
+    print(f"raw sqlite3 executemany : {raw:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in raw_rate)}), "
+          f"{statistics.median(r['seconds'] for r in raws):.1f} s, peak RSS {max(r['rss_mb'] for r in raws):.0f} MB")
+    print(f"superfan import         : {mine:>10,.0f} rows/s (median; {', '.join(f'{r:,.0f}' for r in our_rate)}), "
+          f"{statistics.median(o['seconds'] for o in ours):.1f} s, peak RSS {rss:.0f} MB")
+    print(f"ratio                   : {ratio:.3f} (target >= {TARGET_RATIO}) "
+          f"{'OK' if ratio >= TARGET_RATIO else 'BELOW TARGET'}; per round "
+          f"{', '.join(f'{o / r:.3f}' for r, o in zip(raw_rate, our_rate, strict=True))}")
+    print(f"peak RSS                : {rss:.0f} MB (target <= {TARGET_RSS_MB} MB at 3M rows) "
+          f"{'OK' if rss <= TARGET_RSS_MB else 'MISSES TARGET'}")
 
 
 if __name__ == "__main__":

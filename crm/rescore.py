@@ -27,11 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import READ_ONLY, fetch_rows, sqlite_driver, update_rows
@@ -51,6 +51,9 @@ from crm.tiers_service import TierMove, reevaluate
 #: Rows worked out per write transaction (whole fans: a fan with more rows is one batch of its
 #: own). About 30 ms of updates on SQLite, so the writer never waits long for its lock.
 BATCH_ROWS = 10_000
+#: WAL pages (4 KiB) a rescore's connection lets pile up before it checkpoints (SQLite's default: 1,000).
+CHECKPOINT_PAGES = 65_536
+DEFAULT_CHECKPOINT_PAGES = 1000
 #: Relative difference under which a recomputed ``score_base`` is left as stored (summation order).
 BASE_TOLERANCE = 1e-12
 #: Kept for callers that report progress in steps (the CLI advances by what it is told).
@@ -62,6 +65,10 @@ _COLUMNS = (_i.c.id, _i.c.fan_id, _i.c.kind, _i.c.occurred_at, _i.c.amount_cents
 _ORDER = (_i.c.fan_id, _i.c.occurred_at, _i.c.id)  # the (fan_id, occurred_at) index's own order
 _FROM = select(*_COLUMNS).where(_i.c.fan_id > bindparam("lo")).order_by(*_ORDER).limit(bindparam("n"))
 _RANGE = select(*_COLUMNS).where(_i.c.fan_id > bindparam("lo"), _i.c.fan_id <= bindparam("hi")).order_by(*_ORDER)
+_REST_OF_FAN = select(*_COLUMNS).where(
+    _i.c.fan_id == bindparam("fan"),
+    or_(_i.c.occurred_at > bindparam("at"), and_(_i.c.occurred_at == bindparam("at"), _i.c.id > bindparam("id"))),
+).order_by(*_ORDER)
 _TAIL = select(*_COLUMNS).where(_i.c.fan_id > bindparam("lo")).order_by(*_ORDER)
 _PRINT = (func.count(), func.coalesce(func.sum(_i.c.id), 0), func.coalesce(func.sum(_i.c.fan_id * _i.c.id), 0))
 _PRINT_RANGE = select(*_PRINT).where(_i.c.fan_id > bindparam("lo"), _i.c.fan_id <= bindparam("hi"))
@@ -74,6 +81,7 @@ _LOCK_RANGE = select(_f.c.id).where(_f.c.id > bindparam("lo"), _f.c.id <= bindpa
 _LOCK_TAIL = select(_f.c.id).where(_f.c.id > bindparam("lo")).with_for_update(key_share=True)
 
 Row = tuple[Any, ...]
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -130,57 +138,72 @@ async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
     moves: list[TierMove] = []
     fans = rows = changed = batches = reread = 0
     lo = 0
-    while True:
-        # Read and work out the next batch outside the writer's lock.
-        if on_sqlite:
-            await session.connection(execution_options={READ_ONLY: True})
-        got, hi = await _read_from(session, lo, batch_rows)
-        batch = replay.batch(lo, hi, got)
-        if on_sqlite:
-            await session.rollback()  # ends the read snapshot; the write transaction starts below
-        if pause:
-            await pause("read")
-        # The write transaction: lock the range (PostgreSQL), check nothing changed, write.
-        bounds = {"lo": batch.lo} if batch.hi is None else {"lo": batch.lo, "hi": batch.hi}
-        if not on_sqlite:
-            await fetch_rows(session, _LOCK_TAIL if batch.hi is None else _LOCK_RANGE, bounds)
-        (count, ids, pairs), = await fetch_rows(session, _PRINT_TAIL if batch.hi is None else _PRINT_RANGE, bounds)
-        if (int(count), int(ids), int(pairs)) != batch.fingerprint:
-            reread += 1
-            batch = replay.batch(lo, batch.hi, await fetch_rows(session, _TAIL if batch.hi is None else _RANGE, bounds))
-        moves += await _write(session, settings, now, batch, bounds, floor)
-        await session.commit()
-        batches += 1
-        fans += len(batch.bases)
-        rows += batch.rows
-        changed += len(batch.points)
-        if progress:
-            progress(batch.rows)
-        if batch.hi is None:
-            break
-        lo = batch.hi
-        if pause:
-            await pause("written")
+    spaced: dict[int, Any] = {}  # SQLite connections whose automatic checkpoints were spaced out
+    try:
+        while True:
+            # Read and work out the next batch outside the writer's lock.
+            if on_sqlite:
+                await session.connection(execution_options={READ_ONLY: True})
+            got, hi = await _read_from(session, lo, batch_rows)
+            batch = replay.batch(lo, hi, got)
+            if on_sqlite:
+                await session.rollback()  # ends the read snapshot; the write transaction starts below
+            if pause:
+                await pause("read")
+            # The write transaction: lock the range (PostgreSQL), check nothing changed, write.
+            if on_sqlite:
+                await _space_checkpoints(session, spaced)
+            bounds = {"lo": batch.lo} if batch.hi is None else {"lo": batch.lo, "hi": batch.hi}
+            if not on_sqlite:
+                await fetch_rows(session, _LOCK_TAIL if batch.hi is None else _LOCK_RANGE, bounds)
+            (count, ids, pairs), = await fetch_rows(session, _PRINT_TAIL if batch.hi is None else _PRINT_RANGE, bounds)
+            if (int(count), int(ids), int(pairs)) != batch.fingerprint:
+                reread += 1
+                batch = replay.batch(lo, batch.hi, await fetch_rows(session, _TAIL if batch.hi is None else _RANGE, bounds))
+            moves += await _write(session, settings, now, batch, bounds, floor)
+            await session.commit()
+            batches += 1
+            fans += len(batch.bases)
+            rows += batch.rows
+            changed += len(batch.points)
+            if progress:
+                progress(batch.rows)
+            if batch.hi is None:
+                break
+            lo = batch.hi
+            if pause:
+                await pause("written")
+    finally:
+        for driver in spaced.values():
+            await driver.execute(f"PRAGMA wal_autocheckpoint={DEFAULT_CHECKPOINT_PAGES}")
     return RescoreResult(fans, rows, changed, moves, batches, reread)
+
+
+async def _space_checkpoints(session: AsyncSession, spaced: dict[int, Any]) -> None:
+    """Let the WAL grow to :data:`CHECKPOINT_PAGES` before this connection copies it back.
+
+    A batch updates rows all over the table (its fans' rows span the year), and by default every
+    commit past 1,000 WAL pages copies them back into the database file and syncs it: most of a
+    rescore's time went there, writing the same pages again batch after batch.
+    """
+    driver = await sqlite_driver(session)
+    if driver is not None and id(driver) not in spaced:
+        spaced[id(driver)] = driver
+        await driver.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
 
 
 async def _read_from(session: AsyncSession, lo: int, batch_rows: int) -> tuple[list[Row], int | None]:
     """About ``batch_rows`` rows from fan ``lo + 1`` on, ending on a whole fan, and the last fan
-    id they cover (``None``: they run to the end of the table, and the batch covers every fan after ``lo``).
-
-    A full read ends in the middle of its last fan as often as not: that fan is left to the next
-    batch, unless it is the only one, in which case all its rows are read.
+    id they cover (``None``: they run to the end of the table, and the batch covers every fan
+    after ``lo``). A read that stops inside a fan is completed with that fan's remaining rows, so
+    every row is read once.
     """
     got = await fetch_rows(session, _FROM, {"lo": lo, "n": batch_rows})
     if len(got) < batch_rows:
         return got, None
-    last = got[-1][1]
-    if got[0][1] != last:
-        cut = len(got)
-        while got[cut - 1][1] == last:
-            cut -= 1
-        return got[:cut], int(got[cut - 1][1])
-    return await fetch_rows(session, _RANGE, {"lo": lo, "hi": last}), int(last)
+    last_id, last_fan, _kind, last_at = got[-1][:4]
+    got.extend(await fetch_rows(session, _REST_OF_FAN, {"fan": last_fan, "at": last_at, "id": last_id}))
+    return got, int(last_fan)
 
 
 class _Replay:
@@ -192,13 +215,19 @@ class _Replay:
         self.epoch_ts = epoch_ts
         self.span = span
         self.weights = {kind: rules.base_points(kind, None, None) for kind in rules.weights}
+        #: Kinds whose points are their weight: neither capped nor cooled down.
+        self.plain = frozenset(rules.weights) - set(rules.daily_caps) - {
+            kind for kind, seconds in rules.cooldown_seconds.items() if seconds}
 
     def batch(self, lo: int, hi: int | None, got: Sequence[Row]) -> _Batch:
-        """``got``: every row of the fans ``(lo, hi]``, in ``_ORDER``."""
+        """``got``: every row of the fans ``(lo, hi]``, in ``_ORDER``. Runs once per row of the
+        database: the loop keeps to locals, and kinds without a cap or cooldown skip the allowance."""
         batch = _Batch(lo, hi)
-        allowance, weights, rules = self.allowance, self.weights, self.rules
+        allowance, weights, rules, plain = self.allowance, self.weights, self.rules, self.plain
+        award, earned, awarded_at = allowance.award, allowance.earned, allowance.awarded_at
         epoch_ts, span = self.epoch_ts, self.span
-        pow2 = math.pow
+        parse, naive_epoch = datetime.fromisoformat, _NAIVE_EPOCH
+        text = bool(got) and isinstance(got[0][3], str)  # SQLite's naive UTC text, else aware datetimes
         points_out, bases = batch.points, batch.bases
         current: int | None = None
         base = 0.0
@@ -208,16 +237,18 @@ class _Replay:
                 if current is not None:
                     bases[current] = base
                 current, base = fan_id, 0.0
-                allowance.earned.clear()
-                allowance.awarded_at.clear()
-            ts = _timestamp(at)
+                earned.clear()
+                awarded_at.clear()
+            # Subtracting the naive epoch gives datetime.timestamp()'s exact value, 4x faster.
+            ts = (parse(at) - naive_epoch).total_seconds() if text else at.timestamp()
             if cents is None:
-                weight = weights.get(kind, 0.0)
+                points = weights.get(kind, 0.0)
+                if kind not in plain:
+                    points = award(fan_id, kind, ts, points)
             else:
-                weight = rules.base_points(kind, Decimal(cents) / 100, currency)
-            points = allowance.award(fan_id, kind, ts, weight)
+                points = award(fan_id, kind, ts, rules.base_points(kind, Decimal(cents) / 100, currency))
             if points:
-                base += points * pow2(2.0, (ts - epoch_ts) / span)
+                base += points * 2.0 ** ((ts - epoch_ts) / span)
             if points != old and abs(points - old) > 1e-12:
                 points_out.append((points, iid))
             count += 1
@@ -230,17 +261,10 @@ class _Replay:
         return batch
 
 
-def _timestamp(at: str | datetime) -> float:
-    """A stored time as a POSIX timestamp (SQLite's text, or the driver's aware datetime)."""
-    if isinstance(at, str):
-        return datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
-    return at.timestamp()
-
-
 async def _write(session: AsyncSession, settings: CrmSettings, now: datetime, batch: _Batch,
                  bounds: dict[str, int], floor: float) -> list[TierMove]:
     """Write the batch's changed points and bases, then re-evaluate its fans' tiers."""
-    await update_rows(session, _i, "id", ["points"], batch.points)
+    await update_rows(session, _i, "id", ["points"], sorted(batch.points, key=_by_id))  # in table order
     fans = await fetch_rows(session, _FANS_TAIL if batch.hi is None else _FANS_RANGE, bounds)
     lowest = settings.tiers.lowest
     new_bases = []
@@ -266,3 +290,7 @@ async def refresh_tiers(session: AsyncSession, settings: CrmSettings, now: datet
 async def rebase_epoch(session: AsyncSession, settings: CrmSettings, now: datetime) -> bool:
     """Move the epoch to ``now`` when terms approach float overflow (see :func:`rebase_if_needed`)."""
     return await rebase_if_needed(session, await score_state(session, settings.scoring), now)
+
+
+def _by_id(change: tuple[float, int]) -> int:
+    return change[1]

@@ -105,7 +105,9 @@ _CLASSES: dict[type, type] = {}
 def _inherited(obj: Any, name: str) -> Any:
     """Click's or Typer's own ``name`` of ``obj`` (what ``super()`` would find, for methods that are
     copied into classes made at run time, where ``super()`` cannot be used)."""
-    return next(vars(k)[name] for k in type(obj).__mro__ if k.__module__ != __name__ and name in vars(k))
+    mro = type(obj).__mro__
+    ours = next(i for i, k in enumerate(mro) if k.__module__ == __name__ and name in vars(k))
+    return next(vars(k)[name] for k in mro[ours + 1:] if name in vars(k))
 
 
 def _localized_class(cls: type) -> type:

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm.drops import DropView, drop_text, load_drop
+from crm.drops import DropView, drop_text, load_drop, waiting_recipients
 from crm.settings import DropRules
 
 KEEP = 64
@@ -39,3 +39,9 @@ class DropViews:
 
     def text(self, view: DropView) -> str:
         return drop_text(view, self.rules)
+
+    async def still_waiting(self, outbox_id: int) -> set[str]:
+        """The platform ids whose delivery by this row is still pending: a fan erased since the
+        drop was created has no delivery left, and is not sent to."""
+        async with self._readers() as session:
+            return await waiting_recipients(session, outbox_id)

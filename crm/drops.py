@@ -302,6 +302,12 @@ async def deliver_evergreen(session: AsyncSession, settings: CrmSettings, now: d
     return added
 
 
+async def waiting_recipients(session: AsyncSession, outbox_id: int) -> set[str]:
+    """The platform ids of the pending deliveries an outbox row carries."""
+    rows = await session.execute(select(_d.external_id).where(_d.outbox_id == outbox_id, _d.status == "pending"))
+    return set(rows.scalars())
+
+
 async def pending_line_messages(session: AsyncSession) -> int:
     """LINE drop messages queued and not yet sent (they will spend quota this month)."""
     stmt = select(func.count()).where(_d.platform == "line", _d.status == "pending")

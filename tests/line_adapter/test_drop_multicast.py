@@ -173,3 +173,18 @@ async def test_past_lines_monthly_unit_names_the_drop_still_goes_out_untagged(se
     async with sessions() as s:
         row = await s.get(Drop, drop_id)
         assert row is not None and row.status == "finished"
+
+
+async def test_a_fan_erased_before_the_send_is_not_sent_to(sessions, emu, sender) -> None:
+    from crm.privacy import forget_fan
+
+    await fans(sessions, 4)
+    drop_id = await drop(sessions)
+    async with sessions.begin() as s:  # a PDPA erasure between create and send (e.g. a scheduled drop)
+        fan_id = (await s.execute(select(Delivery.fan_id).where(Delivery.external_id == user(2)))).scalar_one()
+        await forget_fan(s, CrmSettings(), fan_id, T0)
+    await send_all(sessions, sender, Clock())
+    assert emu.received() == Counter({user(k): 1 for k in (0, 1, 3)})
+    async with sessions() as s:
+        row = await s.get(Drop, drop_id)
+        assert row is not None and (row.status, row.quota_used) == ("finished", 3)

@@ -94,3 +94,15 @@ def test_fans_json_is_every_fan_best_first_whatever_the_chunk(cli, monkeypatch):
     assert json.loads(cli("fans", "--json", "--top", "3").stdout) == whole[:3]
     assert cli("fans", "--json", "--tier", "摯友").stdout in ("[]\n", json.dumps(
         [f for f in whole if f["tier_key"] == "close_friend"], ensure_ascii=False, indent=2) + "\n")
+
+
+def test_the_json_export_is_the_same_however_the_fans_are_split_by_history(cli, tmp_path, monkeypatch):
+    cli("import", str(EXAMPLE))
+    whole = tmp_path / "whole.json"
+    cli("export", "--format", "json", "--out", str(whole))
+    monkeypatch.setattr("bot.exporter.ROWS_PER_CHUNK", 2)  # a fan or two per run: each of them has 1-3 rows
+    split = tmp_path / "split.json"
+    cli("export", "--format", "json", "--out", str(split))
+    fans = json.loads(whole.read_text(encoding="utf-8"))["fans"]
+    assert json.loads(split.read_text(encoding="utf-8"))["fans"] == fans
+    assert sum(len(f["interactions"]) for f in fans) == len(_csv(EXAMPLE))

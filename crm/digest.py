@@ -173,14 +173,21 @@ async def _sla(session: AsyncSession, settings: CrmSettings, now: datetime) -> d
 
 async def _tier_changes(session: AsyncSession, settings: CrmSettings, since: datetime, now: datetime,
                         limit: int) -> tuple[list[dict[str, Any]], int]:
-    """Tier moves after ``since`` (newest first; the ``tier_changes.at`` index bounds the scan)."""
+    """Fans whose tier moved after ``since``, one line each, newest first: from the tier before their
+    first move to the tier after their last (路人 → 鐵粉, not two lines); a fan back where they
+    started is left out. ``reason`` is the last move's. The ``tier_changes.at`` index bounds the scan."""
     tz, rules, loc = settings.scoring.tz, settings.tiers, settings.locale
-    window = and_(_tc.at > since, _tc.at <= now, _f.opted_out.is_(False))
-    joined = table(TierChange).join(table(Fan), _f.id == _tc.fan_id)
-    count = (await session.execute(select(func.count()).select_from(joined).where(window))).scalar_one()
+    per_fan = (select(_tc.fan_id, func.min(_tc.id).label("first"), func.max(_tc.id).label("last"))
+               .where(_tc.at > since, _tc.at <= now).group_by(_tc.fan_id).subquery())
+    first, last = table(TierChange).alias("first_move"), table(TierChange).alias("last_move")
+    joined = (per_fan.join(first, first.c.id == per_fan.c.first).join(last, last.c.id == per_fan.c.last)
+              .join(table(Fan), _f.id == per_fan.c.fan_id))
+    moved = and_(_f.opted_out.is_(False),
+                 or_(first.c.from_tier.is_(None), first.c.from_tier != last.c.to_tier))
+    count = (await session.execute(select(func.count()).select_from(joined).where(moved))).scalar_one()
     rows = await session.execute(
-        select(_tc.fan_id, _f.display_name, _tc.from_tier, _tc.to_tier, _tc.reason, _tc.at).select_from(joined)
-        .where(window).order_by(_tc.at.desc(), _tc.id.desc()).limit(limit))
+        select(per_fan.c.fan_id, _f.display_name, first.c.from_tier, last.c.to_tier, last.c.reason, last.c.at)
+        .select_from(joined).where(moved).order_by(last.c.at.desc(), last.c.id.desc()).limit(limit))
     items = []
     for fan_id, name, before, after, reason, at in rows:
         up = before is None or rules.rank(after) > rules.rank(before)

@@ -197,3 +197,19 @@ async def test_rising_fans_are_those_just_below_the_next_tier_closest_first(sess
         digest = (await build_digest(s, settings, now)).as_json()
     assert [(r["display_name"], r["next_tier"]) for r in digest["rising"]] == [("U-b", "鐵粉"), ("U-c", "粉絲")]
     assert digest["counts"]["rising"] == 2
+
+
+async def test_a_fan_who_moved_twice_is_one_line_and_a_fan_back_where_they_started_none(sessions, settings):
+    ids = await seed(sessions, settings)
+    async with sessions.begin() as s:
+        await s.execute(insert(table(TierChange)), [
+            {"fan_id": ids["hui"], "from_tier": "passerby", "to_tier": "fan", "reason": "score", "at": NOW - 5 * H},
+            {"fan_id": ids["hui"], "from_tier": "fan", "to_tier": "superfan", "reason": "score", "at": NOW - 4 * H},
+            {"fan_id": ids["ok"], "from_tier": "passerby", "to_tier": "fan", "reason": "score", "at": NOW - 6 * H},
+            {"fan_id": ids["ok"], "from_tier": "fan", "to_tier": "passerby", "reason": "decay", "at": NOW - 2 * H},
+        ])
+    async with sessions() as s:
+        digest = (await build_digest(s, settings, NOW)).as_json()
+    lines = [(c["display_name"], c["from_tier"], c["to_tier"], c["direction"]) for c in digest["tier_changes"]]
+    assert lines == [("阿明", "摯友", "鐵粉", "down"), ("路人甲", None, "路人", "up"), ("小慧", "路人", "鐵粉", "up")]
+    assert digest["counts"]["tier_changes"] == 3

@@ -61,9 +61,9 @@ def drops_channel(emu: DiscordEmulator) -> None:
     emu.add_channel(GUILD, DROPS_CHANNEL, "鐵粉限定")
 
 
-async def open_drop(emu: DiscordEmulator, user: int, **options: Any) -> InteractionHandle:
+async def open_drop(emu: DiscordEmulator, user: int, locale: str = "en-US", **options: Any) -> InteractionHandle:
     return await emu.invoke_slash("drop", subcommand="create", user_id=user, channel_id=GENERAL,
-                                  options=options, locale="en-US")
+                                  options=options, locale=locale)
 
 
 def shown_in(handle: InteractionHandle) -> int:
@@ -145,15 +145,17 @@ async def _edited(handle: InteractionHandle) -> dict[str, Any]:
     raise AssertionError("the preview was not edited")
 
 
-async def test_cancel_creates_nothing(
+async def test_cancel_creates_nothing_in_the_staff_members_language(
         emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
         now: datetime) -> None:
     await add_fans(sessions, settings, now, {FAN: "superfan"})
-    opened = await open_drop(emu, STAFF, min_tier="superfan")
+    opened = await open_drop(emu, STAFF, locale="zh-TW", min_tier="鐵粉")
+    assert (await opened.response(STEP))["data"]["title"] == "給鐵粉以上的獨家內容"
     preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
-    await reply_of(preview_handle)
-    cancelled = await emu.click_button("superfan:drop:cancel", shown_in(preview_handle), STAFF, locale="en-US")
-    assert (await cancelled.response(STEP))["data"]["content"] == "Cancelled; nothing was sent."
+    shown = embed_text(await reply_of(preview_handle))
+    assert "會收到的粉絲：1 位（LINE 0、Discord 1）" in shown and "按下「送出」之前不會送出任何東西" in shown
+    cancelled = await emu.click_button("superfan:drop:cancel", shown_in(preview_handle), STAFF, locale="zh-TW")
+    assert (await cancelled.response(STEP))["data"]["content"] == "已取消，沒有送出任何東西。"
     assert await count(sessions, Drop) == 0
 
 
@@ -172,6 +174,10 @@ async def test_status_shows_sent_failed_and_pending(
     assert "Discord: sent 1, failed 1, pending 1" in shown
     assert "discord: Discord DMs closed: 1" in shown
     assert "Reactions on the channel post: 0 from 0 fans" in shown
+
+    in_chinese = embed_text(await reply_of(await emu.invoke_slash(
+        "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, options={"id": drop_id}, locale="zh-TW")))
+    assert "Discord：已送 1、失敗 1、待送 1" in in_chinese and "Discord 不接受私訊：1 位" in in_chinese
 
     recent = embed_text(await reply_of(await emu.invoke_slash(
         "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, locale="en-US")))

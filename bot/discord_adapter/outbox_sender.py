@@ -2,8 +2,9 @@
 
 ``OutboxDrainer("discord", transact, DiscordOutboxSender(...))`` hands every claimed Discord row
 here. The kind says who sends it: ``relay`` (a staff answer to a fan, as a DM) is built in; the
-inbox (``inbox_message``, ``sla_reminder``, ``sla_breach``) and the digest (``digest``) register
-their own handlers from their modules with :func:`register`, so this module knows none of them.
+inbox (``inbox_message``, ``sla_reminder``, ``sla_breach``), the digest (``digest``) and drops
+(``drop_dm``, ``drop_post``) register their own handlers from their modules with :func:`register`,
+so this module knows none of them.
 
 Exactly once: every message is sent with a ``nonce`` derived from the row's idempotency key and
 ``enforce_nonce`` (discord.py sets it whenever a nonce is given), so Discord answers a resend of
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 #: may be empty when ``superfan reply`` sends without a running server, so fetch, don't get).
 KindHandler = Callable[["SuperfanBot", OutboxMessage], Awaitable[None]]
 _HANDLERS: dict[str, KindHandler] = {}
-#: Modules that register handlers for their kinds when imported (E3's digest, E4's inbox); a
+#: Modules that register handlers for their kinds when imported (digest, inbox, drops); a
 #: module that does not exist yet is skipped, so the sender works before they land.
 HANDLER_MODULES = ("bot.discord_adapter.inbox", "bot.discord_adapter.digest_post", "bot.discord_adapter.drops")
 #: Discord's limit on a message's content.

@@ -21,6 +21,7 @@ when its row is.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from crm import outbox
 from crm.db import insert_rows
 from crm.drop_audience import Audience, Recipient, check_platforms, plan_audience
 from crm.errors import BadInput, CrmError
-from crm.models import Delivery, Drop, Identity, table
+from crm.models import Delivery, Drop, Identity, Outbox, table
 from crm.settings import CrmSettings, DropRules
 
 LINE_BATCH = 500
@@ -223,6 +224,10 @@ async def record_outcome(session: AsyncSession, outbox_id: int, *, sent: bool, e
     rows = done.all()
     per_drop = Counter(int(drop_id) for drop_id, _ in rows)
     line = Counter(int(drop_id) for drop_id, platform in rows if platform == "line")
+    if not rows:  # its fans were erased meanwhile: the drop may be done all the same
+        carried = (await session.execute(select(Outbox.kind, Outbox.payload).where(Outbox.id == outbox_id))).first()
+        if carried is not None and carried.kind in ("drop_multicast", "drop_dm"):
+            per_drop[int(json.loads(carried.payload)["drop_id"])] = 0
     if per_drop:  # one outcome per drop at a time (PostgreSQL): else two batches finishing together
         # would each see the other's deliveries pending, and neither would finish the drop
         await session.execute(select(Drop.id).where(Drop.id.in_(sorted(per_drop))).order_by(Drop.id)
@@ -232,7 +237,7 @@ async def record_outcome(session: AsyncSession, outbox_id: int, *, sent: bool, e
         finished = not (await session.execute(select(pending))).scalar_one()
         values: dict[str, Any] = {"status": FINISHED if finished else SENDING}
         if finished:
-            values["finished_at"] = now
+            values["finished_at"] = func.coalesce(Drop.finished_at, now)
         if sent and line[drop_id]:
             values["quota_used"] = Drop.quota_used + line[drop_id]
         await session.execute(update(Drop).where(Drop.id == drop_id).values(**values))

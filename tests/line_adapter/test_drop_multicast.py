@@ -188,3 +188,18 @@ async def test_a_fan_erased_before_the_send_is_not_sent_to(sessions, emu, sender
     async with sessions() as s:
         row = await s.get(Drop, drop_id)
         assert row is not None and (row.status, row.quota_used) == ("finished", 3)
+
+
+async def test_a_drop_whose_only_fan_was_erased_finishes_without_a_call(sessions, emu, sender) -> None:
+    from crm.privacy import forget_fan
+
+    await fans(sessions, 1)
+    drop_id = await drop(sessions)
+    async with sessions.begin() as s:
+        fan_id = (await s.execute(select(Delivery.fan_id))).scalar_one()
+        await forget_fan(s, CrmSettings(), fan_id, T0)
+    await send_all(sessions, sender, Clock())
+    assert [c for c in emu.calls if c.path.endswith("multicast")] == []
+    async with sessions() as s:
+        row = await s.get(Drop, drop_id)
+        assert row is not None and row.status == "finished" and row.finished_at is not None

@@ -110,7 +110,10 @@ async def send_drop_dm(bot: SuperfanBot, message: OutboxMessage) -> None:
             log.info("drop %d: Discord refused the DM (DMs closed), row #%d", view.id, message.id)
             raise Undeliverable(DMS_CLOSED) from exc
         raise
-    await _note_reach(bot, message.recipient, dms_closed=False)
+    try:
+        await _note_reach(bot, message.recipient, dms_closed=False)
+    except Exception as exc:  # the DM is out: a retry for this mark could send it again
+        log.warning("drop %d: DM sent, but whether DMs are open was not stored (%s)", view.id, type(exc).__name__)
 
 
 async def send_drop_post(bot: SuperfanBot, message: OutboxMessage) -> None:

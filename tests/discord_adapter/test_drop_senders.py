@@ -19,6 +19,7 @@ from bot.discord_adapter.outbox_sender import DiscordOutboxSender, nonce_of
 from bot.outbox_drain import OutboxDrainer
 from bot.outbox_transact import session_transact
 from bot.sandbox.discord_emulator import DiscordEmulator
+from crm import drops
 from crm.drop_posts import post_reactions
 from crm.drops import DropDraft, create_drop, note_dm_closed, preview_drop
 from crm.fan_actions import ensure_fan
@@ -269,3 +270,19 @@ async def test_a_long_drop_is_sent_in_pieces_each_once(
     assert "\n".join(p["content"] for p in pieces) == f"{long_text}\n{LINK}"
     assert [bool(p["embeds"]) for p in pieces] == [False, True], "the image comes with the last piece"
     assert len(posts_to(emu, emu.dm_channel_id(FAN))) == 4, "both pieces sent twice; Discord kept each once"
+
+
+async def test_a_dm_that_went_out_is_not_retried_when_its_reach_mark_is_not_stored(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime, monkeypatch: pytest.MonkeyPatch) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan"})
+    drop_id = await new_drop(sessions, settings, now)
+
+    async def storage_gone(*args: Any) -> None:
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(drops, "note_dm_open", storage_gone)
+    async with running(crm) as handle:
+        await drainer(handle.client, session_transact(sessions), Clock(now)).drain_once()
+    assert len(posts_to(emu, emu.dm_channel_id(FAN))) == 1
+    assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None)}

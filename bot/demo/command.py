@@ -18,7 +18,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -92,12 +92,43 @@ async def _demo(fans: int, days: int, seed: int, out_path: Path) -> None:
     from bot.cli import _config, out
 
     config = _config()
-    logging.getLogger("discord.client").setLevel(logging.ERROR)  # voice support is not needed (and English)
+    locale = config.creator.locale
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    with held_logs(hold=not verbose) as held:
+        try:
+            await run_demo(config, out, fans=fans, days=days, seed=seed, out_path=out_path)
+        except Interrupted:
+            out.print(t("demo.interrupted", locale), highlight=False)
+            raise typer.Exit(130) from None
+        finally:
+            if held:
+                out.print(t("demo.logged", locale, count=len(held)), highlight=False, style="dim")
+                for record in held:
+                    out.print(f"  {record.levelname} {record.name}: {record.getMessage().splitlines()[0][:200]}",
+                              highlight=False, markup=False, style="dim")
+
+
+@contextlib.contextmanager
+def held_logs(*, hold: bool = True, level: int = logging.WARNING) -> Iterator[list[logging.LogRecord]]:
+    """Keep the app's log lines off the screen while the demo draws on it; the caller lists them
+    after (one line each: ``--verbose`` shows them as they come, tracebacks included)."""
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.levelno >= level and not record.name.startswith("discord.client"):  # voice support: unused
+                held.append(record)
+            return False
+
+    handlers = list(logging.getLogger().handlers) if hold else []
+    keep = Hold()
+    for handler in handlers:
+        handler.addFilter(keep)
     try:
-        await run_demo(config, out, fans=fans, days=days, seed=seed, out_path=out_path)
-    except Interrupted:
-        out.print(t("demo.interrupted", config.creator.locale), highlight=False)
-        raise typer.Exit(130) from None
+        yield held
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: int = DAYS, seed: int = 1,

@@ -43,6 +43,8 @@ DROP_KINDS = frozenset({"drop_multicast", "drop_dm", "drop_post"})
 SCHEDULED, SENDING, FINISHED = "scheduled", "sending", "finished"
 MAX_TEXT = 4000  # LINE's 5,000 minus room for the disclosure and the link
 SAMPLE = 5
+#: Fans looked at per evergreen query (an IN list well below the databases' parameter limits).
+EVERGREEN_CHUNK = 2000
 _d = table(Delivery).c
 
 
@@ -276,35 +278,40 @@ async def deliver_evergreen(session: AsyncSession, settings: CrmSettings, now: d
     """Give every evergreen drop to the eligible fans (among ``fan_ids``) who have no delivery of
     it yet; how many deliveries were added. Idempotent: the rows' keys hold one per fan."""
     drops = (await session.execute(select(Drop).where(Drop.evergreen.is_(True)).order_by(Drop.id))).scalars().all()
+    ids = sorted(set(fan_ids)) if fan_ids is not None else None
+    chunks = [None] if ids is None else [ids[i : i + EVERGREEN_CHUNK] for i in range(0, len(ids), EVERGREEN_CHUNK)]
     added = 0
     for drop in drops:
         if drop.min_tier not in settings.tiers.keys:
             continue  # a tier the config no longer has
-        audience = await plan_audience(session, settings, min_tier=drop.min_tier,
-                                       platforms=drop.platforms.split(","), topic=drop.topic, fan_ids=fan_ids)
-        have = set((await session.execute(select(_d.fan_id).where(
-            _d.drop_id == drop.id, _d.fan_id.in_(sorted({r.fan_id for r in audience.recipients}))))).scalars())
-        due = drop.scheduled_at if drop.scheduled_at is not None and drop.scheduled_at > now else now
-        rows = []
-        for r in audience.recipients:
-            if r.fan_id in have:
-                continue
-            if r.platform == "line":
-                row = await outbox.enqueue(session, platform="line", kind="drop_multicast", recipient="multicast",
-                                           payload={"drop_id": drop.id, "to": [r.external_id]}, now=now,
-                                           key=f"drop:{drop.id}:line:fan:{r.fan_id}", not_before=due)
-            else:
-                row = await outbox.enqueue(session, platform="discord", kind="drop_dm", recipient=r.external_id,
-                                           payload={"drop_id": drop.id}, key=f"drop:{drop.id}:discord:{r.fan_id}",
-                                           now=now, not_before=due, fan_id=r.fan_id)
-            if row is not None:
-                rows.append(_delivery(drop.id, r, row))
-        if rows:
-            await insert_rows(session, table(Delivery), _DELIVERY_COLUMNS, rows)
-            await session.execute(update(Drop).where(Drop.id == drop.id)
-                                  .values(status=SENDING if due == now else SCHEDULED, finished_at=None))
-            added += len(rows)
+        have = set((await session.execute(select(_d.fan_id).where(_d.drop_id == drop.id))).scalars())
+        for chunk in chunks:
+            audience = await plan_audience(session, settings, min_tier=drop.min_tier,
+                                           platforms=drop.platforms.split(","), topic=drop.topic, fan_ids=chunk)
+            added += await _top_up(session, drop, [r for r in audience.recipients if r.fan_id not in have], now)
     return added
+
+
+async def _top_up(session: AsyncSession, drop: Drop, recipients: Sequence[Recipient], now: datetime) -> int:
+    """Deliveries and their outbox rows for an evergreen drop's newly eligible fans."""
+    due = drop.scheduled_at if drop.scheduled_at is not None and drop.scheduled_at > now else now
+    rows = []
+    for r in recipients:
+        if r.platform == "line":
+            row = await outbox.enqueue(session, platform="line", kind="drop_multicast", recipient="multicast",
+                                       payload={"drop_id": drop.id, "to": [r.external_id]}, now=now,
+                                       key=f"drop:{drop.id}:line:fan:{r.fan_id}", not_before=due)
+        else:
+            row = await outbox.enqueue(session, platform="discord", kind="drop_dm", recipient=r.external_id,
+                                       payload={"drop_id": drop.id}, key=f"drop:{drop.id}:discord:{r.fan_id}",
+                                       now=now, not_before=due, fan_id=r.fan_id)
+        if row is not None:
+            rows.append(_delivery(drop.id, r, row))
+    if rows:
+        await insert_rows(session, table(Delivery), _DELIVERY_COLUMNS, rows)
+        await session.execute(update(Drop).where(Drop.id == drop.id)
+                              .values(status=SENDING if due == now else SCHEDULED, finished_at=None))
+    return len(rows)
 
 
 async def waiting_recipients(session: AsyncSession, outbox_id: int) -> set[str]:

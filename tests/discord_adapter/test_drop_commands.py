@@ -66,6 +66,18 @@ async def open_drop(emu: DiscordEmulator, user: int, locale: str = "en-US", **op
                                   options=options, locale=locale)
 
 
+def buttons_of(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The message's buttons by what they do (``send``, ``discord-only``, ``cancel``); each
+    preview's custom ids end in a tag of its own."""
+    found = {}
+    for row in message["components"]:
+        for button in row["components"]:
+            prefix, _, tag = button["custom_id"].rpartition(":")
+            assert prefix.startswith("superfan:drop:") and len(tag) == 16
+            found[prefix.removeprefix("superfan:drop:")] = button
+    return found
+
+
 def shown_in(handle: InteractionHandle) -> int:
     """The id of the message the user sees: the response, or the follow-up after a deferral."""
     assert handle.callback is not None
@@ -112,15 +124,16 @@ async def test_preview_then_send_creates_exactly_one_drop(
     assert "Discord DMs closed: 1" in shown
     assert "Evergreen: fans who reach True fan later receive it then (once each)" in shown
     assert f"<#{DROPS_CHANNEL}>" in shown, "also posted in the tier's channel"
-    buttons = {c["custom_id"]: c for row in preview["components"] for c in row["components"]}
-    assert set(buttons) == {"superfan:drop:send", "superfan:drop:cancel"}
+    buttons = buttons_of(preview)
+    assert set(buttons) == {"send", "cancel"}
+    send = buttons["send"]["custom_id"]
     assert await count(sessions, Drop) == 0, "a preview writes nothing"
 
     message_id = shown_in(preview_handle)
-    others = await emu.click_button("superfan:drop:send", message_id, FAN, locale="en-US")
+    others = await emu.click_button(send, message_id, FAN, locale="en-US")
     assert "Only the staff member" in (await reply_of(others))["content"]
-    first = await emu.click_button("superfan:drop:send", message_id, STAFF, locale="en-US")
-    second = await emu.click_button("superfan:drop:send", message_id, STAFF, locale="en-US")
+    first = await emu.click_button(send, message_id, STAFF, locale="en-US")
+    second = await emu.click_button(send, message_id, STAFF, locale="en-US")
     assert "already answered" in (await reply_of(second))["content"]
     await first.response(STEP)
     edited = await _edited(first)
@@ -152,9 +165,11 @@ async def test_cancel_creates_nothing_in_the_staff_members_language(
     opened = await open_drop(emu, STAFF, locale="zh-TW", min_tier="鐵粉")
     assert (await opened.response(STEP))["data"]["title"] == "給鐵粉以上的獨家內容"
     preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
-    shown = embed_text(await reply_of(preview_handle))
+    preview = await reply_of(preview_handle)
+    shown = embed_text(preview)
     assert "會收到的粉絲：1 位（LINE 0、Discord 1）" in shown and "按下「送出」之前不會送出任何東西" in shown
-    cancelled = await emu.click_button("superfan:drop:cancel", shown_in(preview_handle), STAFF, locale="zh-TW")
+    cancelled = await emu.click_button(buttons_of(preview)["cancel"]["custom_id"], shown_in(preview_handle), STAFF,
+                                       locale="zh-TW")
     assert (await cancelled.response(STEP))["data"]["content"] == "已取消，沒有送出任何東西。"
     assert await count(sessions, Drop) == 0
 
@@ -207,10 +222,10 @@ async def test_over_the_line_quota_send_is_off_and_discord_only_sends_without_li
             shown = embed_text(preview)
             assert "Fans who will receive it: 3 (LINE 2, Discord 1)" in shown
             assert "this uses 2 messages; 1 left this month (limit 200)" in shown
-            buttons = {c["custom_id"]: c for row in preview["components"] for c in row["components"]}
-            assert buttons["superfan:drop:send"].get("disabled") is True
-            assert set(buttons) == {"superfan:drop:send", "superfan:drop:discord-only", "superfan:drop:cancel"}
-            chosen = await emu.click_button("superfan:drop:discord-only", shown_in(preview_handle), STAFF,
+            buttons = buttons_of(preview)
+            assert buttons["send"].get("disabled") is True
+            assert set(buttons) == {"send", "discord-only", "cancel"}
+            chosen = await emu.click_button(buttons["discord-only"]["custom_id"], shown_in(preview_handle), STAFF,
                                             locale="en-US")
             await chosen.response(STEP)
             edited = await _edited(chosen)
@@ -220,3 +235,24 @@ async def test_over_the_line_quota_send_is_off_and_discord_only_sends_without_li
         recipients = (await s.execute(select(Delivery.fan_id, Delivery.platform))).all()
     assert drop.platforms == "discord" and recipients == [(fans[FAN], "discord")]
     assert [c for c in line.calls if c.path.endswith("multicast")] == []
+
+
+async def test_two_previews_at_once_each_send_their_own_drop(
+        emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    fans = await add_fans(sessions, settings, now, {FAN: "superfan", FAN2: "close_friend"})
+    previews = {}
+    for staff, text, tier in ((STAFF, "給鐵粉的", "superfan"), (MOD, "給摯友的", "close_friend")):
+        opened = await open_drop(emu, staff, min_tier=tier)
+        handle = await emu.submit_modal(opened, {TEXT_INPUT: text})
+        previews[staff] = (handle, buttons_of(await reply_of(handle))["send"]["custom_id"])
+    assert previews[STAFF][1] != previews[MOD][1]
+    for staff in (MOD, STAFF):
+        handle, send = previews[staff]
+        await _edited(await emu.click_button(send, shown_in(handle), staff, locale="en-US"))
+    async with sessions() as s:
+        made = (await s.execute(select(Drop.text, Drop.min_tier, Drop.created_by).order_by(Drop.id))).all()
+        who = (await s.execute(select(Drop.text, Delivery.fan_id).join(Delivery, Delivery.drop_id == Drop.id))).all()
+    assert [(text, tier) for text, tier, _ in made] == [("給摯友的", "close_friend"), ("給鐵粉的", "superfan")]
+    assert str(MOD) in made[0][2] and str(STAFF) in made[1][2]
+    assert sorted(who) == sorted([("給摯友的", fans[FAN2]), ("給鐵粉的", fans[FAN]), ("給鐵粉的", fans[FAN2])])

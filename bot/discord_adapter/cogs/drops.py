@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import secrets
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -135,9 +136,11 @@ class Confirm(ReportingView):
         self.bot, self.preview, self.owner, self.locale = bot, preview, owner, locale
         self._lock = asyncio.Lock()
         self._answered = False
-        self.send.label = _("send", locale)
-        self.discord_only.label = _("discord_only", locale)
-        self.cancel.label = _("cancel", locale)
+        # Each preview's buttons have ids of their own: a click can only ever reach this draft.
+        tag = secrets.token_hex(8)
+        for button, key in ((self.send, "send"), (self.discord_only, "discord_only"), (self.cancel, "cancel")):
+            button.label = _(key, locale)
+            button.custom_id = f"{button.custom_id}:{tag}"
         draft = preview.draft
         self.send.disabled = not preview.fits
         if preview.fits or "discord" not in draft.platforms or draft.platforms == ("discord",):
@@ -205,7 +208,7 @@ class DropText(discord.ui.Modal):
 
     def __init__(self, cog: Drops, draft: DropDraft, tier: str, locale: str) -> None:
         super().__init__(title=_("modal_title", locale, tier=tier)[:45], timeout=CONFIRM_SECONDS,
-                         custom_id="superfan:drop:modal")
+                         custom_id=f"superfan:drop:modal:{secrets.token_hex(8)}")
         self.cog, self.draft, self.locale = cog, draft, locale
         self.body: discord.ui.TextInput[DropText] = discord.ui.TextInput(
             label=_("modal_text", locale)[:45], style=discord.TextStyle.paragraph, custom_id="superfan:drop:text",

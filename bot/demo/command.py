@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from bot.app import Crm
 from bot.config import Config
 from bot.demo.community import Mix, simulate
 from bot.demo.sandbox import Sandbox
-from bot.demo.show import DropResult, Shown
+from bot.demo.show import DropResult, Shown, finished, show, traffic_summary
 from bot.demo.traffic import Traffic, plan_traffic
 from bot.i18n import t
 
@@ -138,7 +136,6 @@ async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: 
     The database is a temporary file removed at the end, unless ``database`` names one to keep.
     """
     from bot.demo.sandbox import open_sandbox
-    from bot.demo.show import show, traffic_summary
     from crm.clock import utcnow
 
     started = time.monotonic()
@@ -154,14 +151,12 @@ async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: 
                 box.discord.add_member(box.world.guild_id, user_id, name)
             with _progress(console, locale) as bar:
                 steps = _Steps(bar, locale)
-                drop = await _with_app(box, steps, lambda crm, web, http: _play(box, crm, web, http, traffic, steps, seed))
+                drop = await _with_app(box, steps, lambda crm, web, http: _play(box, crm, web, http, traffic, steps))
                 steps.update("report", 0, 1)
                 shown, html = await _gather(box.config, drop, out_path)
                 steps.update("report", 1, 1)
     show(console, shown, locale, box.config.crm_settings().tiers)
     seconds = time.monotonic() - started
-    from bot.demo.show import finished
-
     finished(console, locale, html=str(html), seconds=seconds)
     return DemoResult(html, traffic, shown, seconds)
 
@@ -208,8 +203,9 @@ async def _unless_stopped(step: Awaitable[T], app: asyncio.Task[None], stop: asy
     raise Interrupted()
 
 
-async def _play(box: Sandbox, crm: Crm, web: str, http: aiohttp.ClientSession, traffic: Traffic, steps: _Steps,
-                seed: int) -> DropResult:
+async def _play(box: Sandbox, crm: Crm, web: str, http: aiohttp.ClientSession, traffic: Traffic,
+                steps: _Steps) -> DropResult:
+    """The community's traffic, the staff at the inbox, the hourly tier refresh, and the drop."""
     from bot.demo.drive import Driver
 
     driver = Driver(box, web, crm, http, steps.update)
@@ -222,60 +218,8 @@ async def _play(box: Sandbox, crm: Crm, web: str, http: aiohttp.ClientSession, t
 
     await refresh_tiers_job(crm)
     steps.update("tiers", 1, 1)
-    return await _send_drop(box, crm, steps)
-
-
-async def _send_drop(box: Sandbox, crm: Crm, steps: _Steps) -> DropResult:
-    """One drop to the true-fan tier and above on both platforms, sent by the app's outbox."""
-    from sqlalchemy import select
-
-    from bot.demo.drive import until
-    from crm.clock import utcnow
-    from crm.drops import DropDraft, create_drop
-    from crm.models import Delivery, Drop
-
-    config = box.config
-    locale = config.creator.locale
-    quota = config.line.monthly_quota
-    used = box.line.total_usage
-    text = t("demo.drop_text", locale)
-    async with crm.sessions.begin() as session:
-        created = await create_drop(session, crm.settings, DropDraft(text=text, min_tier=config.tiers.true_fan_tier,
-                                                                     created_by="superfan demo"),
-                                    utcnow(), quota_left=max(0, quota - used), quota=quota)
-    total = len(created.preview.audience.recipients)
-    steps.update("drop", 0, total)
-
-    async def settled() -> list[tuple[str, str]]:
-        async with crm.read() as session:
-            rows = await session.execute(select(Delivery.platform, Delivery.status).where(
-                Delivery.drop_id == created.id))
-            statuses = [(platform, status) for platform, status in rows]
-        steps.update("drop", sum(s != "pending" for _, s in statuses), total)
-        return statuses
-
-    statuses = await until(settled, lambda rows: all(s != "pending" for _, s in rows), timeout=60,
-                           what="drop deliveries")
-    async with crm.read() as session:
-        quota_used = int((await session.get(Drop, created.id)).quota_used or 0)  # type: ignore[union-attr]
-    audience = created.preview.audience
-    recipients = Counter(r.platform for r in audience.recipients)
-    return DropResult(
-        drop_id=created.id, tier=crm.settings.tiers.name(created.preview.min_tier, locale),
-        eligible=len({r.fan_id for r in audience.recipients}) + sum(len(v) for v in audience.left_out.values()),
-        recipients=dict(recipients),
-        sent=dict(Counter(p for p, s in statuses if s == "sent")),
-        failed=dict(Counter(p for p, s in statuses if s == "failed")),
-        left_out={reason: len(ids) for reason, ids in audience.left_out.items()},
-        line_received=frozenset(d.to for d in box.line.delivered if d.via == "multicast"),
-        discord_received=_dm_recipients(box, text),
-        quota_used=quota_used, quota=quota)
-
-
-def _dm_recipients(box: Sandbox, text: str) -> frozenset[str]:
-    """Discord users the emulator got a DM carrying ``text`` for (whoever they are)."""
-    return frozenset(str(user) for channel in box.discord.world.dm_channels.values() for user in channel.recipient_ids
-                     if any(text in json.dumps(m, ensure_ascii=False) for m in box.discord.sent_messages(channel.id)))
+    steps.update("drop", 0, 1)
+    return await driver.send_drop(t("demo.drop_text", locale))
 
 
 async def _gather(config: Config, drop: DropResult | None, out_path: Path) -> tuple[Shown, Path]:

@@ -4,7 +4,8 @@ and the creator's staff would, and wait until it is stored.
 Everything enters through the real adapters: signed LINE webhooks and purchase orders on the web
 app, gateway dispatches and slash commands from the Discord emulator, staff answers typed in the
 inbox threads the bot opened. What is stored is read back from the database (the app's own
-writer commits it); nothing here writes fan data itself.
+writer commits it); nothing here writes fan data itself. The drop is created through
+``crm/drops.py`` as ``superfan drop`` creates it, and sent by the app's outbox.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,10 +25,13 @@ from sqlalchemy import func, select
 
 from bot.app import Crm
 from bot.demo.sandbox import Sandbox
+from bot.demo.show import DropResult
 from bot.demo.traffic import Traffic
 from bot.purchase_hook import SIGNATURE_HEADER as PURCHASE_SIGNATURE
 from bot.purchase_hook import sign as sign_purchase
-from crm.models import Conversation, Interaction
+from crm.clock import utcnow
+from crm.drops import DropDraft, create_drop
+from crm.models import Conversation, Delivery, Drop, Interaction
 
 #: Events per LINE webhook request (LINE batches events the same way) and requests in flight.
 LINE_BATCH = 100
@@ -189,6 +194,51 @@ class Driver:
                     what="staff answers recorded")
         self.progress("inbox", len(chosen), len(chosen))
         return Answered(len(chosen), len(rows) - len(chosen))
+
+
+    # --- the drop --------------------------------------------------------------------------------
+    async def send_drop(self, text: str) -> DropResult:
+        """One drop to the true-fan tier and above on both platforms, created as ``superfan drop``
+        creates it and sent by the app's outbox; returns once every delivery is settled, with what
+        the emulators received."""
+        config, crm = self.box.config, self.crm
+        locale = config.creator.locale
+        quota = config.line.monthly_quota
+        async with crm.sessions.begin() as session:
+            created = await create_drop(session, crm.settings, DropDraft(text=text, min_tier=config.tiers.true_fan_tier,
+                                                                         created_by="superfan demo"),
+                                        utcnow(), quota_left=max(0, quota - self.box.line.total_usage), quota=quota)
+        audience = created.preview.audience
+        total = len(audience.recipients)
+
+        async def settled() -> list[tuple[str, str]]:
+            async with crm.read() as session:
+                rows = await session.execute(select(Delivery.platform, Delivery.status).where(
+                    Delivery.drop_id == created.id))
+                statuses = [(platform, status) for platform, status in rows]
+            self.progress("drop", sum(s != "pending" for _, s in statuses), total)
+            return statuses
+
+        statuses = await until(settled, lambda rows: all(s != "pending" for _, s in rows), timeout=60,
+                               what="drop deliveries")
+        async with crm.read() as session:
+            drop = await session.get(Drop, created.id)
+            quota_used = int(drop.quota_used or 0) if drop is not None else 0
+        return DropResult(
+            drop_id=created.id, tier=crm.settings.tiers.name(created.preview.min_tier, locale),
+            eligible=len({r.fan_id for r in audience.recipients}) + sum(len(v) for v in audience.left_out.values()),
+            recipients=dict(Counter(r.platform for r in audience.recipients)),
+            sent=dict(Counter(p for p, s in statuses if s == "sent")),
+            failed=dict(Counter(p for p, s in statuses if s == "failed")),
+            left_out={reason: len(ids) for reason, ids in audience.left_out.items()},
+            line_received=frozenset(d.to for d in self.box.line.delivered if d.via == "multicast"),
+            discord_received=self._dm_recipients(text), quota_used=quota_used, quota=quota)
+
+    def _dm_recipients(self, text: str) -> frozenset[str]:
+        """Discord users the emulator got a DM carrying ``text`` for (whoever they are)."""
+        emu = self.box.discord
+        return frozenset(str(user) for channel in emu.world.dm_channels.values() for user in channel.recipient_ids
+                         if any(text in json.dumps(m, ensure_ascii=False) for m in emu.sent_messages(channel.id)))
 
 
 def _caught_up(sent: int) -> Callable[[int], bool]:

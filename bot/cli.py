@@ -416,6 +416,7 @@ async def run(
         cfg = _config()
         await run_sandboxed(cfg, lambda text: _console("err").print(text, highlight=False, markup=False,
                                                                    soft_wrap=True))
+        _console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
         return
     cfg = _config(need_secrets=True)
     for name in ("bot", "crm"):

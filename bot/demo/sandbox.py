@@ -163,5 +163,6 @@ async def run_sandboxed(config: Config, say: Callable[[str], None], *, stop: asy
         database = Path(tmp) / "sandbox.db"
         async with open_sandbox(config, database_url=f"sqlite+aiosqlite:///{database}") as box:
             say(t("demo.sandbox.started", locale, line=box.line.base_url, discord=box.discord.api_base,
-                  database=database))
+                  database=database, line_secret=box.config.secret(box.config.line.channel_secret_env),
+                  purchase_secret=box.purchase_secret))
             await run(box.config, stop=stop, on_ready=lambda where: say(t("line.cli.running", locale, where=where)))

@@ -256,3 +256,12 @@ async def test_two_previews_at_once_each_send_their_own_drop(
     assert [(text, tier) for text, tier, _ in made] == [("給摯友的", "close_friend"), ("給鐵粉的", "superfan")]
     assert str(MOD) in made[0][2] and str(STAFF) in made[1][2]
     assert sorted(who) == sorted([("給摯友的", fans[FAN2]), ("給鐵粉的", fans[FAN]), ("給鐵粉的", fans[FAN2])])
+
+
+async def test_a_bad_link_or_image_is_refused_before_the_text_is_asked_for(
+        emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession]) -> None:
+    for options, said in (({"link": "example.com/x"}, "The link must start with http:// or https://."),
+                          ({"image": "http://example.com/a.png"}, "The image must be an https:// URL.")):
+        response = await (await open_drop(emu, STAFF, min_tier="superfan", **options)).response(STEP)
+        assert (response["type"], response["data"]["content"]) == (4, said), "no text form opened"
+    assert await count(sessions, Drop) == 0

@@ -76,8 +76,10 @@ def _as_written(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _url_ok(url: str | None) -> bool:
-    return url is None or (url.startswith(("https://", "http://")) and not any(c.isspace() for c in url))
+def _url_ok(url: str | None, schemes: tuple[str, ...] = ("https://", "http://")) -> bool:
+    """Checked before the text form opens, so nobody types a drop only to have its link refused
+    (``crm.drops`` checks again: an image must be https, as LINE requires)."""
+    return url is None or (url.startswith(schemes) and len(url) <= 500 and not any(c.isspace() for c in url))
 
 
 def preview_embed(p: Preview, bot: SuperfanBot, locale: str) -> discord.Embed:
@@ -247,7 +249,7 @@ class Drops(StaffCog):
         cfg = self.bot.crm.config
         key = self.bot.settings.tiers.resolve(min_tier)
         chosen = platforms_of(",".join(PLATFORMS[platforms.value]) if platforms else None, cfg)
-        if not _url_ok(link) or not _url_ok(image):
+        if not _url_ok(link) or not _url_ok(image, ("https://",)):
             await send_ephemeral(interaction, _("bad_link" if not _url_ok(link) else "bad_image", locale))
             return
         draft = DropDraft(text="", min_tier=key, link=link, image_url=image, topic=topic or None, platforms=chosen,

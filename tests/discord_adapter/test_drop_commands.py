@@ -265,3 +265,16 @@ async def test_a_bad_link_or_image_is_refused_before_the_text_is_asked_for(
         response = await (await open_drop(emu, STAFF, min_tier="superfan", **options)).response(STEP)
         assert (response["type"], response["data"]["content"]) == (4, said), "no text form opened"
     assert await count(sessions, Drop) == 0
+
+
+async def test_drop_is_registered_with_zh_tw_descriptions(emu: DiscordEmulator, bot: SuperfanBot) -> None:
+    (drop,) = [c for c in emu.registered_commands(GUILD) if c["name"] == "drop"]
+    assert drop["description_localizations"]["zh-TW"] == "給支持你的粉絲的獨家內容"
+    subs = {o["name"]: o for o in drop["options"]}
+    assert set(subs) == {"create", "status"}
+    create = {o["name"]: o for o in subs["create"]["options"]}
+    assert create["min_tier"]["required"] and create["min_tier"]["autocomplete"]
+    assert create["min_tier"]["description_localizations"]["zh-TW"] == "最低要哪個等級才會收到"
+    platforms = {c["value"]: c["name_localizations"]["zh-TW"] for c in create["platforms"]["choices"]}
+    assert platforms == {"both": "LINE 和 Discord", "line": "只送 LINE", "discord": "只送 Discord"}
+    assert {o["name"] for o in subs["status"]["options"]} == {"id"}

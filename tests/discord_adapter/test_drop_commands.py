@@ -164,6 +164,10 @@ async def test_cancel_creates_nothing_in_the_staff_members_language(
     await add_fans(sessions, settings, now, {FAN: "superfan"})
     opened = await open_drop(emu, STAFF, locale="zh-TW", min_tier="鐵粉")
     assert (await opened.response(STEP))["data"]["title"] == "給鐵粉以上的獨家內容"
+    with pytest.raises(ValueError, match="required"):  # Discord's form will not send an empty text
+        await emu.submit_modal(opened, {TEXT_INPUT: ""})
+    with pytest.raises(ValueError, match="longer"):
+        await emu.submit_modal(opened, {TEXT_INPUT: "好" * 4001})
     preview_handle = await emu.submit_modal(opened, {TEXT_INPUT: TEXT})
     preview = await reply_of(preview_handle)
     shown = embed_text(preview)

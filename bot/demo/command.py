@@ -40,6 +40,8 @@ FANS, DAYS = 300, 60
 #: DMs to the creator relative to the simulator's own rates, so that the last two days hold a
 #: realistic inbox (a dozen or so waiting) at this size.
 DM_RATE = 8.0
+#: Share of accounts that are true fans gone quiet two to six weeks ago (the digest's care list).
+QUIET_SHARE = 0.01
 #: Share of the day's waiting conversations the simulated staff answer.
 ANSWERED_SHARE = 0.7
 STEPS = ("start", "line", "purchases", "discord", "inbox", "tiers", "drop", "report")
@@ -71,7 +73,7 @@ def community_mix(fans: int) -> Mix:
                spammers=scale(base.spammers), one_time_buyers=scale(base.one_time_buyers),
                occasional_buyers=scale(base.occasional_buyers), event_goers=scale(base.event_goers),
                lapsed_true_fans=scale(base.lapsed_true_fans), heavy_chatters=scale(base.heavy_chatters),
-               dm_rate=DM_RATE)
+               quiet_true_fans=max(1, round(fans * QUIET_SHARE)), dm_rate=DM_RATE)
 
 
 def demo_command(

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 FIELDS = ("platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency", "event_id", "text")
 KINDS = ("message", "reaction", "share", "referral", "purchase", "checkin", "event_checkin", "dm_in")
 ARCHETYPES = ("true_fan", "casual", "lurker", "spammer", "one_time_buyer", "occasional_buyer", "event_goer",
-              "lapsed_true_fan", "heavy_chatter")
+              "lapsed_true_fan", "heavy_chatter", "quiet_true_fan")
 DEFAULT_END = (2025, 7, 1)  # a fixed default keeps simulate() deterministic for a seed
 
 # Relative chat activity per local hour (Taipei evenings peak, pre-dawn is quiet).
@@ -63,12 +63,13 @@ class Mix:
     joined_days_ago: tuple[int, int] = (90, 365)
     recent_share: float = 0.0  # share of steady true fans who joined only 90-120 days ago
     dm_rate: float = 1.0  # DMs to the creator, relative to the archetypes' own rates (the demo's inbox)
+    quiet_true_fans: int = 0  # true-fan behaviour that stopped 15-45 days before the end (going quiet)
 
     def counts(self) -> dict[str, int]:
         """Accounts per archetype, in ``ARCHETYPES`` order."""
         return dict(zip(ARCHETYPES, (self.true_fans, self.casual, self.lurkers, self.spammers, self.one_time_buyers,
                                      self.occasional_buyers, self.event_goers, self.lapsed_true_fans,
-                                     self.heavy_chatters), strict=True))
+                                     self.heavy_chatters, self.quiet_true_fans), strict=True))
 
 
 #: Named communities for the signal benchmark: (mix, days). "classic" is the one the default
@@ -253,6 +254,10 @@ class _Sim:
         if self.rng.random() < 0.3 and last < self.n - 1:  # an occasional glance afterwards
             for _ in range(self.rng.randint(1, 2)):
                 self.emit(f, self.at(self.rng.randint(last + 1, self.n - 1)), "reaction")
+
+    def quiet_true_fan(self, f: int) -> None:
+        """A true fan going quiet: the same behaviour, stopped 15-45 days before the end."""
+        self.true_fan(f, max(0, self.n - 1 - self.rng.randint(15, 45)))
 
     def casual(self, f: int) -> None:
         rng, u = self.rng, self.rng.uniform

@@ -210,10 +210,12 @@ async def find_fan(session: AsyncSession, query: str, *, fuzzy_cutoff: float = 7
     if not found and key:
         found = await _fuzzy(session, key, fuzzy_cutoff)
     if len(found) == 1:
-        return found[0]
+        fan = await session.get(Fan, found[0][0])
+        if fan is not None:
+            return fan
     if found:
-        raise AmbiguousFan(query, [(f.id, f.display_name) for f in found],
-                           await _told_apart(session, found, settings or CrmSettings()))
+        shown = await _fans(session, [fid for fid, _ in found[:AmbiguousFan.SHOWN]])
+        raise AmbiguousFan(query, found, await _told_apart(session, shown, settings or CrmSettings()))
     raise FanNotFound(query)
 
 
@@ -245,32 +247,40 @@ _IDENTITIES_OF_KEYS = select(_ic.fan_id, _ic.name_key).where(_ic.name_key.in_(bi
 _PLATFORMS = select(_ic.fan_id, _ic.platform).where(_ic.fan_id.in_(bindparam("ids", expanding=True)))
 
 
+_NAMES_OF = select(_fc.id, _fc.display_name, _fc.score_base).where(_fc.id.in_(bindparam("ids", expanding=True)))
+Found = list[tuple[int, str]]  # (fan id, display name) of the matches, best first
+
+
 async def _fans(session: AsyncSession, ids: Sequence[int]) -> list[Fan]:
-    """The fans of ``ids``, most engaged first (of equally good matches, the likelier one)."""
-    if not ids:
-        return []
-    stmt = select(Fan).where(Fan.id.in_(list(dict.fromkeys(ids)))).order_by(Fan.score_base.desc(), Fan.id)
-    return list((await session.execute(stmt)).scalars())
+    """The fans of ``ids`` (a handful: the unique match, or the candidates shown), in that order."""
+    by_id = {f.id: f for f in (await session.execute(select(Fan).where(Fan.id.in_(list(ids))))).scalars()}
+    return [by_id[i] for i in ids if i in by_id]
 
 
-async def _by_key(session: AsyncSession, text: str, key: str) -> list[Fan]:
+async def _ranked(session: AsyncSession, ids: Sequence[int]) -> list[tuple[int, str]]:
+    """(id, display name) of ``ids``, most engaged first: of equally good matches, the likelier one.
+    Plain columns, no ORM fan: a common nickname matches hundreds of fans."""
+    rows = await fetch_rows(session, _NAMES_OF, {"ids": list(dict.fromkeys(ids))}) if ids else []
+    return [(int(fid), str(name)) for fid, name, _ in sorted(rows, key=lambda r: (-float(r[2]), int(r[0])))]
+
+
+async def _by_key(session: AsyncSession, text: str, key: str) -> Found:
     """Fans whose name (or an identity's name) is ``text`` exactly; failing that, has its name key."""
     by_identity = await fetch_rows(session, _KEY_IDENTITIES, {"key": key})
-    fans = await _fans(session, [int(r[0]) for r in await fetch_rows(session, _KEY_FANS, {"key": key})]
-                       + [int(fid) for fid, _ in by_identity])
+    fans = await _ranked(session, [int(r[0]) for r in await fetch_rows(session, _KEY_FANS, {"key": key})]
+                         + [int(fid) for fid, _ in by_identity])
     exact = {int(fid) for fid, name in by_identity if name == text}
-    same = [f for f in fans if f.display_name == text or f.id in exact]
-    return (same or fans)[:20]
+    return [f for f in fans if f[1] == text or f[0] in exact] or fans
 
 
-async def _by_substring(session: AsyncSession, key: str) -> list[Fan]:
+async def _by_substring(session: AsyncSession, key: str) -> Found:
     pattern = "%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     ids = [int(r[0]) for r in await fetch_rows(session, _LIKE_FANS, {"pattern": pattern})]
     ids += [int(r[0]) for r in await fetch_rows(session, _LIKE_IDENTITIES, {"pattern": pattern})]
-    return (await _fans(session, ids))[:20]
+    return await _ranked(session, ids)
 
 
-async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
+async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> Found:
     """Fans whose name key is close to ``key`` (the best and those within 3 points of it).
 
     Scores only candidate keys read from indexes: keys that start like ``key`` (a typo after the
@@ -292,8 +302,8 @@ async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> list[Fan]:
     params = {"keys": list(rank)}
     owners = await fetch_rows(session, _FANS_OF_KEYS, params) + await fetch_rows(session, _IDENTITIES_OF_KEYS, params)
     order = {int(fid): rank[str(k)] for fid, k in sorted(owners, key=lambda r: -rank[str(r[1])])}
-    fans = await _fans(session, list(order))
-    return sorted(fans, key=lambda f: order[f.id])[:20]
+    fans = await _ranked(session, list(order))
+    return sorted(fans, key=lambda f: order[f[0]])  # stable: most engaged first among equal keys
 
 
 async def _told_apart(session: AsyncSession, fans: Sequence[Fan], settings: CrmSettings) -> list[CrmError]:

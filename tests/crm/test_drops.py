@@ -67,10 +67,13 @@ async def add_fan(s: AsyncSession, n: int, now: datetime, *, tier: str = "superf
     return fan.id
 
 
-async def add_line_fans(s: AsyncSession, numbers: range, now: datetime, *, tier: str = "superfan") -> None:
-    """Many fans on LINE at once (set-based: thousands in well under a second)."""
+async def add_line_fans(s: AsyncSession, numbers: range, now: datetime, *, tier: str = "superfan",
+                        pinned: bool = False) -> None:
+    """Many fans on LINE at once (set-based: thousands in well under a second); ``pinned``: staff
+    pinned them to ``tier`` (else a tier refresh would drop them, having no score behind it)."""
     await s.execute(insert(Fan), [{"display_name": f"fan{n}", "name_key": f"fan{n}", "tier": tier, "score_base": 0.0,
-                                   "opted_out": False, "first_seen_at": now, "last_seen_at": now} for n in numbers])
+                                   "tier_pinned": tier if pinned else None, "opted_out": False,
+                                   "first_seen_at": now, "last_seen_at": now} for n in numbers])
     made = dict((await s.execute(select(Fan.name_key, Fan.id).where(
         Fan.name_key.in_([f"fan{n}" for n in numbers])))).all())
     await s.execute(insert(Identity), [{"fan_id": made[f"fan{n}"], "platform": "line", "external_id": line_id(n),

@@ -27,6 +27,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from bot.config import Config
+from bot.demo import command as demo_command
 from bot.demo.command import DemoResult, run_demo
 from bot.demo.sandbox import run_sandboxed
 from bot.demo.traffic import LINE_GROUP, snowflake
@@ -34,7 +35,9 @@ from crm.db import make_engine, make_sessionmaker
 from crm.models import Conversation, Delivery, Fan, Identity, Interaction, Outbox
 from crm.tiers import DEFAULT_TIERS
 
-FANS, DAYS, SEED = 40, 14, 3
+FANS, DAYS, SEED = 60, 14, 3
+#: DMs at this community's size are few; more of them make the inbox part of the test certain.
+DM_RATE = 30.0
 SECRETS = ("LINE_CHANNEL_SECRET", "LINE_CHANNEL_ACCESS_TOKEN", "DISCORD_TOKEN", "SUPERFAN_PURCHASE_SECRET")
 TRUE_FAN_TIERS = {t.key for t in DEFAULT_TIERS[2:]}  # 鐵粉 and 摯友
 
@@ -54,7 +57,9 @@ async def first_run(kept: tuple[Path, Path]) -> tuple[DemoResult, str]:
     cwd = Path.cwd()
     os.chdir(folder)
     try:
-        result = await run_demo(Config(), console, fans=FANS, days=DAYS, seed=SEED, database=database)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(demo_command, "DM_RATE", DM_RATE)
+            result = await run_demo(Config(), console, fans=FANS, days=DAYS, seed=SEED, database=database)
     finally:
         os.chdir(cwd)
     assert {name: os.environ.get(name) for name in SECRETS} == before  # the sandbox's secrets are gone again

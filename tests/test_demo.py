@@ -30,7 +30,7 @@ from bot.config import Config
 from bot.demo import command as demo_command
 from bot.demo.command import DemoResult, run_demo
 from bot.demo.sandbox import run_sandboxed
-from bot.demo.traffic import LINE_GROUP, snowflake
+from bot.demo.traffic import LINE_GROUP, plan_traffic, snowflake
 from crm.db import make_engine, make_sessionmaker
 from crm.models import Conversation, Delivery, Fan, Identity, Interaction, Outbox
 from crm.tiers import DEFAULT_TIERS
@@ -150,6 +150,37 @@ async def test_a_second_run_in_the_same_folder_works(first_run, kept) -> None:
     assert again.html == (folder / "demo-report.html").resolve()
     assert again.html.read_text(encoding="utf-8") != before
     assert again.shown.drop is not None and again.shown.stats["fans"] > 0
+
+
+def test_each_row_goes_to_its_adapter_with_its_time_or_is_skipped_for_a_reason() -> None:
+    end = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def row(platform: str, kind: str, hours_ago: float, n: int, **extra: str) -> dict[str, str]:
+        ext = "U" + f"{n:032x}" if platform == "line" else str(10**17 + n)
+        at = datetime.fromtimestamp(end.timestamp() - hours_ago * 3600, UTC).isoformat()
+        return {"platform": platform, "external_id": ext, "display_name": f"fan{n}", "kind": kind, "occurred_at": at,
+                "amount": "", "currency": "", "event_id": f"sim-{n}", "text": "hi", **extra}
+
+    rows = [row("line", "message", 200, 1), row("line", "dm_in", 200, 2), row("line", "dm_in", 5, 3),
+            row("line", "checkin", 100, 4), row("line", "reaction", 1, 5), row("discord", "message", 300, 6),
+            row("discord", "message", 3, 7), row("discord", "reaction", 100, 8), row("discord", "reaction", 2, 9),
+            row("discord", "checkin", 1, 10), row("discord", "checkin", 90, 11), row("discord", "dm_in", 1, 12),
+            row("discord", "purchase", 50, 13, amount="990", currency="TWD"), row("line", "share", 1, 14)]
+    traffic = plan_traffic(rows, end=end, checkin_keyword="打卡")
+    line = traffic.line_events
+    assert [(e["source"]["type"], e["message"]["text"]) for e in line] == [("group", "hi"), ("user", "hi"),
+                                                                          ("user", "打卡")]
+    assert line[0]["timestamp"] == int(datetime.fromisoformat(rows[0]["occurred_at"]).timestamp() * 1000)
+    assert traffic.line_replies == [1]  # only the recent 1:1 message gets a reply token
+    assert [a for a, _, _ in traffic.discord_messages] == [10**17 + 6, 10**17 + 7]
+    assert [(u, m) for u, m, _ in traffic.discord_reactions] == [(10**17 + 9, traffic.discord_messages[1][1])]
+    assert traffic.discord_checkins == [10**17 + 10] and [a for a, _, _ in traffic.discord_dms] == [10**17 + 12]
+    assert traffic.purchases == [{"order_id": "sim-13", "amount": 990, "currency": "TWD",
+                                  "time": rows[12]["occurred_at"], "customer": {"discord_user_id": str(10**17 + 13)},
+                                  "display_name": "fan13"}]
+    assert traffic.skipped == Counter({"line:dm_in": 1, "line:reaction": 1, "discord:reaction": 1,
+                                       "discord:checkin": 1, "line:share": 1})
+    assert "line:checkin" in plan_traffic(rows, end=end, checkin_keyword=None).skipped
 
 
 def test_snowflakes_carry_the_time_and_stay_apart() -> None:

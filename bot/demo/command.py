@@ -144,7 +144,7 @@ async def run_demo(config: Config, console: Console, *, fans: int = FANS, days: 
     locale = config.creator.locale
     end = utcnow()
     community = simulate(seed=seed, days=days, mix=community_mix(fans), end=end, tz=config.creator.timezone)
-    traffic = plan_traffic(community.rows, end=end, checkin_keyword=config.checkin.keywords[0])
+    traffic = plan_traffic(community.rows, end=end, checkin_keyword=next(iter(config.checkin.keywords), None))
     traffic_summary(console, traffic, locale, fans=len(community.truth), days=days)
     with tempfile.TemporaryDirectory(prefix="superfan-demo-") as tmp:
         database_url = f"sqlite+aiosqlite:///{database or Path(tmp) / 'demo.db'}"

@@ -62,9 +62,10 @@ class Traffic:
                 + len(self.discord_reactions) + len(self.discord_checkins) + len(self.purchases))
 
 
-def plan_traffic(rows: list[dict[str, str]], *, end: datetime, checkin_keyword: str,
+def plan_traffic(rows: list[dict[str, str]], *, end: datetime, checkin_keyword: str | None,
                  recent: timedelta = timedelta(days=2)) -> Traffic:
-    """Sort ``rows`` (the simulator's, time-ordered) into the events each adapter receives."""
+    """Sort ``rows`` (the simulator's, time-ordered) into the events each adapter receives
+    (LINE check-ins are skipped when the config has no check-in keyword)."""
     out = Traffic()
     since = end - recent
     sequence = itertools.count(1)
@@ -82,9 +83,10 @@ def plan_traffic(rows: list[dict[str, str]], *, end: datetime, checkin_keyword: 
             out.purchases.append({"order_id": row["event_id"], "amount": int(row["amount"]),
                                   "currency": row["currency"], "time": row["occurred_at"],
                                   "customer": {customer: ext}, "display_name": row["display_name"]})
-        elif platform == "line" and (kind in ("message", "checkin") or (kind == "dm_in" and is_recent)):
+        elif platform == "line" and (kind == "message" or (kind == "checkin" and checkin_keyword)
+                                     or (kind == "dm_in" and is_recent)):
             group = kind == "message"
-            text = checkin_keyword if kind == "checkin" else row["text"]
+            text = checkin_keyword if kind == "checkin" and checkin_keyword else row["text"]
             if not group and is_recent:
                 out.line_replies.append(len(out.line_events))
             out.line_events.append(line_text_event(ext, text, at, n, group=group))

@@ -79,3 +79,10 @@ def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(FanSafeFormatter(full=verbose))
+    logging.getLogger("discord.client").addFilter(without_voice_notices)
+
+
+def without_voice_notices(record: logging.LogRecord) -> bool:
+    """discord.py warns at every start that voice support (PyNaCl, davey) is missing; superfan never
+    joins a voice channel, so a creator would only be worried by it. Other warnings pass."""
+    return "voice will NOT be supported" not in record.getMessage()

@@ -94,3 +94,17 @@ async def test_the_writer_logs_a_failing_op_without_its_text(sessions, log_text)
     logged = log_text.getvalue()
     assert "action broken failed" in logged and "RuntimeError" in logged
     assert SECRET_TEXT not in logged
+
+
+def test_discord_voice_notices_are_not_shown_but_other_discord_warnings_are(caplog: pytest.LogCaptureFixture) -> None:
+    from bot.log_safety import setup_logging, without_voice_notices
+
+    logger = logging.getLogger("discord.client")
+    setup_logging(verbose=False)  # as the superfan command starts
+    try:
+        with caplog.at_level(logging.WARNING, logger="discord.client"):
+            logger.warning("PyNaCl is not installed, voice will NOT be supported")
+            logger.warning("We are being rate limited.")
+    finally:
+        logger.removeFilter(without_voice_notices)
+    assert [r.getMessage() for r in caplog.records] == ["We are being rate limited."]

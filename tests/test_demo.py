@@ -31,6 +31,7 @@ from bot.demo import command as demo_command
 from bot.demo.command import DemoResult, run_demo
 from bot.demo.sandbox import run_sandboxed
 from bot.demo.traffic import LINE_GROUP, plan_traffic, snowflake
+from bot.i18n import t
 from crm.db import make_engine, make_sessionmaker
 from crm.models import Conversation, Delivery, Fan, Identity, Interaction, Outbox
 from crm.tiers import DEFAULT_TIERS
@@ -197,11 +198,12 @@ async def test_run_sandbox_takes_signed_line_webhooks_with_no_tokens(monkeypatch
     stop = asyncio.Event()
     task = asyncio.create_task(run_sandboxed(Config(), said.append, stop=stop))
     try:
+        ready = t("run.ready", "zh-TW")
         for _ in range(600):
-            if any("http://127.0.0.1:" in s and "/line/webhook" in s for s in said) or task.done():
+            if ready in said or task.done():
                 break
             await asyncio.sleep(0.05)
-        web = re.search(r"http://127\.0\.0\.1:\d+", said[-1])
+        web = re.search(r"(http://127\.0\.0\.1:\d+)/line/webhook", "\n".join(said))
         assert web, said
         database = Path(re.search(r"(/\S+sandbox\.db)", said[0]).group(1))  # type: ignore[union-attr]
         assert await asyncio.to_thread(database.exists)
@@ -213,7 +215,7 @@ async def test_run_sandbox_takes_signed_line_webhooks_with_no_tokens(monkeypatch
         secret = re.search(r"channel secret ([0-9a-f]{32})", said[0]).group(1).encode()  # type: ignore[union-attr]
         signature = base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
         async with aiohttp.ClientSession() as http:
-            async with http.post(web.group(0) + "/line/webhook", data=body, headers={
+            async with http.post(web.group(1) + "/line/webhook", data=body, headers={
                     "Content-Type": "application/json", "X-Line-Signature": signature}) as answer:
                 assert answer.status == 200 and (await answer.json())["stored"] == 1
     finally:

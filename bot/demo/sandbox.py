@@ -165,4 +165,11 @@ async def run_sandboxed(config: Config, say: Callable[[str], None], *, stop: asy
             say(t("demo.sandbox.started", locale, line=box.line.base_url, discord=box.discord.api_base,
                   database=database, line_secret=box.config.secret(box.config.line.channel_secret_env),
                   purchase_secret=box.purchase_secret))
-            await run(box.config, stop=stop, on_ready=lambda where: say(t("line.cli.running", locale, where=where)))
+
+            def ready(where: str) -> None:
+                from bot.run_status import announcement
+
+                for line in [*announcement(box.config, where, locale), t("run.ready", locale)]:
+                    say(line)
+
+            await run(box.config, stop=stop, on_ready=ready)

@@ -6,9 +6,11 @@
 The production pieces as ``superfan run`` has them: the ``GroupWriter``, the real bot
 (``start_discord``: gateway and REST, discord.py unmodified) and the Discord ``OutboxDrainer``
 (started, woken by the writer's commit, its defaults: 50 rows a claim, 4 sends at a time) with
-the real ``drop_dm`` sender, against the emulator on 127.0.0.1 answering with Discord's rate
-limits and their headers: 50 requests a second per bot (the global limit, a 429 with
-``global: true`` past it) and 5 messages per 5 s per channel (``X-RateLimit-*`` on every answer).
+the real ``drop_dm`` sender, against the emulator on 127.0.0.1 (which echoes the bot's own DMs
+back over the gateway, as Discord does) answering with Discord's rate limits and their headers:
+50 requests a second per bot (the global limit, a 429 with ``global: true`` past it) and 5
+messages per 5 s per channel (``X-RateLimit-*`` on every answer). ``--global-per-second
+1000000`` lifts the global limit to show superfan's own pace.
 discord.py waits on the bucket headers and sleeps out each 429's ``retry_after`` itself; a row it
 gives up on is retried by the drainer after Discord's ``retry_after`` (at least 1 s, then its next
 look). Each DM costs two requests (open the DM channel, send), so the global limit alone puts the
@@ -154,7 +156,7 @@ def report(args: argparse.Namespace, run: DiscordRun, emu: DiscordEmulator) -> b
 
 
 async def measure(args: argparse.Namespace, db: Path) -> bool:
-    async with DiscordEmulator(echo_bot_messages=False) as emu:
+    async with DiscordEmulator() as emu:  # the bot hears its own DMs back, as from Discord
         emu.add_guild(GUILD, "Bench Club")
         emu.add_channel(GUILD, name="general")
         emu.rate_limits.use_discords()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import logging
@@ -57,7 +58,14 @@ def _console(name: str) -> Console:
     if name not in _consoles:
         from rich.console import Console
 
-        _consoles[name] = Console() if name == "out" else Console(stderr=True, soft_wrap=True)
+        class Quiet(Console):
+            def on_broken_pipe(self) -> None:
+                """The reader left (``| head``): end as every other output does (exit 141, see bot.cli_shell),
+                not with rich's own exit 1."""
+                self.quiet = True
+                raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+        _consoles[name] = Quiet() if name == "out" else Quiet(stderr=True, soft_wrap=True)
     return _consoles[name]
 
 
@@ -247,16 +255,15 @@ async def import_(
                                                   help="Take kinds superfan does not know (scored 0).")] = False,
 ) -> None:
     """Import interactions and purchases. A bad row rejects the whole file (exit 2)."""
-    from rich.progress import DownloadColumn
+    from rich.progress import TaskProgressColumn
 
     from bot.app import open_crm
     from bot.importer import import_file
     from crm.clock import utcnow
 
     async with open_crm(_config()) as crm:
-        with _progress(DownloadColumn()) as bar:  # by bytes: the file is read and recorded chunk by chunk
-            task = bar.add_task(t("cli.importing", crm.settings.locale),
-                                total=file.stat().st_size if file.is_file() else None)
+        with _progress(TaskProgressColumn()) as bar:  # the file is read, then recorded, chunk by chunk
+            task = bar.add_task(t("cli.importing", crm.settings.locale), total=1.0)
             async with crm.sessions.begin() as session:
                 result = await import_file(session, file, crm.settings, utcnow(), allow_new_kinds=allow_new_kinds,
                                            progress=lambda done: bar.update(task, completed=done))

@@ -4,9 +4,9 @@ The one documented format (README "Import format"): columns ``platform, external
 display_name, kind, occurred_at, amount, currency, event_id, text`` and an optional ``fan`` that
 groups rows of one person across platforms (``superfan export`` writes it).
 
-A file of millions of rows is read, checked and recorded :data:`CHUNK_ROWS` rows at a time, all
-inside the caller's one transaction: the rows are staged in the database as they go (a bad row
-anywhere rolls every earlier chunk back), so memory holds one chunk, not the file.
+A file of millions of rows is read and checked :data:`CHUNK_ROWS` rows at a time into a staging
+table, then recorded from it in chunks of whole identities, all inside the caller's one
+transaction (a bad row anywhere rolls everything back): memory holds one chunk, not the file.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import csv
 import io
 import json
 import operator
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from itertools import chain
 from pathlib import Path
 from sys import intern
 from typing import Any, NamedTuple, TextIO
@@ -26,12 +27,13 @@ from typing import Any, NamedTuple, TextIO
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.bulk_mode import bulk_mode
-from crm.bulk_ingest import SLICE, bulk_record
+from crm.bulk_ingest import SLICE, Staged, Staging, bulk_record, no_interactions
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
 from crm.ingest import Recording
 from crm.interaction import InteractionIn, validate
+from crm.interaction_sink import build_late_indexes, drop_late_indexes
 from crm.merge import merge_fans
 from crm.settings import CrmSettings
 
@@ -45,8 +47,8 @@ FIELDS = (*COLUMNS, "fan")
 #: How often (in rows) :func:`read_file` reports how far into the file it is.
 PROGRESS_EVERY = 4096
 #: Rows parsed, checked and recorded at a time. A chunk and the bulk loader's working lists for it
-#: are most of an import's memory (about 100 MB here), whatever the size of the file.
-CHUNK_ROWS = 100_000
+#: are most of an import's memory (under 300 MB), whatever the size of the file.
+CHUNK_ROWS = 200_000
 #: Kinds superfan itself records (adapters, commands, the purchase hook); with the scoring
 #: rules' kinds, what an import accepts without ``--allow-new-kinds``.
 RECORDED_KINDS = frozenset({"message", "dm_in", "reaction", "share", "referral", "checkin", "event_checkin",
@@ -224,37 +226,80 @@ class ImportResult:
     merges: int = 0
     groups: dict[str, set[tuple[str, str]]] = field(default_factory=dict, repr=False)
 
-    def add(self, recording: Recording, rows: Sequence[ImportRow]) -> None:
+    def add(self, recording: Recording, rows: Sequence[Staged]) -> None:
         self.stored += recording.stored
         self.duplicates += recording.duplicates
         self.new_fans += recording.new_fans
         self.tier_moves += len(recording.tier_moves)
-        for r in rows:
-            if r.fan_ref:
-                self.groups.setdefault(r.fan_ref, set()).add((r.item.platform, r.item.external_id))
+        for item, ref in rows:
+            if ref:
+                self.groups.setdefault(ref, set()).add((item.platform, item.external_id))
 
 
 async def import_file(
     session: AsyncSession, path: Path, settings: CrmSettings, now: datetime, *,
-    allow_new_kinds: bool = False, progress: Callable[[int], None] | None = None,
+    allow_new_kinds: bool = False, progress: Callable[[float], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> ImportResult:
-    """Record every row of ``path`` in the caller's transaction, chunk by chunk, then merge rows
-    that share a ``fan`` value. A bad row raises and the caller rolls the whole file back.
+    """Record every row of ``path`` in the caller's transaction, then merge rows that share a
+    ``fan`` value. A bad row raises and the caller rolls the whole file back.
 
-    Unless ``allow_new_kinds``, a row whose kind is not in :func:`known_kinds` is a bad row.
-    ``progress`` is told how many bytes of the file have been read and recorded. Each chunk runs
-    in :func:`bot.bulk_mode.bulk_mode` (the import is all this process does then).
+    A file of one chunk (``chunk_rows``) is recorded as it is. A larger one is read and checked a
+    chunk at a time into a staging table (:class:`crm.bulk_ingest.Staging`), then recorded from
+    it in chunks of whole identities. Recording runs in :func:`bot.bulk_mode.bulk_mode` (the
+    import is all this process does then). Unless
+    ``allow_new_kinds``, a row whose kind is not in :func:`known_kinds` is a bad row.
+    ``progress`` is told how far the import is, from 0 to 1 (reading is the first half).
     """
     result = ImportResult()
     known = None if allow_new_kinds else known_kinds(settings)
-    for chunk in read_chunks(path, progress, known=known, chunk_rows=chunk_rows):
-        with bulk_mode(len(chunk) > SLICE):
-            recording = await bulk_record(session, [r.item for r in chunk], settings, now)
-        result.add(recording, chunk)
-        del chunk, recording  # the next chunk is read without this one alive
+    size = _size(path)
+    chunks = read_chunks(path, progress and (lambda done: progress(done / size / 2)), known=known,
+                         chunk_rows=chunk_rows)
+    first = next(chunks, [])
+    more = next(chunks, None)
+    if more is None:  # one chunk: recorded as it is, nothing to stage
+        with bulk_mode(len(first) > SLICE):
+            recording = await bulk_record(session, [r.item for r in first], settings, now)
+        result.add(recording, [(r.item, r.fan_ref) for r in first])
+    else:
+        await _staged(session, chain([first, more], chunks), settings, now, result, progress, chunk_rows)
+    if progress:
+        progress(1.0)
     result.merges = await _merge_groups(session, result.groups, settings, now)
     return result
+
+
+async def _staged(session: AsyncSession, chunks: Iterable[list[ImportRow]], settings: CrmSettings, now: datetime,
+                  result: ImportResult, progress: Callable[[float], None] | None, chunk_rows: int) -> None:
+    """A file of several chunks: staged, then recorded in chunks of whole identities."""
+    staging = await Staging.open(session)
+    staged = 0
+    for chunk in chunks:
+        await staging.put([(r.item, r.fan_ref) for r in chunk])
+        staged += len(chunk)
+        del chunk  # the next chunk is read without this one alive
+    result.duplicates = await staging.drop_repeats()
+    # Into an empty table (a first import), no row can repeat a stored one or count against a
+    # stored cap: the late indexes stay off until every chunk is in (crm.interaction_sink).
+    fresh = await no_interactions(session) and await drop_late_indexes(session)
+    recorded = 0
+    async for batch in staging.batches(chunk_rows):
+        with bulk_mode(len(batch) > SLICE):
+            recording = await bulk_record(session, [item for item, _ in batch], settings, now, fresh=fresh)
+        result.add(recording, batch)
+        recorded += len(batch)
+        if progress:
+            progress(0.5 + recorded / max(1, staged) / 2)
+        del batch, recording
+    if fresh:
+        await build_late_indexes(session)
+    await staging.close()
+
+
+def _size(path: Path) -> int:
+    """The file's size in bytes (at least 1), for progress: 1 where it is not a file (refused later)."""
+    return max(1, path.stat().st_size) if path.is_file() else 1
 
 
 async def import_rows(

@@ -89,20 +89,25 @@ def _values_sql(rows: int, on_repeat: str) -> str:
 class InteractionSink:
     """Inserts slices of interaction rows within the session's transaction; :meth:`close` waits for all."""
 
-    def __init__(self, session: AsyncSession, driver: Any | None, recorded_at: Any, *, index_later: bool = False
-                 ) -> None:
+    def __init__(self, session: AsyncSession, driver: Any | None, recorded_at: Any, *, index_later: bool = False,
+                 indexes_off: bool = False) -> None:
         self._session = session
         self._driver = driver
         self._recorded_at = recorded_at
         self._queued: list[asyncio.Future[Any]] = []
         self._index_later = index_later
-        self._on_repeat = "" if index_later else _IGNORE_REPEATS
+        self._on_repeat = "" if index_later or indexes_off else _IGNORE_REPEATS
 
     @classmethod
-    async def open(cls, session: AsyncSession, recorded_at: Any, *, empty_table: bool = False) -> InteractionSink:
+    async def open(cls, session: AsyncSession, recorded_at: Any, *, empty_table: bool = False,
+                   indexes_off: bool = False) -> InteractionSink:
         """A sink for one batch; ``empty_table``: the caller found no interactions stored in this
-        transaction and screens the batch for repeated event ids itself."""
+        transaction and screens the batch for repeated event ids itself. ``indexes_off``: the
+        caller took the indexes off for several batches (:func:`drop_late_indexes`) and screens
+        for repeats itself."""
         driver = await sqlite_driver(session)
+        if indexes_off:
+            return cls(session, driver, recorded_at, indexes_off=driver is not None)
         # Not with the executemany fallback of older SQLite libraries: it always names the conflict.
         index_later = driver is not None and empty_table and VALUES_INSERT
         if index_later:
@@ -181,6 +186,26 @@ class InteractionSink:
             self._index_later = False
             for index in _BUILT_AFTER:
                 await self._driver.execute(str(CreateIndex(index).compile(dialect=sqlite.dialect())))
+
+
+async def drop_late_indexes(session: AsyncSession) -> bool:
+    """Take off the indexes a first import builds afterwards, for a load of several batches (SQLite
+    with multi-row ``VALUES`` only: False elsewhere, and nothing changes). The caller guarantees no
+    repeated event id and calls :func:`build_late_indexes` before committing."""
+    driver = await sqlite_driver(session)
+    if driver is None or not VALUES_INSERT:
+        return False
+    for index in _BUILT_AFTER:
+        await driver.execute(f"DROP INDEX {index.name}")
+    return True
+
+
+async def build_late_indexes(session: AsyncSession) -> None:
+    """Build again what :func:`drop_late_indexes` took off."""
+    driver = await sqlite_driver(session)
+    assert driver is not None
+    for index in _BUILT_AFTER:
+        await driver.execute(str(CreateIndex(index).compile(dialect=sqlite.dialect())))
 
 
 def _interleave(columns: list[list[Any]], recorded_at: Any) -> list[Any]:

@@ -1,31 +1,36 @@
 """Recompute every stored interaction's points and every fan's score after the rules change.
 
-A rescore reads every interaction once, fan by fan in time order, in batches of about
-:data:`BATCH_ROWS` rows that always hold whole fans (a range of fan ids). Each batch is written
-in its own short transaction, so a rescore of millions of rows never holds SQLite's write lock
-for longer than one batch's updates and the live writer (webhooks) gets it in between:
+A rescore of millions of rows never holds SQLite's write lock for long, so webhooks keep being
+recorded while it runs. It goes in three steps:
 
-* the batch's rows are read and worked out outside any write transaction (on SQLite a plain
-  read snapshot, which never waits for or blocks the writer);
-* then, inside the write transaction, a fingerprint of the range (how many rows, which ids,
-  which fans) is compared with what was read. Whatever the writer committed meanwhile for those
-  fans (a new interaction, a merge, an erasure) changes it, and the batch is read and worked out
-  again under the lock. On PostgreSQL the range's fan rows are locked first (``FOR NO KEY
-  UPDATE``): a concurrent ingest can still insert rows, but its ``score_base`` update waits and
-  then adds its term on top of the rescored base;
-* only points and bases that changed are written, and the range's fans are re-evaluated
-  (reason ``rescore``), all in that transaction.
+1. **Work out** (no write lock; on SQLite a read snapshot per range): every interaction is read
+   once, fan by fan in time order, in ranges of fan ids of about :data:`BATCH_ROWS` rows that
+   always hold whole fans. Each fan's points and score are replayed under the current rules;
+   the changed points (16 bytes each) and each range's scores and fingerprint (how many rows,
+   which ids, which fans) are kept.
+2. **Points**, in table order (id), :data:`WRITE_ROWS` a transaction. A range's fans' rows lie all
+   over the table (a fan's year of history), so writing them range by range rewrote most of
+   the table's pages once per range; in id order each page is written about once.
+3. **Scores and tiers**, range by range, each in a short transaction that first compares the
+   range's fingerprint with what step 1 read (on PostgreSQL after locking the range's fan rows
+   ``FOR NO KEY UPDATE``). Whatever the live writer committed meanwhile for those fans (a new
+   interaction, a merge, an erasure) changes it, and the range is then read and worked out
+   again under the lock: its points and scores are written from that. Then the range's fans are
+   re-evaluated (reason ``rescore``).
 
-So between batches every fan is in one of two consistent states: rescored (its points and base
-follow the new rules; what arrives later is scored against them as usual) or not yet (the old
-points and base, plus whatever arrived, all replayed when its batch comes). The end result is the
-same as a rescore of a quiet database holding the same interactions.
+What a fan looks like meanwhile: until step 3 reaches it, its score is the one it had (plus
+whatever arrived, scored as usual); from step 2 its stored points may already follow the new
+rules. Step 3 sets every score from the rows as they are then, so the end result is that of a
+rescore of a quiet database holding the same interactions. Write transactions are
+:data:`PAUSE_S` apart, so the live writer, polling for the lock, gets it between them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from array import array
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -48,9 +53,13 @@ from crm.scoring import (
 from crm.settings import CrmSettings
 from crm.tiers_service import TierMove, reevaluate
 
-#: Rows worked out per write transaction (whole fans: a fan with more rows is one batch of its
-#: own). About 30 ms of updates on SQLite, so the writer never waits long for its lock.
-BATCH_ROWS = 10_000
+#: Rows read and worked out per range of fans (whole fans: a fan with more rows is one range of its own).
+BATCH_ROWS = 25_000
+#: Point updates per write transaction (in id order): a few tens of milliseconds on SQLite.
+WRITE_ROWS = 10_000
+#: Seconds between a rescore's write transactions: the live writer's next poll for the lock
+#: (SQLite's busy handler sleeps up to 25 ms between its first polls) falls in the gap.
+PAUSE_S = 0.03
 #: WAL pages (4 KiB) a rescore's connection lets pile up before it checkpoints (SQLite's default: 1,000).
 CHECKPOINT_PAGES = 65_536
 DEFAULT_CHECKPOINT_PAGES = 1000
@@ -90,9 +99,9 @@ class RescoreResult:
     interactions: int
     changed_points: int
     tier_moves: list[TierMove]
-    #: Write transactions the rescore committed (one per batch, after the first that sets the rules).
+    #: Write transactions the rescore committed for points and scores (after the first, for the rules).
     batches: int = 0
-    #: Batches read again under the write lock because the live writer changed their fans meanwhile.
+    #: Ranges read again under the write lock because the live writer changed their fans meanwhile.
     reread: int = 0
 
 
@@ -110,14 +119,15 @@ class _Batch:
 
 async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
                   progress: Callable[[int], None] | None = None, *, batch_rows: int = BATCH_ROWS,
+                  write_rows: int = WRITE_ROWS, pause_s: float = PAUSE_S,
                   pause: Callable[[str], Awaitable[None]] | None = None) -> RescoreResult:
     """Replay each fan's history in time order under the current weights, caps and half-life.
 
-    Commits ``session`` once per batch (see the module docstring); the caller passes a session
-    with nothing of its own pending. ``progress`` is told how many rows each batch held.
-    ``pause``, if given, is awaited with ``"read"`` once a batch is worked out (before its write
-    transaction begins) and ``"written"`` once it is committed: tests record live events there.
-    Fans of a batch are re-evaluated when it is written (reason ``rescore``).
+    Commits ``session`` many times (see the module docstring); the caller passes a session with
+    nothing of its own pending. ``progress`` is told how many rows each range held as step 1
+    reads them. ``pause``, if given, is awaited with ``"read"`` after each range of step 1,
+    ``"points"`` after each transaction of step 2 and ``"written"`` after each of step 3: tests
+    record live events there. ``pause_s``: the gap between write transactions.
     """
     rules = settings.scoring
     state = await score_state(session, rules)
@@ -135,48 +145,106 @@ async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
     on_sqlite = await sqlite_driver(session) is not None
     await session.rollback()
 
-    moves: list[TierMove] = []
-    fans = rows = changed = batches = reread = 0
+    # 1. Work out every range without the writer's lock.
+    ranges: list[_Batch] = []
+    changes = _Changes()
+    rows = 0
     lo = 0
+    while True:
+        if on_sqlite:
+            await session.connection(execution_options={READ_ONLY: True})
+        got, hi = await _read_from(session, lo, batch_rows)
+        batch = replay.batch(lo, hi, got)
+        del got
+        await session.rollback()  # ends the read snapshot (on PostgreSQL, the read transaction)
+        changes.add(batch.points)
+        batch.points = []
+        ranges.append(batch)
+        rows += batch.rows
+        if progress:
+            progress(batch.rows)
+        if pause:
+            await pause("read")
+        if hi is None:
+            break
+        lo = hi
+
+    moves: list[TierMove] = []
+    changed = changes.count
+    batches = reread = 0
     spaced: dict[int, Any] = {}  # SQLite connections whose automatic checkpoints were spaced out
     try:
-        while True:
-            # Read and work out the next batch outside the writer's lock.
+        # 2. Points, in table order.
+        for part in changes.in_id_order(write_rows):
             if on_sqlite:
-                await session.connection(execution_options={READ_ONLY: True})
-            got, hi = await _read_from(session, lo, batch_rows)
-            batch = replay.batch(lo, hi, got)
-            if on_sqlite:
-                await session.rollback()  # ends the read snapshot; the write transaction starts below
+                await _space_checkpoints(session, spaced)
+            await update_rows(session, _i, "id", ["points"], part)
+            await session.commit()
+            batches += 1
             if pause:
-                await pause("read")
-            # The write transaction: lock the range (PostgreSQL), check nothing changed, write.
+                await pause("points")
+            await asyncio.sleep(pause_s)
+        del changes
+        # 3. Scores and tiers, range by range, checked against what step 1 read.
+        for batch in ranges:
             if on_sqlite:
                 await _space_checkpoints(session, spaced)
             bounds = {"lo": batch.lo} if batch.hi is None else {"lo": batch.lo, "hi": batch.hi}
             if not on_sqlite:
                 await fetch_rows(session, _LOCK_TAIL if batch.hi is None else _LOCK_RANGE, bounds)
-            (count, ids, pairs), = await fetch_rows(session, _PRINT_TAIL if batch.hi is None else _PRINT_RANGE, bounds)
+            (count, ids, pairs), = await fetch_rows(session, _PRINT_TAIL if batch.hi is None else _PRINT_RANGE,
+                                                    bounds)
             if (int(count), int(ids), int(pairs)) != batch.fingerprint:
                 reread += 1
-                batch = replay.batch(lo, batch.hi, await fetch_rows(session, _TAIL if batch.hi is None else _RANGE, bounds))
-            moves += await _write(session, settings, now, batch, bounds, floor)
+                rows -= batch.rows
+                batch = replay.batch(batch.lo, batch.hi,
+                                     await fetch_rows(session, _TAIL if batch.hi is None else _RANGE, bounds))
+                rows += batch.rows
+                changed += len(batch.points)
+                await update_rows(session, _i, "id", ["points"], sorted(batch.points, key=_by_id))
+            moves += await _write_scores(session, settings, now, batch, bounds, floor)
             await session.commit()
             batches += 1
-            fans += len(batch.bases)
-            rows += batch.rows
-            changed += len(batch.points)
-            if progress:
-                progress(batch.rows)
-            if batch.hi is None:
-                break
-            lo = batch.hi
             if pause:
                 await pause("written")
+            await asyncio.sleep(pause_s)
     finally:
         for driver in spaced.values():
             await driver.execute(f"PRAGMA wal_autocheckpoint={DEFAULT_CHECKPOINT_PAGES}")
+    fans = sum(len(batch.bases) for batch in ranges)
     return RescoreResult(fans, rows, changed, moves, batches, reread)
+
+
+class _Changes:
+    """Changed points by interaction id, kept compact (16 bytes each) in buckets of nearby ids."""
+
+    BUCKET_BITS = 15
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, tuple[array[int], array[float]]] = {}
+        self.count = 0
+
+    def add(self, points: list[tuple[float, int]]) -> None:
+        buckets, bits = self.buckets, self.BUCKET_BITS
+        for value, iid in points:
+            bucket = buckets.get(iid >> bits)
+            if bucket is None:
+                bucket = buckets[iid >> bits] = (array("q"), array("d"))
+            bucket[0].append(iid)
+            bucket[1].append(value)
+        self.count += len(points)
+
+    def in_id_order(self, size: int) -> Iterator[list[tuple[float, int]]]:
+        """``(points, id)`` lists of ``size``, ids ascending; buckets are freed as they are taken."""
+        out: list[tuple[float, int]] = []
+        for key in sorted(self.buckets):
+            ids, values = self.buckets.pop(key)
+            out.extend(sorted(zip(values, ids, strict=True), key=_by_id))
+            while len(out) >= size:
+                yield out[:size]
+                out = out[size:]
+        if out:
+            yield out
 
 
 async def _space_checkpoints(session: AsyncSession, spaced: dict[int, Any]) -> None:
@@ -261,10 +329,9 @@ class _Replay:
         return batch
 
 
-async def _write(session: AsyncSession, settings: CrmSettings, now: datetime, batch: _Batch,
-                 bounds: dict[str, int], floor: float) -> list[TierMove]:
-    """Write the batch's changed points and bases, then re-evaluate its fans' tiers."""
-    await update_rows(session, _i, "id", ["points"], sorted(batch.points, key=_by_id))  # in table order
+async def _write_scores(session: AsyncSession, settings: CrmSettings, now: datetime, batch: _Batch,
+                        bounds: dict[str, int], floor: float) -> list[TierMove]:
+    """Write the range's changed scores, then re-evaluate its fans' tiers."""
     fans = await fetch_rows(session, _FANS_TAIL if batch.hi is None else _FANS_RANGE, bounds)
     lowest = settings.tiers.lowest
     new_bases = []

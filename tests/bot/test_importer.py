@@ -139,29 +139,62 @@ def test_an_unknown_kind_is_refused_with_the_known_ones_unless_allowed(superfan,
     assert sorted(i["kind"] for i in doc["interactions"]) == ["livestream_gift", "message"]
 
 
-async def test_a_file_larger_than_a_chunk_is_all_or_nothing(tmp_path: Path, sessions, settings, now) -> None:
-    from sqlalchemy import func, select
+async def _snapshot(sessions) -> tuple[dict[str, float], dict[str, tuple[float, str]]]:
+    from sqlalchemy import select
+
+    from crm.models import Fan, Identity, Interaction
+
+    async with sessions() as s:
+        points = dict((await s.execute(select(Interaction.source_event_id, Interaction.points))).all())
+        fans = {ext: (base, tier) for ext, base, tier in (await s.execute(
+            select(Identity.external_id, Fan.score_base, Fan.tier).join(Fan, Fan.id == Identity.fan_id))).all()}
+    return points, fans
+
+
+async def test_a_file_larger_than_a_chunk_is_staged_and_ends_as_one_chunk_would(tmp_path: Path, sessions, settings,
+                                                                               now) -> None:
+    from sqlalchemy import delete, func, inspect, select
 
     from bot.importer import import_file
     from crm.errors import BadInput
-    from crm.models import Interaction
+    from crm.models import Base, Interaction
 
     path = tmp_path / "big.csv"
-    rows = [f"line,U{n % 7},粉絲{n % 7},message,2026-10-05T12:{n % 60:02d}:00+08:00,,,e{n},嗨" for n in range(250)]
+    # Rows of seven fans in no order: chatty days past the message cap, a repeated event id.
+    rows = [f"line,U{n % 7},粉絲{n % 7},message,2026-10-{1 + n % 3:02d}T12:{n % 60:02d}:{n % 7:02d}+08:00,,,e{n},嗨"
+            for n in range(250)]
+    rows.insert(120, rows[3])
     path.write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
     async with sessions.begin() as s:
-        result = await import_file(s, path, settings, now, chunk_rows=100)
-    assert (result.stored, result.new_fans) == (250, 7)
+        staged = await import_file(s, path, settings, now, chunk_rows=40)  # an empty table: the fast path
+    assert (staged.stored, staged.duplicates, staged.new_fans) == (250, 1, 7)
+    chunked = await _snapshot(sessions)
+    async with sessions() as s:
+        indexes = {ix["name"] for ix in await (await s.connection()).run_sync(
+            lambda c: inspect(c).get_indexes("interactions"))}
+    assert {"uq_interactions_platform_source_event_id", "ix_interactions_occurred_at"} <= indexes
     async with sessions.begin() as s:
-        again = await import_file(s, path, settings, now, chunk_rows=100)
-    assert (again.stored, again.duplicates, again.new_fans) == (0, 250, 0)
+        again = await import_file(s, path, settings, now, chunk_rows=40)  # staged against stored rows
+    assert (again.stored, again.duplicates, again.new_fans) == (0, 251, 0)
+    assert await _snapshot(sessions) == chunked
+
+    async with sessions.begin() as s:
+        for table in reversed(Base.metadata.sorted_tables):
+            await s.execute(delete(table))
+    async with sessions.begin() as s:
+        whole = await import_file(s, path, settings, now)  # one chunk: recorded as it is
+    assert (whole.stored, whole.duplicates, whole.new_fans) == (250, 1, 7)
+    one_chunk = await _snapshot(sessions)
+    assert one_chunk[0] == chunked[0] and one_chunk[1].keys() == chunked[1].keys()
+    for ext, (base, tier) in one_chunk[1].items():
+        assert chunked[1][ext][0] == pytest.approx(base) and chunked[1][ext][1] == tier
 
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + "\n".join(r.replace(",e", ",x") for r in rows) + "\nline,U1,小慧,message,昨天,,,x,\n",
                    encoding="utf-8")
     with pytest.raises(BadInput) as caught:
         async with sessions.begin() as s:
-            await import_file(s, bad, settings, now, chunk_rows=100)
-    assert caught.value.params["where"] == f"{bad}:252"
+            await import_file(s, bad, settings, now, chunk_rows=40)
+    assert caught.value.params["where"] == f"{bad}:253"
     async with sessions() as s:
         assert (await s.execute(select(func.count()).select_from(Interaction))).scalar_one() == 250

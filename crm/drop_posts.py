@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.models import Drop, Interaction
+from crm import outbox
+from crm.models import Drop, Interaction, Outbox
 
 PLATFORM = "discord"
 
@@ -45,6 +46,16 @@ async def post_reactions(session: AsyncSession, drop_id: int) -> PostReactions |
     )).one()
     return PostReactions(str(posted.post_channel_id or ""), posted.post_message_id, int(counted[0]),
                          int(counted[1]))
+
+
+async def post_failure(session: AsyncSession, drop_id: int) -> str | None:
+    """Why the drop's tier-channel post was given up (its outbox row, ``drop:D:post``), or None
+    while it is pending, once it went out, or when the drop has no post."""
+    row = (await session.execute(select(Outbox.status, Outbox.last_error)
+                                 .where(Outbox.idempotency_key == f"drop:{drop_id}:post"))).first()
+    if row is None or row.status != outbox.FAILED:
+        return None
+    return row.last_error or "failed"
 
 
 async def post_reactions_many(session: AsyncSession, drop_ids: list[int]) -> dict[int, PostReactions]:

@@ -282,3 +282,16 @@ async def test_drop_is_registered_with_zh_tw_descriptions(emu: DiscordEmulator, 
     platforms = {c["value"]: c["name_localizations"]["zh-TW"] for c in create["platforms"]["choices"]}
     assert platforms == {"both": "LINE 和 Discord", "line": "只送 LINE", "discord": "只送 Discord"}
     assert {o["name"] for o in subs["status"]["options"]} == {"id"}
+
+
+async def test_status_says_why_the_channel_post_failed(
+        emu: DiscordEmulator, bot: SuperfanBot, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan"})
+    drop_id = await new_drop(sessions, settings, now)
+    del emu.world.guilds[GUILD].channels[DROPS_CHANNEL]  # staff deleted the tier's channel
+    await drainer(bot, session_transact(sessions), Clock(now)).drain_once()
+    shown = embed_text(await reply_of(await emu.invoke_slash(
+        "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, options={"id": drop_id}, locale="en-US")))
+    assert "Discord: sent 1, failed 0, pending 0" in shown
+    assert "The channel post failed: the channel no longer exists (check [drops] tier_channel_ids)" in shown

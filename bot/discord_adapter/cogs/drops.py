@@ -37,7 +37,7 @@ from bot.discord_adapter.replies import Reply, answer, locale_of, send_ephemeral
 from bot.drops_cli import line_quota_left, platforms_of
 from bot.i18n import t
 from bot.writer import Action
-from crm.drop_posts import PostReactions, post_reactions
+from crm.drop_posts import PostReactions, post_failure, post_reactions
 from crm.drop_reports import drop_report, list_drops
 from crm.drops import (
     MAX_TEXT,
@@ -286,16 +286,17 @@ class Drops(StaffCog):
                      drop_id: app_commands.Range[int, 1] | None = None) -> None:
         locale, bot = locale_of(interaction), self.bot
 
-        async def one(session: AsyncSession) -> tuple[dict[str, Any], PostReactions | None]:
+        async def one(session: AsyncSession) -> tuple[dict[str, Any], PostReactions | None, str | None]:
             assert drop_id is not None
-            return await drop_report(session, drop_id, bot.now()), await post_reactions(session, drop_id)
+            return (await drop_report(session, drop_id, bot.now()), await post_reactions(session, drop_id),
+                    await post_failure(session, drop_id))
 
         async def build() -> Reply:
             if drop_id is None:
                 return Reply(embed=recent_embed(await bot.read(lambda s: list_drops(s, bot.now(), limit=RECENT)),
                                                 bot, locale))
-            report_, reactions = await bot.read(one)
-            return Reply(embed=status_embed(report_, reactions, bot, locale))
+            report_, reactions, post_failed = await bot.read(one)
+            return Reply(embed=status_embed(report_, reactions, post_failed, bot, locale))
 
         await answer(interaction, build)
 
@@ -316,7 +317,14 @@ def _reason(reason: str, locale: str) -> str:
     return reason if text == key else text
 
 
-def status_embed(d: dict[str, Any], reactions: PostReactions | None, bot: SuperfanBot,
+def _post_reason(reason: str, locale: str) -> str:
+    """Why Discord refused the channel post, in words staff can act on (the code otherwise)."""
+    key = f"drops.discord.post_reason.{reason}"
+    text = t(key, locale)
+    return reason if text == key else text
+
+
+def status_embed(d: dict[str, Any], reactions: PostReactions | None, post_failed: str | None, bot: SuperfanBot,
                  locale: str) -> discord.Embed:
     """One drop: what it says, for whom, and what became of it on each platform."""
     topic = t("drops.topic_part", locale, topic=d["topic"]) if d["topic"] else ""
@@ -336,8 +344,12 @@ def status_embed(d: dict[str, Any], reactions: PostReactions | None, bot: Superf
     if "line" in d["platforms"]:
         lines.append(t("drops.show_quota", locale, used=d["quota_used"]))
     if "discord" in d["platforms"] and d["post"]:
-        lines.append(_("reactions", locale, reactions=reactions.reactions, fans=reactions.fans) if reactions
-                     else _("not_posted", locale))
+        if reactions is not None:
+            lines.append(_("reactions", locale, reactions=reactions.reactions, fans=reactions.fans))
+        elif post_failed is not None:
+            lines.append(_("post_failed", locale, reason=_post_reason(post_failed, locale)))
+        else:
+            lines.append(_("not_posted", locale))
     lines.append(t("drops.show_created", locale, at=_when(d["created_at"]),
                    by=discord.utils.escape_markdown(d["created_by"] or "-")))
     if d["finished_at"]:

@@ -49,6 +49,28 @@ class InteractionDispatch:
         data = slash_data(self.world, name, guild_id, options, subcommand)
         return await self._interact(2, data, user_id, channel_id, guild_id, locale)
 
+    async def autocomplete(
+        self,
+        name: str,
+        focused: str,
+        typed: str,
+        *,
+        user_id: int,
+        channel_id: int,
+        guild_id: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        subcommand: str | None = None,
+        locale: str = "zh-TW",
+    ) -> InteractionHandle:
+        """The user is typing ``typed`` into option ``focused`` (other options already filled in):
+        the bot answers with choices (callback type 8, ``data.choices``)."""
+        guild_id = guild_id or self._guild_of(channel_id)
+        data = slash_data(self.world, name, guild_id, {**(options or {}), focused: typed}, subcommand)
+        for option in _leaf_options(data):
+            if option["name"] == focused:
+                option["focused"] = True
+        return await self._interact(4, data, user_id, channel_id, guild_id, locale)
+
     async def invoke_user_context(
         self,
         name: str,
@@ -154,3 +176,11 @@ def _submitted(components: Sequence[Payload], values: Mapping[str, str | Sequenc
             out.append({"type": 3, "custom_id": component["custom_id"],
                         "values": [chosen] if isinstance(chosen, str) else list(chosen)})
     return out
+
+
+def _leaf_options(data: Payload) -> list[Payload]:
+    """The options a user fills in, under any subcommand (group) levels."""
+    options: list[Payload] = data.get("options") or []
+    while len(options) == 1 and options[0].get("type") in (1, 2):
+        options = options[0].get("options") or []
+    return options

@@ -295,3 +295,18 @@ async def test_status_says_why_the_channel_post_failed(
         "drop", subcommand="status", user_id=STAFF, channel_id=GENERAL, options={"id": drop_id}, locale="en-US")))
     assert "Discord: sent 1, failed 0, pending 0" in shown
     assert "The channel post failed: the channel no longer exists (check [drops] tier_channel_ids)" in shown
+
+
+async def test_the_tier_is_picked_by_its_name_in_the_staff_members_language(
+        emu: DiscordEmulator, bot: SuperfanBot) -> None:
+    async def choices(typed: str, locale: str) -> list[tuple[str, str]]:
+        handle = await emu.autocomplete("drop", "min_tier", typed, subcommand="create", user_id=STAFF,
+                                        channel_id=GENERAL, locale=locale)
+        response = await handle.response(STEP)
+        assert response["type"] == 8
+        return [(c["name"], c["value"]) for c in response["data"]["choices"]]
+
+    assert await choices("鐵", "zh-TW") == [("鐵粉", "superfan")]
+    assert await choices("", "zh-TW") == [("路人", "passerby"), ("粉絲", "fan"), ("鐵粉", "superfan"),
+                                         ("摯友", "close_friend")]
+    assert await choices("close", "en-US") == [("Close friend", "close_friend")]

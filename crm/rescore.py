@@ -36,7 +36,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import BigInteger, and_, bindparam, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import READ_ONLY, fetch_rows, sqlite_driver, update_rows
@@ -79,7 +79,9 @@ _REST_OF_FAN = select(*_COLUMNS).where(
     or_(_i.c.occurred_at > bindparam("at"), and_(_i.c.occurred_at == bindparam("at"), _i.c.id > bindparam("id"))),
 ).order_by(*_ORDER)
 _TAIL = select(*_COLUMNS).where(_i.c.fan_id > bindparam("lo")).order_by(*_ORDER)
-_PRINT = (func.count(), func.coalesce(func.sum(_i.c.id), 0), func.coalesce(func.sum(_i.c.fan_id * _i.c.id), 0))
+# 64-bit products: PostgreSQL's integer columns are 32-bit, and fan id × interaction id is not.
+_PRINT = (func.count(), func.coalesce(func.sum(_i.c.id), 0),
+          func.coalesce(func.sum(cast(_i.c.fan_id, BigInteger) * _i.c.id), 0))
 _PRINT_RANGE = select(*_PRINT).where(_i.c.fan_id > bindparam("lo"), _i.c.fan_id <= bindparam("hi"))
 _PRINT_TAIL = select(*_PRINT).where(_i.c.fan_id > bindparam("lo"))
 _FANS_RANGE = select(_f.c.id, _f.c.score_base, _f.c.tier, _f.c.tier_pinned).where(

@@ -286,3 +286,21 @@ async def test_a_dm_that_went_out_is_not_retried_when_its_reach_mark_is_not_stor
         await drainer(handle.client, session_transact(sessions), Clock(now)).drain_once()
     assert len(posts_to(emu, emu.dm_channel_id(FAN))) == 1
     assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None)}
+
+
+async def test_a_scheduled_drop_goes_out_at_its_time_once_across_a_restart(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan", FAN2: "superfan"})
+    at = now + timedelta(hours=20)
+    drop_id = await new_drop(sessions, settings, now, scheduled_at=at)
+    clock = Clock(now + timedelta(hours=19, minutes=59))
+    async with running(crm) as before:
+        assert await drainer(before.client, session_transact(sessions), clock).drain_once() == 0
+    assert dms_to(emu, FAN) == [] and emu.sent_messages(DROPS_CHANNEL) == []
+    for _ in range(2):  # at its time, then a restarted process at the same time: once
+        clock.now = at
+        async with running(crm) as handle:
+            await drainer(handle.client, session_transact(sessions), clock).drain_once()
+    assert len(dms_to(emu, FAN)) == 1 and len(dms_to(emu, FAN2)) == 1 and len(emu.sent_messages(DROPS_CHANNEL)) == 1
+    assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None), str(FAN2): ("sent", None)}

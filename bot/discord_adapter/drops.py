@@ -55,15 +55,20 @@ def image_embed(image_url: str | None) -> discord.Embed | None:
     return discord.Embed(colour=EMBED_COLOUR).set_image(url=image_url)
 
 
+def _views(bot: SuperfanBot) -> DropViews:
+    views = _VIEWS.get(bot)
+    if views is None:
+        views = _VIEWS[bot] = DropViews(bot.crm.read, bot.settings.drops)
+    return views
+
+
 async def _drop(bot: SuperfanBot, message: OutboxMessage) -> tuple[drops.DropView, str]:
     """The drop the row carries and its text as fans read it; Undeliverable when it is gone."""
     try:
         drop_id = int(message.payload["drop_id"])
     except (KeyError, TypeError, ValueError):
         raise Undeliverable("no drop id in the payload") from None
-    views = _VIEWS.get(bot)
-    if views is None:
-        views = _VIEWS[bot] = DropViews(bot.crm.read, bot.settings.drops)
+    views = _views(bot)
     view = await views.get(drop_id)
     if view is None:
         raise Undeliverable("the drop no longer exists")
@@ -101,6 +106,8 @@ async def send_drop_dm(bot: SuperfanBot, message: OutboxMessage) -> None:
     except ValueError:
         raise Undeliverable("recipient is not a Discord user id") from None
     view, text = await _drop(bot, message)
+    if message.recipient not in await _views(bot).still_waiting(message.id):
+        return  # the fan opted out or was erased since the drop was made: nothing to send, the row is done
     try:
         channel = await bot.create_dm(discord.Object(user_id))
         await _send(channel, text, image_embed(view.image_url), message.idempotency_key)

@@ -256,8 +256,9 @@ async def test_a_long_drop_is_sent_in_pieces_each_once(
     clock = Clock(now)
     async with running(crm) as handle:
         await drainer(handle.client, session_transact(sessions), clock).drain_once()
-        async with sessions.begin() as s:  # a crash after Discord took both pieces: sent again
+        async with sessions.begin() as s:  # a crash after Discord took both pieces, before the commit: sent again
             await s.execute(Outbox.__table__.update().where(Outbox.kind == "drop_dm").values(status="sending"))
+            await s.execute(Delivery.__table__.update().values(status="pending", sent_at=None))
         clock.now = now + timedelta(minutes=5)
         again = drainer(handle.client, session_transact(sessions), clock)
         await again.start()
@@ -304,3 +305,17 @@ async def test_a_scheduled_drop_goes_out_at_its_time_once_across_a_restart(
             await drainer(handle.client, session_transact(sessions), clock).drain_once()
     assert len(dms_to(emu, FAN)) == 1 and len(dms_to(emu, FAN2)) == 1 and len(emu.sent_messages(DROPS_CHANNEL)) == 1
     assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None), str(FAN2): ("sent", None)}
+
+
+async def test_a_fan_who_opts_out_after_the_drop_was_made_gets_no_dm(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    fans = await add_fans(sessions, settings, now, {FAN: "superfan", FAN2: "superfan"})
+    drop_id = await new_drop(sessions, settings, now)
+    async with sessions.begin() as s:  # /optout between the drop's creation and its DMs
+        await set_opt_out(s, fans[FAN2], True)
+    async with running(crm) as bot:
+        await drainer(bot.client, session_transact(sessions), Clock(now)).drain_once()
+    assert len(dms_to(emu, FAN)) == 1
+    assert dms_to(emu, FAN2) == []
+    assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None), str(FAN2): ("cancelled", "fan opted out")}

@@ -48,6 +48,8 @@ Item = TypeVar("Item")
 class DemoFailed(Exception):
     """The app refused or lost something the demo sent (the message says what; no fan text)."""
 
+    message_is_safe = True
+
 
 @dataclass(frozen=True)
 class Answered:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from bot.cli_shell import CatalogueGroup, confirm
+from bot.cli_shell import CatalogueGroup, LazyTyper, confirm
 from bot.i18n import t
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class SuperfanGroup(CatalogueGroup):
     }
 
 
-app = typer.Typer(cls=SuperfanGroup, add_completion=False, no_args_is_help=True)
+app = LazyTyper(cls=SuperfanGroup, add_completion=False, no_args_is_help=True)  # commands built when used
 T = TypeVar("T")
 _state: dict[str, Any] = {"config": None}
 _consoles: dict[str, Console] = {}

@@ -18,7 +18,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NoReturn
 
 import typer
@@ -145,28 +145,35 @@ class CatalogueGroup(_CatalogueGroupMixin, TyperGroup):
 
     #: Commands built on first use: name → ``"module:attribute"``, a ``typer.Typer`` or a command function.
     lazy_commands: ClassVar[dict[str, str]] = {}
+    #: The root Typer's own commands, built on first use (filled by :class:`LazyTyper`).
+    deferred: ClassVar[dict[str, Callable[[], Any]]] = {}
     locale: str = DEFAULT_LOCALE
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*self.commands, *(name for name in self.lazy_commands if name not in self.commands)]
+        return list(dict.fromkeys([*self.commands, *self.deferred, *self.lazy_commands]))
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
-            self.commands[cmd_name] = self._build(cmd_name, self.lazy_commands[cmd_name])
+        if cmd_name not in self.commands and cmd_name in self.deferred:
+            self.commands[cmd_name] = self._named(cmd_name, self.deferred[cmd_name]())
+        elif cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            self.commands[cmd_name] = self._named(cmd_name, self._build(cmd_name, self.lazy_commands[cmd_name]))
         return self.commands.get(cmd_name)
 
-    def _build(self, name: str, spec: str) -> Any:
-        module, _, attribute = spec.partition(":")
-        target = getattr(importlib.import_module(module), attribute)
-        if isinstance(target, typer.Typer):
-            built: Any = typer.main.get_group(target)
-        else:
-            single = typer.Typer(add_completion=False)
-            single.command(name)(target)
-            built = typer.main.get_command(single)
+    @staticmethod
+    def _named(name: str, built: Any) -> Any:
         built.name = name
         localize(built, name)
         return built
+
+    @staticmethod
+    def _build(name: str, spec: str) -> Any:
+        module, _, attribute = spec.partition(":")
+        target = getattr(importlib.import_module(module), attribute)
+        if isinstance(target, typer.Typer):
+            return typer.main.get_group(target)
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        return typer.main.get_command(single)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         locale = locale_of(ctx)
@@ -219,6 +226,41 @@ class CatalogueGroup(_CatalogueGroupMixin, TyperGroup):
             if exc.errno != errno.EPIPE:
                 raise
             reader_gone()
+
+
+class LazyTyper(typer.Typer):
+    """A ``typer.Typer`` whose ``@app.command()`` functions and ``add_typer`` groups become Click
+    commands only when one is run or asked for help. Building one reads its signature and type
+    hints (a couple of milliseconds each): built all at once, every command paid for all the others
+    at start-up. Its ``cls`` is a :class:`CatalogueGroup` subclass, which keeps them."""
+
+    def command(self, name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # type: ignore[override]
+        register = super().command(name, **kwargs)
+
+        def defer(f: Callable[..., Any]) -> Callable[..., Any]:
+            register(f)
+            info = self.registered_commands.pop()
+            self._defer(info.name or typer.main.get_command_name(f.__name__),
+                        lambda: typer.main.get_command_from_info(
+                            info, pretty_exceptions_short=self.pretty_exceptions_short,
+                            rich_markup_mode=self.rich_markup_mode))
+            return f
+
+        return defer
+
+    def add_typer(self, typer_instance: typer.Typer, **kwargs: Any) -> None:  # type: ignore[override]
+        super().add_typer(typer_instance, **kwargs)
+        info = self.registered_groups[-1]
+        if isinstance(info.name, str) and info.name:
+            self.registered_groups.pop()
+            self._defer(info.name, lambda: typer.main.get_group_from_info(
+                info, pretty_exceptions_short=self.pretty_exceptions_short, rich_markup_mode=self.rich_markup_mode,
+                suggest_commands=self.suggest_commands))
+
+    def _defer(self, name: str, build: Callable[[], Any]) -> None:
+        group = self.info.cls
+        assert isinstance(group, type) and issubclass(group, CatalogueGroup), "LazyTyper(cls=<a CatalogueGroup>)"
+        group.deferred = {**group.deferred, name: build}  # the subclass's own, in registration order
 
 
 def reader_gone() -> NoReturn:

@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -42,6 +42,9 @@ FANS, DAYS = 300, 60
 DM_RATE = 8.0
 #: Share of accounts that are true fans gone quiet two to six weeks ago (the digest's care list).
 QUIET_SHARE = 0.01
+#: Lines per digest list on the demo's screen (the whole community's history arrived today, so
+#: every tier change is today's); the counts stay whole and the rest is "… and N more".
+DIGEST_LINES = 10
 #: Share of the day's waiting conversations the simulated staff answer.
 ANSWERED_SHARE = 0.7
 STEPS = ("start", "line", "purchases", "discord", "inbox", "tiers", "drop", "report")
@@ -242,7 +245,8 @@ async def _gather(config: Config, drop: DropResult | None, out_path: Path) -> tu
             if stats["top"]:
                 found = await find_fan(session, str(stats["top"][0]["id"]))
                 (top_fan,) = await fan_documents(session, [found], crm.settings, now, interactions=8)
-            digest = (await build_digest(session, crm.settings, now)).as_json()
+            screen = replace(crm.settings, digest=replace(crm.settings.digest, list_limit=DIGEST_LINES))
+            digest = (await build_digest(session, screen, now)).as_json()
         html = await write_report(crm, out_path, now=now, locale=config.creator.locale)
     return Shown(stats, top_fan, digest, drop), html.resolve()
 

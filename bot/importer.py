@@ -19,7 +19,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from itertools import chain
 from pathlib import Path
 from sys import intern
 from typing import Any, NamedTuple, TextIO
@@ -263,7 +262,9 @@ async def import_file(
             recording = await bulk_record(session, [r.item for r in first], settings, now)
         result.add(recording, [(r.item, r.fan_ref) for r in first])
     else:
-        await _staged(session, chain([first, more], chunks), settings, now, result, progress, chunk_rows)
+        head = [first, more]
+        del first, more  # handed on, not kept alive here through the whole import
+        await _staged(session, _taking(head, chunks), settings, now, result, progress, chunk_rows)
     if progress:
         progress(1.0)
     result.merges = await _merge_groups(session, result.groups, settings, now)
@@ -272,7 +273,8 @@ async def import_file(
 
 async def _staged(session: AsyncSession, chunks: Iterable[list[ImportRow]], settings: CrmSettings, now: datetime,
                   result: ImportResult, progress: Callable[[float], None] | None, chunk_rows: int) -> None:
-    """A file of several chunks: staged, then recorded in chunks of whole identities."""
+    """A file of several chunks: staged, then recorded in chunks of whole identities (half a
+    read chunk each: the bulk loader's working lists for a chunk are what an import's memory peaks at)."""
     staging = await Staging.open(session)
     staged = 0
     for chunk in chunks:
@@ -284,7 +286,7 @@ async def _staged(session: AsyncSession, chunks: Iterable[list[ImportRow]], sett
     # stored cap: the late indexes stay off until every chunk is in (crm.interaction_sink).
     fresh = await no_interactions(session) and await drop_late_indexes(session)
     recorded = 0
-    async for batch in staging.batches(chunk_rows):
+    async for batch in staging.batches(max(1, chunk_rows // 2)):
         with bulk_mode(len(batch) > SLICE):
             recording = await bulk_record(session, [item for item, _ in batch], settings, now, fresh=fresh)
         result.add(recording, batch)
@@ -295,6 +297,13 @@ async def _staged(session: AsyncSession, chunks: Iterable[list[ImportRow]], sett
     if fresh:
         await build_late_indexes(session)
     await staging.close()
+
+
+def _taking(head: list[list[ImportRow]], rest: Iterable[list[ImportRow]]) -> Iterator[list[ImportRow]]:
+    """``head``'s chunks (let go of as they are taken), then ``rest``."""
+    while head:
+        yield head.pop(0)
+    yield from rest
 
 
 def _size(path: Path) -> int:

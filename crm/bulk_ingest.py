@@ -409,8 +409,11 @@ class Staging:
                     got.pop()
                 got.extend(await fetch_rows(self._session, _STAGED_IDENTITY, {"p": last[0], "e": last[1]}))
             after = last
-            yield [(InteractionIn(p, e, k, _UNIX + us * _MICROSECOND, ev, name, None if a is None else Decimal(a),
-                                  cur, text), ref) for p, e, k, us, ev, name, a, cur, text, ref in got]
+            batch = [(InteractionIn(p, e, k, _UNIX + us * _MICROSECOND, ev, name, None if a is None else Decimal(a),
+                                    cur, text), ref) for p, e, k, us, ev, name, a, cur, text, ref in got]
+            del got  # not kept alive (in this suspended frame) beside the batch while it is recorded
+            yield batch
+            del batch
 
     async def close(self) -> None:
         """Drop the table (before the transaction commits; a rollback drops it too). SQLite keeps

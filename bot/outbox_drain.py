@@ -37,14 +37,19 @@ RECOVER_EVERY = timedelta(seconds=60)
 
 
 class RetryLater(Exception):
-    """A passing failure: try again after ``after`` seconds (a ``Retry-After``), else the backoff."""
+    """A passing failure: try again after ``after`` seconds (a ``Retry-After``), else the backoff.
+
+    ``attempted=False`` says nothing was tried (the platform is not connected yet): the claim does
+    not count towards :data:`MAX_ATTEMPTS`, so an outage of any length never gives a message up.
+    """
 
     message_is_safe = True
 
-    def __init__(self, reason: str, after: float | None = None) -> None:
+    def __init__(self, reason: str, after: float | None = None, *, attempted: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.after = after
+        self.attempted = attempted
 
 
 class Undeliverable(Exception):
@@ -170,6 +175,9 @@ class OutboxDrainer:
             except Exception as exc:
                 after = exc.after if isinstance(exc, RetryLater) else None
                 reason = exc.reason if isinstance(exc, RetryLater) else brief(exc)
+                if isinstance(exc, RetryLater) and not exc.attempted:  # nothing was tried: not an attempt
+                    await self._record(message, lambda s, now: _not_tried(s, message, now, reason, after))
+                    return
                 if message.attempts >= self._max_attempts:
                     await self._give_up(message, f"gave up after {message.attempts} attempts: {reason}")
                     log.warning("outbox %s: gave up on %s #%d (%s)", self.platform, message.kind, message.id, reason)
@@ -202,6 +210,11 @@ async def _failed(session: AsyncSession, message: OutboxMessage, now: datetime, 
     await outbox.mark_failed(session, message.id, now, reason)
     if message.kind in drops.DROP_KINDS:
         await drops.record_outcome(session, message.id, sent=False, error=reason, now=now)
+
+
+async def _not_tried(session: AsyncSession, message: OutboxMessage, now: datetime, reason: str,
+                     after: float | None) -> None:
+    await outbox.mark_retry(session, message.id, now, reason, after=after, attempts=message.attempts, refund=True)
 
 
 async def _retry(session: AsyncSession, message: OutboxMessage, now: datetime, reason: str,

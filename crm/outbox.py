@@ -111,14 +111,17 @@ async def mark_sent(session: AsyncSession, message_id: int, now: datetime) -> No
 
 
 async def mark_retry(session: AsyncSession, message_id: int, now: datetime, error: str, *,
-                     after: float | None = None, attempts: int = 1,
+                     after: float | None = None, attempts: int = 1, refund: bool = False,
                      jitter: Callable[[], float] = random.random) -> datetime:
     """Back to ``pending`` for another try: after ``after`` seconds (a ``Retry-After``), else the
-    backoff for ``attempts``; returns when. ``error`` is kept short and must hold no fan content."""
+    backoff for ``attempts``; returns when. ``error`` is kept short and must hold no fan content.
+    ``refund``: the claim did not try to send (the platform was not connected), so it does not count."""
     delay = max(1.0, after) if after is not None else backoff(attempts, jitter)
     at = now + timedelta(seconds=delay)
-    await session.execute(update(table(Outbox)).where(_o.id == message_id)
-                          .values(status=PENDING, next_attempt_at=at, last_error=error[:500]))
+    values: dict[str, Any] = {"status": PENDING, "next_attempt_at": at, "last_error": error[:500]}
+    if refund:
+        values["attempts"] = _o.attempts - 1
+    await session.execute(update(table(Outbox)).where(_o.id == message_id).values(**values))
     return at
 
 

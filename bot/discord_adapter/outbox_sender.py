@@ -130,7 +130,7 @@ class DiscordOutboxSender:
             raise Undeliverable(f"no Discord sender for kind {message.kind!r}")
         bot = self._bot()
         if bot is None or bot.is_closed():
-            raise RetryLater("discord not connected", after=5.0)
+            raise RetryLater("discord not connected", after=5.0, attempted=False)
         try:
             await handler(bot, message)
         except (RetryLater, Undeliverable):

@@ -93,3 +93,34 @@ async def test_a_row_a_crashed_drainer_left_sending_is_sent_once_by_a_running_dr
     assert sent == [row_id]
     stored = await row(row_id)
     assert (stored.status, stored.attempts) == ("sent", 2)
+
+
+async def test_a_platform_down_for_longer_than_every_retry_never_gives_a_message_up(sessions, now):
+    """Discord unreachable for an hour (the bot reconnects every few minutes): claims that could not
+    even try do not count as attempts, so the DM goes out once it is back instead of failing."""
+    clock = [now]
+    connected = [False]
+    sent: list[str] = []
+
+    async def handler(message):
+        if not connected[0]:
+            raise RetryLater("discord not connected", after=5.0, attempted=False)
+        sent.append(message.recipient)
+
+    async def transact(work):
+        async with sessions.begin() as s:
+            return await work(s)
+
+    async with sessions.begin() as s:
+        await outbox.enqueue(s, platform="discord", kind="relay", recipient="1234", payload={}, now=now)
+    drainer = OutboxDrainer("discord", transact, handler, clock=lambda: clock[0], max_attempts=3)
+    for _ in range(12):  # an hour of five-minute steps, each claim finding Discord down
+        clock[0] += timedelta(minutes=5)
+        assert await drainer.drain_once() == 1
+    connected[0] = True
+    clock[0] += timedelta(minutes=5)
+    assert await drainer.drain_once() == 1
+    async with sessions() as s:
+        row = (await s.execute(select(Outbox))).scalar_one()
+    assert (row.status, row.attempts, sent) == ("sent", 1, ["1234"])
+    assert (drainer.sent, drainer.failed) == (1, 0)

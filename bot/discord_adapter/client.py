@@ -82,6 +82,10 @@ def intents() -> discord.Intents:
     return value
 
 
+#: Longest rate-limit wait discord.py may sleep out inside one call (see ``SuperfanBot``).
+MAX_RATELIMIT_WAIT_S = 30.0
+
+
 class SuperfanBot(commands.Bot):
     """A ``commands.Bot`` that knows the CRM. Cogs reach everything through it."""
 
@@ -93,6 +97,10 @@ class SuperfanBot(commands.Bot):
             tree_cls=SuperfanTree,
             guild_ready_timeout=guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
+            # A rate limit longer than this is raised (RateLimited) instead of slept out inside the
+            # call: the outbox puts the message back for Discord's retry_after, and the sender's slot
+            # serves other rows meanwhile. discord.py allows 30 s at the least.
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
         )
         self.crm = crm
         self.clock = clock

@@ -4,6 +4,7 @@ the tier-channel post once, and the reactions it gathers counted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -319,3 +320,20 @@ async def test_a_fan_who_opts_out_after_the_drop_was_made_gets_no_dm(
     assert len(dms_to(emu, FAN)) == 1
     assert dms_to(emu, FAN2) == []
     assert await deliveries(sessions, drop_id) == {str(FAN): ("sent", None), str(FAN2): ("cancelled", "fan opted out")}
+
+
+async def test_a_long_rate_limit_puts_the_dm_back_for_later_instead_of_holding_a_sender(
+        emu: DiscordEmulator, crm: Crm, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+        now: datetime) -> None:
+    await add_fans(sessions, settings, now, {FAN: "superfan"})
+    drop_id = await new_drop(sessions, settings, now)
+    ten_minutes = {**RATE_LIMITED, "retry_after": 600.0}
+    emu.fail_next("POST", f"/channels/{emu.dm_channel_id(FAN)}/messages", 429, json=ten_minutes)
+    async with running(crm) as handle:
+        # discord.py would sleep the ten minutes inside the send; the row waits in the outbox instead
+        await asyncio.wait_for(drainer(handle.client, session_transact(sessions), Clock(now)).drain_once(), 60)
+    assert dms_to(emu, FAN) == []
+    assert await deliveries(sessions, drop_id) == {str(FAN): ("pending", "discord 429")}
+    async with sessions() as s:
+        (due,) = (await s.execute(select(Outbox.next_attempt_at).where(Outbox.kind == "drop_dm"))).scalars()
+    assert due >= now + timedelta(seconds=600)

@@ -273,7 +273,7 @@ async def import_file(
 
 async def _staged(session: AsyncSession, chunks: Iterable[list[ImportRow]], settings: CrmSettings, now: datetime,
                   result: ImportResult, progress: Callable[[float], None] | None, chunk_rows: int) -> None:
-    """A file of several chunks: staged, then recorded in chunks of whole identities (half a
+    """A file of several chunks: staged, then recorded in chunks of whole identities (a quarter of a
     read chunk each: the bulk loader's working lists for a chunk are what an import's memory peaks at)."""
     staging = await Staging.open(session)
     staged = 0
@@ -286,7 +286,7 @@ async def _staged(session: AsyncSession, chunks: Iterable[list[ImportRow]], sett
     # stored cap: the late indexes stay off until every chunk is in (crm.interaction_sink).
     fresh = await no_interactions(session) and await drop_late_indexes(session)
     recorded = 0
-    async for batch in staging.batches(max(1, chunk_rows // 2)):
+    async for batch in staging.batches(max(1, chunk_rows // 4)):
         with bulk_mode(len(batch) > SLICE):
             recording = await bulk_record(session, [item for item, _ in batch], settings, now, fresh=fresh)
         result.add(recording, batch)

@@ -65,8 +65,6 @@ CHECKPOINT_PAGES = 65_536
 DEFAULT_CHECKPOINT_PAGES = 1000
 #: Relative difference under which a recomputed ``score_base`` is left as stored (summation order).
 BASE_TOLERANCE = 1e-12
-#: Kept for callers that report progress in steps (the CLI advances by what it is told).
-CHUNK = BATCH_ROWS
 
 _i = table(Interaction)
 _f = table(Fan)

@@ -23,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import discord
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.writer import Action
 from crm import role_outbox
 from crm.tiers import TierRules
 
@@ -122,9 +124,19 @@ async def apply_tier(member: discord.Member, tier: str | None, roles: Mapping[st
     return True
 
 
-async def _mark(crm: Crm, ids: list[int], now: datetime) -> None:
+async def _write(client: discord.Client, crm: Crm, name: str,
+                 work: Callable[[AsyncSession], Awaitable[int | None]]) -> int | None:
+    """A role-sync write on the bot's writer when it has one: a second writer beside it would wait
+    for SQLite's lock, and during a burst of messages past its busy timeout. Else a transaction."""
+    run_action = getattr(client, "run_action", None)
+    if run_action is not None:
+        return cast("int | None", await run_action(Action(name, lambda session, _now: work(session))))
     async with crm.sessions.begin() as session:
-        await role_outbox.mark_synced(session, ids, now)
+        return await work(session)
+
+
+async def _mark(client: discord.Client, crm: Crm, ids: list[int], now: datetime) -> None:
+    await _write(client, crm, "tier roles synced", lambda session: role_outbox.mark_synced(session, ids, now))
 
 
 async def _member(guild: discord.Guild, user_id: int) -> discord.Member | None:
@@ -179,7 +191,7 @@ async def sync_pending_roles(client: discord.Client, crm: Crm, *, now: datetime 
             if not ok:
                 retry.add(int(fan_id))
         done = [cid for cid, fid in changes if fid not in retry]
-        await _mark(crm, done, now or client_now(client))
+        await _mark(client, crm, done, now or client_now(client))
         report.marked += len(done)
     return report
 
@@ -208,8 +220,9 @@ async def reconcile_roles(client: discord.Client, crm: Crm, *, now: datetime | N
                 tier = await _current_tier(crm, member.id)  # the snapshot may be older than the sync loop's
             await apply_tier(member, tier, roles, rules, cumulative=config.cumulative_tier_roles, report=report)
     if high is not None:
-        async with crm.sessions.begin() as session:
-            report.marked = await role_outbox.mark_synced_through(session, high, now or client_now(client))
+        at = now or client_now(client)
+        report.marked = await _write(client, crm, "tier roles reconciled",
+                                     lambda session: role_outbox.mark_synced_through(session, high, at)) or 0
     log.info("tier roles reconciled: %d members, %d added, %d removed, %d failed",
              report.members, report.added, report.removed, report.failed)
     return report

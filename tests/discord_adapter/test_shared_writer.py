@@ -96,3 +96,35 @@ async def _all_synced(crm: Crm) -> bool:
     async with crm.sessions() as session:
         pending = await session.execute(select(TierChange.id).where(TierChange.roles_synced_at.is_(None)))
         return pending.first() is None
+
+
+async def test_role_sync_marks_its_changes_through_the_writer_not_a_transaction_beside_it(
+        emu: DiscordEmulator, crm: Crm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During a burst the writer holds SQLite's lock group after group; a second writer beside it
+    (the role sync marking what it applied) waited past its busy timeout and failed (seen in the demo)."""
+    async with crm.sessions.begin() as session:
+        fan_id = await ensure_fan(session, crm.settings, platform="discord", external_id=str(FAN),
+                                  display_name=None, now=utcnow())
+        await pin(session, crm.settings, fan_id, "superfan", by="cli", now=utcnow())
+
+    def beside_the_writer(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the role sync opened a write transaction beside the writer")
+
+    monkeypatch.setattr(crm.sessions, "begin", beside_the_writer)
+    writer = GroupWriter(crm.sessions, crm.settings)
+    await writer.start()
+    handle = await asyncio.wait_for(start_discord(crm, token="test-token", guild_ready_timeout=0.05,
+                                                  writer=writer), STEP * 2)
+    try:
+        assert await eventually(lambda: _roles_of(emu, FAN, SUPERFAN_ROLE), timeout=STEP)
+        assert await eventually(lambda: _all_synced(crm), timeout=STEP)
+        report = await handle.reconcile_roles()
+        assert report.failed == 0
+    finally:
+        await handle.close()
+        await writer.close()
+        configure_endpoints(DEFAULT_API_BASE, DEFAULT_GATEWAY_URL)
+
+
+async def _roles_of(emu: DiscordEmulator, user: int, role: int) -> bool:
+    return role in emu.member_roles(GUILD, user)

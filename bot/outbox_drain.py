@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.wake import sleep_until_set
 from bot.write_failures import brief
 from crm import drops, outbox
 from crm.clock import Clock, utcnow
@@ -149,10 +150,7 @@ class OutboxDrainer:
             except Exception as exc:  # storage busy: the rows wait, the next pass takes them
                 log.warning("outbox %s: a pass failed (%s); trying again", self.platform, brief(exc))
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
-            except TimeoutError:
-                pass
+            await sleep_until_set(self._wake, self._poll_s)
 
     async def _send(self, message: OutboxMessage) -> None:
         self._in_flight += 1

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.line_adapter.commands import PLATFORM
 from bot.line_adapter.sender import LineSender, mask
+from bot.wake import sleep_until_set
 from bot.write_failures import WriterClosed, brief
 from bot.writer import Action, GroupWriter, Rejected
 from crm.clock import Clock, utcnow
@@ -182,9 +183,7 @@ class Profiles:
             if self._wake.is_set():
                 continue
             self._idle.set()
-            try:
-                await asyncio.wait_for(self._wake.wait(), RESCAN_EVERY_S)
-            except TimeoutError:
+            if not await sleep_until_set(self._wake, RESCAN_EVERY_S):
                 self._scan_from = 0
 
     async def _pass(self) -> None:

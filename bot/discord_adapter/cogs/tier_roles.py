@@ -8,13 +8,13 @@ next one retries: the outbox rows stay unmarked until a pass has acted on them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from discord.ext import commands
 
 from bot.discord_adapter.client import SuperfanBot
 from bot.discord_adapter.roles import sync_pending_roles
+from bot.wake import sleep_until_set
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ class TierRoles(commands.Cog):
                              report.added, report.removed, report.failed)
             except Exception:
                 log.exception("tier role sync failed; retrying in %.0fs", self.bot.config.role_sync_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.bot.config.role_sync_seconds)
+            await sleep_until_set(self._wake, self.bot.config.role_sync_seconds)
 
 
 async def setup(bot: SuperfanBot) -> None:

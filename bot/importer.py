@@ -26,10 +26,11 @@ from typing import Any, NamedTuple, TextIO
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.bulk_mode import bulk_mode
-from crm.bulk_ingest import SLICE, Staged, Staging, bulk_record, no_interactions
+from crm.bulk_ingest import SLICE, bulk_record, no_interactions
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
+from crm.import_staging import Staged, Staging
 from crm.ingest import Recording
 from crm.interaction import InteractionIn, validate
 from crm.interaction_sink import build_late_indexes, drop_late_indexes
@@ -244,7 +245,7 @@ async def import_file(
     ``fan`` value. A bad row raises and the caller rolls the whole file back.
 
     A file of one chunk (``chunk_rows``) is recorded as it is. A larger one is read and checked a
-    chunk at a time into a staging table (:class:`crm.bulk_ingest.Staging`), then recorded from
+    chunk at a time into a staging table (:class:`crm.import_staging.Staging`), then recorded from
     it in chunks of whole identities. Recording runs in :func:`bot.bulk_mode.bulk_mode` (the
     import is all this process does then). Unless
     ``allow_new_kinds``, a row whose kind is not in :func:`known_kinds` is a bad row.

@@ -122,10 +122,10 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
             text = error_text(exc, _locale()) if isinstance(exc, CrmError) else str(exc)
             for line in text.splitlines():
-                _console("err").print(f"error: {line}", highlight=False, markup=False)
+                _console("err").print(t("help.ui.error", _locale(), message=line), highlight=False, markup=False)
             raise typer.Exit(2) from None
         except (Failure, OSError) as exc:
-            _console("err").print(f"error: {exc}", highlight=False, markup=False)
+            _console("err").print(t("help.ui.error", _locale(), message=exc), highlight=False, markup=False)
             raise typer.Exit(1) from None
         except Exception as exc:
             if os.environ.get("SUPERFAN_DEBUG"):
@@ -135,7 +135,7 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
             # No exception text as it stands: it can quote what fans wrote (brief() keeps what is safe).
             text = t("cli.storage_busy", _locale()) if transient(exc) else t("cli.unexpected", _locale(),
                                                                               error=brief(exc))
-            _console("err").print(f"error: {text}", highlight=False, markup=False)
+            _console("err").print(t("help.ui.error", _locale(), message=text), highlight=False, markup=False)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -72,7 +72,7 @@ def test_bad_row_rejects_the_whole_file(cli, tmp_path):
     lines.insert(4, "line,Uxyz,壞資料,purchase,yesterday,100,TWD,bad-1,")
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = cli("import", str(bad), expect=2)
-    assert result.stderr == (f"error: {bad}:5：occurred_at「yesterday」不是含時區的 ISO-8601 時間"
+    assert result.stderr == (f"錯誤：{bad}:5：occurred_at「yesterday」不是含時區的 ISO-8601 時間"
                              "（例如 2026-11-22T20:15:00+08:00）。\n")
     assert json.loads(cli("fans", "--json").stdout) == []  # nothing from that file committed
 
@@ -87,17 +87,17 @@ def test_fuzzy_and_ambiguous_lookups(cli, tmp_path):
 def test_crm_errors_are_shown_in_the_creators_language(cli, tmp_path):
     cli("import", str(EXAMPLE))
     zh = cli("pin", "小慧", "king", expect=2)
-    assert zh.stderr == "error: 沒有「king」這個等級；可用的等級：路人、粉絲、鐵粉、摯友。\n"
-    assert cli("fan", "nobody-at-all", expect=2).stderr == "error: 找不到符合「nobody-at-all」的粉絲。\n"
-    assert cli("pin", "小慧", expect=2).stderr == "error: 請指定要設定的等級，或加上 --unpin 取消設定。\n"
+    assert zh.stderr == "錯誤：沒有「king」這個等級；可用的等級：路人、粉絲、鐵粉、摯友。\n"
+    assert cli("fan", "nobody-at-all", expect=2).stderr == "錯誤：找不到符合「nobody-at-all」的粉絲。\n"
+    assert cli("pin", "小慧", expect=2).stderr == "錯誤：請指定要設定的等級，或加上 --unpin 取消設定。\n"
     english = tmp_path / "en.toml"
     english.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "main.db"}"\n[creator]\nlocale = "en"\n',
                        encoding="utf-8")
     en = CliRunner().invoke(app, ["--config", str(english), "pin", "小慧", "king"])
     assert en.exit_code == 2
-    assert en.stderr == "error: Unknown tier “king”; the tiers are: Passer-by, Fan, True fan, Close friend.\n"
+    assert en.stderr == "Error: Unknown tier “king”; the tiers are: Passer-by, Fan, True fan, Close friend.\n"
     en = CliRunner().invoke(app, ["--config", str(english), "fan", "nobody-at-all"])
-    assert (en.exit_code, en.stderr) == (2, "error: No fan matches “nobody-at-all”.\n")
+    assert (en.exit_code, en.stderr) == (2, "Error: No fan matches “nobody-at-all”.\n")
 
 
 def test_export_csv_round_trip_into_an_empty_database(cli, tmp_path):
@@ -164,7 +164,7 @@ def test_config_errors_are_reported_one_per_line(tmp_path, monkeypatch):
                    encoding="utf-8")
     result = CliRunner().invoke(app, ["--config", str(cfg), "run"])  # run needs the LINE secrets
     assert result.exit_code == 2
-    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    lines = [x for x in result.stderr.splitlines() if x.startswith("錯誤：")]
     assert any("database.url must be str" in x for x in lines)
     assert any("unknown key database.colour" in x for x in lines)
     assert any("LINE_CHANNEL_SECRET" in x for x in lines)
@@ -212,9 +212,9 @@ def test_run_refuses_to_start_without_the_secrets_it_needs(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["--config", str(cfg), "run"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"error: {cfg}: line is enabled but environment variable LINE_CHANNEL_SECRET is not set",
-        f"error: {cfg}: line is enabled but environment variable LINE_CHANNEL_ACCESS_TOKEN is not set",
-        f"error: {cfg}: discord is enabled but environment variable DISCORD_TOKEN is not set",
+        f"錯誤：{cfg}: line is enabled but environment variable LINE_CHANNEL_SECRET is not set",
+        f"錯誤：{cfg}: line is enabled but environment variable LINE_CHANNEL_ACCESS_TOKEN is not set",
+        f"錯誤：{cfg}: discord is enabled but environment variable DISCORD_TOKEN is not set",
     ]
     assert not (tmp_path / "p.db").exists()  # refused before touching the database
 

@@ -84,7 +84,7 @@ def test_a_port_in_use_names_the_setting_that_changes_it(tmp_path: Path, taken_p
     config = write_config(tmp_path, taken_port)
     result = CliRunner().invoke(app, ["--config", str(config), "run"])
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[-1] == (f"error: 127.0.0.1:{taken_port} 已經有別的程式在用（可能是另一個 "
+    assert result.stderr.splitlines()[-1] == (f"錯誤：127.0.0.1:{taken_port} 已經有別的程式在用（可能是另一個 "
                                               "superfan run）。請先停掉它，或在 superfan.toml 的 [web] port 換一個埠號。")
 
 

@@ -100,10 +100,10 @@ def test_a_short_row_says_it_is_short_and_nothing_is_imported(superfan, tmp_path
     path = tmp_path / "cut.csv"
     path.write_text(HEADER + "line,U1,小慧,message,2026-10-05T12:30:00+08:00,,,m1,嗨\nline,U2,阿翔\n", encoding="utf-8")
     result = superfan("import", str(path), expect=2, locale="en")
-    assert result.stderr == (f"error: {path}:3: the row is short: 3 values for 9 columns (no kind, occurred_at).\n")
+    assert result.stderr == (f"Error: {path}:3: the row is short: 3 values for 9 columns (no kind, occurred_at).\n")
     assert _fans(superfan) == []
     zh = superfan("import", str(path), expect=2)
-    assert zh.stderr == f"error: {path}:3：這一列太短：只有 3 個值，欄位有 9 個（缺 kind、occurred_at）。\n"
+    assert zh.stderr == f"錯誤：{path}:3：這一列太短：只有 3 個值，欄位有 9 個（缺 kind、occurred_at）。\n"
 
 
 def test_an_empty_file_says_so_and_names_only_the_required_columns(superfan, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_an_empty_file_says_so_and_names_only_the_required_columns(superfan, tmp
         path = tmp_path / name
         path.write_text("" if name.endswith("csv") else "\n  \n", encoding="utf-8")
         result = superfan("import", str(path), expect=2, locale="en")
-        assert result.stderr == (f"error: {path} is empty. Its first line names the columns; required are "
+        assert result.stderr == (f"Error: {path} is empty. Its first line names the columns; required are "
                                  "platform, external_id, kind, occurred_at.\n")
     header_only = tmp_path / "header.csv"
     header_only.write_text(HEADER, encoding="utf-8")
@@ -122,7 +122,7 @@ def test_a_folder_is_a_usage_error_in_one_line(superfan, tmp_path: Path) -> None
     folder = tmp_path / "exports"
     folder.mkdir()
     result = superfan("import", str(folder), expect=2)
-    assert result.stderr == f"error: {folder} 是資料夾；請指定裡面的 CSV 或 JSONL 檔。\n"
+    assert result.stderr == f"錯誤：{folder} 是資料夾；請指定裡面的 CSV 或 JSONL 檔。\n"
 
 
 def test_an_unknown_kind_is_refused_with_the_known_ones_unless_allowed(superfan, tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_an_unknown_kind_is_refused_with_the_known_ones_unless_allowed(superfan,
     path.write_text(HEADER + "line,U1,小慧,message,2026-10-05T12:30:00+08:00,,,m1,\n"
                     "line,U1,小慧,livestream_gift,2026-10-05T12:40:00+08:00,,,g1,\n", encoding="utf-8")
     refused = superfan("import", str(path), expect=2, locale="en")
-    assert refused.stderr.startswith(f"error: {path}:3: Unknown kind “livestream_gift”. Known kinds: checkin, ")
+    assert refused.stderr.startswith(f"Error: {path}:3: Unknown kind “livestream_gift”. Known kinds: checkin, ")
     assert "message" in refused.stderr and "purchase" in refused.stderr and "--allow-new-kinds" in refused.stderr
     assert _fans(superfan) == []
     superfan("import", str(path), "--allow-new-kinds")

@@ -99,7 +99,7 @@ def test_inbox_done_resolves_as_answered_elsewhere(config_path):
     conv = next(c for c in rows(config_path, Conversation) if c.status == "resolved")
     assert conv.resolution == "elsewhere"
     again = cli(config_path, "inbox", "done", "小慧", expect=2)
-    assert again.stderr == "error: 小慧 目前沒有進行中的對話。\n"
+    assert again.stderr == "錯誤：小慧 目前沒有進行中的對話。\n"
     assert [c["display_name"] for c in json.loads(cli(config_path, "inbox", "--json").stdout)] == ["阿明"]
 
 
@@ -186,5 +186,5 @@ async def test_reply_with_a_running_server_leaves_the_sending_to_it(config_path,
 def test_reply_to_a_fan_without_an_open_conversation_is_refused(config_path):
     seed(config_path)
     cli(config_path, "inbox", "done", "小慧")
-    assert cli(config_path, "reply", "小慧", "hi", expect=2).stderr == "error: 小慧 目前沒有進行中的對話。\n"
+    assert cli(config_path, "reply", "小慧", "hi", expect=2).stderr == "錯誤：小慧 目前沒有進行中的對話。\n"
     assert rows(config_path, Outbox) == []

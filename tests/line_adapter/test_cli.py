@@ -39,4 +39,4 @@ def test_link_code_for_a_discord_user_creates_the_fan_and_prints_a_code(cli) -> 
 def test_link_code_refuses_what_is_not_a_discord_id(cli) -> None:
     result = cli("link-code", "discord:mika", expect=2)
     assert "Discord 使用者 ID 是一串數字" in result.stderr
-    assert cli("link-code", "nobody", expect=2).stderr == "error: 找不到符合「nobody」的粉絲。\n"
+    assert cli("link-code", "nobody", expect=2).stderr == "錯誤：找不到符合「nobody」的粉絲。\n"

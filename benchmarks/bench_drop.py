@@ -28,15 +28,15 @@ import argparse
 import asyncio
 import collections
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from benchmarks.bench_drop_discord import add_arguments as add_discord_arguments
+from benchmarks.bench_drop_discord import create_and_wait
 from benchmarks.bench_drop_discord import measure as measure_discord
 from bot.app import settle_heap
 from bot.drop_views import DropViews
@@ -45,10 +45,10 @@ from bot.line_adapter.sender import LineSender
 from bot.outbox_drain import OutboxDrainer
 from bot.outbox_transact import writer_transact
 from bot.sandbox.line_emulator import LineEmulator
-from bot.writer import Action, GroupWriter
+from bot.writer import GroupWriter
 from crm.db import make_engine, make_sessionmaker, migrate
-from crm.drops import CreatedDrop, DropDraft, create_drop
-from crm.models import Delivery, Fan, Identity, Interaction
+from crm.drops import CreatedDrop
+from crm.models import Fan, Identity, Interaction
 from crm.settings import CrmSettings
 
 T0 = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
@@ -103,25 +103,8 @@ async def line_drop(args: argparse.Namespace, emu: LineEmulator, db: Path) -> Li
         await drainer.start()
         settle_heap()  # as superfan run does once started: start-up objects out of the collector's view
         try:
-            draft = DropDraft("鐵粉限定：新歌搶先聽", "鐵粉", link="https://example.com/early", platforms=("line",))
-
-            async def create(session: AsyncSession, now: datetime) -> CreatedDrop:
-                return await create_drop(session, settings, draft, now)
-
-            started = time.perf_counter()
-            (created,) = await writer.submit([Action("drop", create)])
-            create_s = time.perf_counter() - started
-            assert isinstance(created, CreatedDrop), created
-            while True:
-                async with sessions() as s:
-                    pending = (await s.execute(select(func.count()).where(Delivery.status == "pending"))).scalar_one()
-                if not pending:
-                    break
-                await asyncio.sleep(0.005)
-            total_s = time.perf_counter() - started
-            async with sessions() as s:
-                statuses = dict((await s.execute(select(Delivery.status, func.count())
-                                                 .group_by(Delivery.status))).all())
+            created, create_s, total_s, statuses = await create_and_wait(writer, sessions, settings, "line",
+                                                                          poll_s=0.005)
         finally:
             await drainer.close()
             await sender.close()

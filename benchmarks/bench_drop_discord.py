@@ -101,25 +101,8 @@ async def run_drop(args: argparse.Namespace, emu: DiscordEmulator, db: Path) -> 
         writer.on_outbox.append(drainer.wake)
         await drainer.start()
         try:
-            draft = DropDraft("鐵粉限定：新歌搶先聽", "鐵粉", link="https://example.com/early", platforms=("discord",))
-
-            async def create(session: AsyncSession, now: datetime) -> CreatedDrop:
-                return await create_drop(session, settings, draft, now)
-
-            started = time.perf_counter()
-            (created,) = await writer.submit([Action("drop", create)])
-            create_s = time.perf_counter() - started
-            assert isinstance(created, CreatedDrop), created
-            while True:
-                async with sessions() as s:
-                    pending = (await s.execute(select(func.count()).where(Delivery.status == "pending"))).scalar_one()
-                if not pending:
-                    break
-                await asyncio.sleep(0.05)
-            total_s = time.perf_counter() - started
-            async with sessions() as s:
-                statuses = dict((await s.execute(select(Delivery.status, func.count())
-                                                 .group_by(Delivery.status))).all())
+            created, create_s, total_s, statuses = await create_and_wait(writer, sessions, settings, "discord",
+                                                                          poll_s=0.05)
         finally:
             await drainer.close()
             await handle.close()
@@ -183,3 +166,28 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def create_and_wait(writer: GroupWriter, sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+                          platform: str, *, poll_s: float) -> tuple[CreatedDrop, float, float, dict[str, int]]:
+    """Create the bench's drop on ``platform`` as ``/drop`` does (one writer action) and wait until no
+    delivery is pending: the drop, seconds to create, seconds to all sent, deliveries per status."""
+    draft = DropDraft("鐵粉限定：新歌搶先聽", "鐵粉", link="https://example.com/early", platforms=(platform,))
+
+    async def create(session: AsyncSession, now: datetime) -> CreatedDrop:
+        return await create_drop(session, settings, draft, now)
+
+    started = time.perf_counter()
+    (created,) = await writer.submit([Action("drop", create)])
+    create_s = time.perf_counter() - started
+    assert isinstance(created, CreatedDrop), created
+    while True:
+        async with sessions() as s:
+            pending = (await s.execute(select(func.count()).where(Delivery.status == "pending"))).scalar_one()
+        if not pending:
+            break
+        await asyncio.sleep(poll_s)
+    total_s = time.perf_counter() - started
+    async with sessions() as s:
+        statuses = dict((await s.execute(select(Delivery.status, func.count()).group_by(Delivery.status))).all())
+    return created, create_s, total_s, statuses

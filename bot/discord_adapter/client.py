@@ -82,7 +82,8 @@ def intents() -> discord.Intents:
     return value
 
 
-#: Longest rate-limit wait discord.py may sleep out inside one call (see ``SuperfanBot``).
+#: Longest rate-limit wait discord.py sleeps out inside one call (30 s is its least); a longer one
+#: raises ``RateLimited`` and the outbox puts the message back for Discord's ``retry_after``.
 MAX_RATELIMIT_WAIT_S = 30.0
 
 
@@ -97,10 +98,7 @@ class SuperfanBot(commands.Bot):
             tree_cls=SuperfanTree,
             guild_ready_timeout=guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
-            # A rate limit longer than this is raised (RateLimited) instead of slept out inside the
-            # call: the outbox puts the message back for Discord's retry_after, and the sender's slot
-            # serves other rows meanwhile. discord.py allows 30 s at the least.
-            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,  # longer: raised, and the outbox row waits instead
         )
         self.crm = crm
         self.clock = clock

@@ -82,8 +82,7 @@ def intents() -> discord.Intents:
     return value
 
 
-#: Longest rate-limit wait discord.py sleeps out inside one call (30 s is its least); a longer one
-#: raises ``RateLimited`` and the outbox puts the message back for Discord's ``retry_after``.
+#: Longest rate-limit wait slept out in a call (discord.py's least); longer ones wait in the outbox.
 MAX_RATELIMIT_WAIT_S = 30.0
 
 
@@ -98,7 +97,7 @@ class SuperfanBot(commands.Bot):
             tree_cls=SuperfanTree,
             guild_ready_timeout=guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
-            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,  # longer: raised, and the outbox row waits instead
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT_S,
         )
         self.crm = crm
         self.clock = clock

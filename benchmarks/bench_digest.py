@@ -131,6 +131,8 @@ def main() -> None:
         t0 = time.perf_counter()
         build(path, args.fans, args.open, args.interactions)
         print(f"built {path} in {time.perf_counter() - t0:.1f} s")
+    else:
+        asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))  # a database kept from an older schema
     times, counts = asyncio.run(measure(path, args.repeat))
     median = statistics.median(times)
     print(f"fans {args.fans:,}, open conversations {args.open:,}, interactions {args.interactions:,}")

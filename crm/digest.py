@@ -209,17 +209,26 @@ async def _quiet_superfans(session: AsyncSession, settings: CrmSettings, now: da
     quiet = and_(_f.tier.in_(_true_fan_keys(settings)), _f.opted_out.is_(False),
                  _f.last_seen_at < now - timedelta(days=settings.digest.quiet_after_days))
     count = (await session.execute(select(func.count()).select_from(table(Fan)).where(quiet))).scalar_one()
+    # Ordered by an expression, not the column: with the column, SQLite walked every fan down the
+    # score index looking for quiet true fans (45-150 ms at 100k fans, and all of them when none is
+    # quiet) instead of taking the few hundred true fans from the tier index and sorting those.
     rows = await session.execute(select(_f.id, _f.display_name, _f.tier, _f.last_seen_at).where(quiet)
-                                 .order_by(_f.score_base.desc(), _f.id).limit(limit))
+                                 .order_by((_f.score_base + 0).desc(), _f.id).limit(limit))
     return [{"fan_id": i, "display_name": name, "tier": settings.tiers.name(tier, settings.locale),
              "last_seen": iso(seen, tz), "days_quiet": (now - seen).days} for i, name, tier, seen in rows], int(count)
 
 
-def _like_any(column: Any, phrases: Sequence[str]) -> ColumnElement[bool]:
-    """``column`` contains one of ``phrases`` (case-insensitive; ``%`` and ``_`` taken literally)."""
+def _like_any(column: Any, phrases: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """``column`` contains one of ``phrases`` (case-insensitive; ``%`` and ``_`` taken literally).
+
+    SQLite's LIKE ignores case already (ASCII, as its ``lower()`` does), so the column is compared
+    as it is: ``lower()`` on every summary for every phrase cost a third of the scan (40 of 145 ms
+    over a week of 10M interactions). PostgreSQL's ILIKE folds case itself."""
     def pattern(p: str) -> str:
         return "%" + p.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return or_(*(func.lower(column).like(pattern(p), escape="\\") for p in phrases))
+    if dialect == "sqlite":
+        return or_(*(column.like(pattern(p), escape="\\") for p in phrases))
+    return or_(*(column.ilike(pattern(p), escape="\\") for p in phrases))
 
 
 async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[dict[str, Any]]:
@@ -237,7 +246,7 @@ async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: da
             .select_from(table(Fan).join(table(Interaction), _i.fan_id == _f.id))
             .where(_f.opted_out.is_(False),
                    _i.occurred_at >= start, _i.occurred_at <= now, _i.kind.in_(CARE_KINDS),
-                   _i.summary.is_not(None), _like_any(_i.summary, phrases))
+                   _i.summary.is_not(None), _like_any(_i.summary, phrases, session.get_bind().dialect.name))
             .order_by(_i.occurred_at.desc(), _i.id.desc()))
     seen: set[int] = set()
     items = []

@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from crm.db import make_engine, make_read_sessionmaker, migrate
+from crm.db import make_engine, make_read_sessionmaker
 from crm.digest import build_digest
+from crm.schema import migrate
 from crm.settings import CrmSettings
 
 TARGET_MS = 250.0

@@ -46,9 +46,10 @@ from bot.outbox_drain import OutboxDrainer
 from bot.outbox_transact import writer_transact
 from bot.sandbox.line_emulator import LineEmulator
 from bot.writer import GroupWriter
-from crm.db import make_engine, make_sessionmaker, migrate
+from crm.db import make_engine, make_sessionmaker
 from crm.drops import CreatedDrop
 from crm.models import Fan, Identity, Interaction
+from crm.schema import migrate
 from crm.settings import CrmSettings
 
 T0 = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)

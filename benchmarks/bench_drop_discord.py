@@ -46,9 +46,10 @@ from bot.outbox_transact import writer_transact
 from bot.sandbox.discord_emulator import DiscordEmulator
 from bot.writer import Action, GroupWriter
 from crm.clock import utcnow
-from crm.db import make_engine, make_sessionmaker, migrate
+from crm.db import make_engine, make_sessionmaker
 from crm.drops import CreatedDrop, DropDraft, create_drop
 from crm.models import Delivery, Fan, Identity
+from crm.schema import migrate
 from crm.settings import CrmSettings
 
 GUILD = 810_000_000_000_000_001

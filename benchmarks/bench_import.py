@@ -82,7 +82,8 @@ def phase_raw(csv_path: Path, db: Path) -> dict[str, float]:
 
 def phase_superfan(csv_path: Path, db: Path, fresh: bool) -> dict[str, float]:
     from bot.importer import import_file
-    from crm.db import make_engine, make_sessionmaker, migrate
+    from crm.db import make_engine, make_sessionmaker
+    from crm.schema import migrate
     from crm.settings import CrmSettings
 
     async def go() -> dict[str, float]:

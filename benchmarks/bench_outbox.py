@@ -42,8 +42,9 @@ from bot.sandbox.line_emulator import LineEmulator
 from bot.writer import GroupWriter
 from crm import outbox
 from crm.clock import as_utc
-from crm.db import make_engine, make_sessionmaker, migrate
+from crm.db import make_engine, make_sessionmaker
 from crm.models import Outbox
+from crm.schema import migrate
 from crm.settings import CrmSettings
 
 T0 = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)

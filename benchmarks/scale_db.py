@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from crm.db import migrate
 from crm.names import name_key
+from crm.schema import migrate
 from crm.scoring import DEFAULT_EPOCH
 from crm.tiers import DEFAULT_TIERS
 

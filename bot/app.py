@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.config import Config, require_secrets
-from crm.db import ensure_schema, make_engine, make_read_sessionmaker, make_sessionmaker
+from crm.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from crm.errors import CrmError
+from crm.schema import ensure_schema
 from crm.settings import CrmSettings
 
 if TYPE_CHECKING:

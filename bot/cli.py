@@ -180,7 +180,7 @@ def _progress(count: ProgressColumn | None = None) -> Progress:
 @command
 async def migrate() -> None:
     """Upgrade the configured database to the newest schema (Alembic)."""
-    from crm.db import migrate as run_migrations
+    from crm.schema import migrate as run_migrations
 
     cfg = _config()
     await run_migrations(cfg.database.url)

@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from crm.db import make_engine, make_sessionmaker, migrate
+from crm.db import make_engine, make_sessionmaker
 from crm.models import Base
+from crm.schema import migrate
 from crm.settings import CrmSettings
 
 PG_URL = os.environ.get("SUPERFAN_TEST_DATABASE_URL")

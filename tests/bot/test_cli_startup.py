@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.cli_shell import BROKEN_PIPE_EXIT
-from crm.db import _alembic_head, head_revision, read_head
+from crm.schema import _alembic_head, head_revision, read_head
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "community.csv"

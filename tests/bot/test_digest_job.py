@@ -20,8 +20,9 @@ from bot.cli import app
 from bot.config import Config, CreatorConfig, DigestConfig, DiscordConfig, LineConfig
 from bot.digest_job import DigestJob
 from bot.jobs import build_scheduler
-from crm.db import make_engine, make_sessionmaker, migrate
+from crm.db import make_engine, make_sessionmaker
 from crm.models import JobRun, Outbox
+from crm.schema import migrate
 from crm.settings import CrmSettings
 from tests.crm.test_digest import NOW, expected_lists, seed, without_conversation_ids
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner, Result
 from bot.cli import app
 from bot.sandbox.line_emulator import LineEmulator
 from crm.clock import utcnow
-from crm.db import make_engine, make_sessionmaker, migrate
+from crm.db import make_engine, make_sessionmaker
+from crm.schema import migrate
 from tests.crm.test_drops import add_fan
 
 Cli = Callable[..., Any]

@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from crm.db import alembic_config, current_revision, head_revision, make_engine, migrate
+from crm.db import make_engine
 from crm.models import Base
+from crm.schema import alembic_config, current_revision, head_revision, migrate
 
 
 async def test_database_is_at_head(engine):

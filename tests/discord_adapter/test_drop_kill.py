@@ -22,8 +22,9 @@ from bot.outbox_transact import session_transact
 from bot.sandbox.discord_emulator import DiscordEmulator
 from crm import outbox
 from crm.clock import utcnow
-from crm.db import make_engine, migrate
+from crm.db import make_engine
 from crm.drops import DropDraft, create_drop
+from crm.schema import migrate
 from crm.settings import CrmSettings
 from tests.crm.test_drops import add_fan, discord_id
 from tests.discord_adapter.conftest import GUILD, build_world, discord_config, running

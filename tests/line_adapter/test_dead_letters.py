@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
 from bot.cli import app
-from crm.db import make_engine, migrate
+from crm.db import make_engine
 from crm.dead_letters import DeadLetterIn, keep
 from crm.models import DeadLetter, Interaction
+from crm.schema import migrate
 from tests.line_adapter.conftest import T0, LineRig, event_id, ms, text_event, user
 
 FAN = user(9)

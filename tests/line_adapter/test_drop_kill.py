@@ -22,8 +22,9 @@ from bot.outbox_transact import session_transact
 from bot.sandbox.line_emulator import LineEmulator
 from crm import outbox
 from crm.clock import utcnow
-from crm.db import make_engine, migrate
+from crm.db import make_engine
 from crm.drops import DropDraft, create_drop
+from crm.schema import migrate
 from crm.settings import CrmSettings, DropRules
 from tests.crm.test_drops import add_fan, add_line_fans, line_id
 from tests.line_adapter.test_kill_safety import Superfan

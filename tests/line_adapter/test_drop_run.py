@@ -16,7 +16,8 @@ from typer.testing import CliRunner, Result
 from bot.cli import app as cli_app
 from bot.sandbox.line_emulator import LineEmulator
 from crm.clock import utcnow
-from crm.db import make_engine, migrate
+from crm.db import make_engine
+from crm.schema import migrate
 from tests.crm.test_drops import add_fan, add_line_fans, line_id
 from tests.line_adapter.conftest import SECRET
 from tests.line_adapter.test_kill_safety import Superfan

@@ -21,7 +21,8 @@ from bot.outbox_transact import session_transact
 from bot.sandbox.line_emulator import LineEmulator
 from crm import outbox
 from crm.clock import utcnow
-from crm.db import make_engine, migrate
+from crm.db import make_engine
+from crm.schema import migrate
 from tests.line_adapter.conftest import user
 from tests.line_adapter.test_kill_safety import Superfan
 

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import functools
-import json
 import logging
-import os
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bot.cli_shell import CatalogueGroup, LazyTyper, confirm
+from bot.cli_support import (
+    command,
+    console,
+    current_config,
+    now_from,
+    print_json,
+    progress_bar,
+    remember_options,
+)
 from bot.i18n import t
 
 if TYPE_CHECKING:
-    from datetime import datetime
 
     from rich.console import Console
-    from rich.progress import Progress, ProgressColumn
 
-    from bot.config import Config
 
     out: Console  # made on first use: see __getattr__
     err: Console
@@ -47,37 +47,11 @@ class SuperfanGroup(CatalogueGroup):
 
 
 app = LazyTyper(cls=SuperfanGroup, add_completion=False, no_args_is_help=True)  # commands built when used
-T = TypeVar("T")
-_state: dict[str, Any] = {"config": None}
-_consoles: dict[str, Console] = {}
-
-
-def _console(name: str) -> Console:
-    """``out`` (stdout) or ``err`` (stderr), made on first use: rich costs a command that prints
-    nothing through it (``--json``) its import."""
-    if name not in _consoles:
-        from rich.console import Console
-
-        class Quiet(Console):
-            def on_broken_pipe(self) -> None:
-                """The reader left (``| head``): end as every other output does (exit 141, see bot.cli_shell),
-                not with rich's own exit 1."""
-                self.quiet = True
-                raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
-
-        _consoles[name] = Quiet() if name == "out" else Quiet(stderr=True, soft_wrap=True)
-    return _consoles[name]
-
-
 def __getattr__(name: str) -> Console:
     """``from bot.cli import out, err``: the consoles, made when first asked for."""
     if name in ("out", "err"):
-        return _console(name)
+        return console(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class Failure(Exception):
-    """A runtime failure with a one-line message (exit 1)."""
 
 
 @app.callback()
@@ -88,92 +62,8 @@ def main_options(
     """superfan: know your true fans (鐵粉), answer every DM, reward close friends."""
     from bot.log_safety import setup_logging
 
-    _state["config_path"] = config
-    _state["config"] = None
+    remember_options(config)
     setup_logging(verbose)
-
-
-def _config(*, need_secrets: bool = False) -> Config:
-    """The config, loaded once. Only commands that talk to LINE or Discord (``run``) pass
-    ``need_secrets``: then a missing secret is reported with every other problem in the file."""
-    from bot.config import load_config, require_secrets
-
-    if _state["config"] is None:
-        _state["config"] = load_config(_state.get("config_path"), need_secrets=need_secrets)
-    elif need_secrets:
-        require_secrets(_state["config"])
-    return _state["config"]
-
-
-def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """Run an async command and map failures to the documented exit codes and one stderr line."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        from bot.config import ConfigError
-        from crm.errors import CrmError
-
-        try:
-            return asyncio.run(fn(*args, **kwargs))
-        except (typer.Exit, typer.Abort, BrokenPipeError):  # a closed pipe: the reader left (bot.cli_shell)
-            raise
-        except (ConfigError, CrmError) as exc:
-            from bot.i18n.errors import error_text
-
-            text = error_text(exc, _locale()) if isinstance(exc, CrmError) else str(exc)
-            for line in text.splitlines():
-                _console("err").print(t("help.ui.error", _locale(), message=line), highlight=False, markup=False)
-            raise typer.Exit(2) from None
-        except (Failure, OSError) as exc:
-            _console("err").print(t("help.ui.error", _locale(), message=exc), highlight=False, markup=False)
-            raise typer.Exit(1) from None
-        except Exception as exc:
-            if os.environ.get("SUPERFAN_DEBUG"):
-                raise
-            from bot.write_failures import brief, transient
-
-            # No exception text as it stands: it can quote what fans wrote (brief() keeps what is safe).
-            text = t("cli.storage_busy", _locale()) if transient(exc) else t("cli.unexpected", _locale(),
-                                                                              error=brief(exc))
-            _console("err").print(t("help.ui.error", _locale(), message=text), highlight=False, markup=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _locale() -> str:
-    from bot.config import ConfigError
-
-    try:
-        return _config().creator.locale
-    except ConfigError:
-        return "zh-TW"
-
-
-def _now(text: str | None) -> datetime:
-    from crm.clock import parse_iso, utcnow
-    from crm.errors import CrmError
-
-    if not text:
-        return utcnow()
-    try:
-        return parse_iso(text)
-    except ValueError as exc:
-        raise CrmError(f"--now: {exc}", code="cli.bad_now", value=text) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
-
-
-def _progress(count: ProgressColumn | None = None) -> Progress:
-    """A bar on stderr while a long command works (only on a terminal); ``count`` shows how far
-    (default: done/total items)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    err = _console("err")
-    return Progress(TextColumn("{task.description}"), BarColumn(), count or MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal)
 
 
 @app.command()
@@ -182,9 +72,9 @@ async def migrate() -> None:
     """Upgrade the configured database to the newest schema (Alembic)."""
     from crm.schema import migrate as run_migrations
 
-    cfg = _config()
+    cfg = current_config()
     await run_migrations(cfg.database.url)
-    _console("out").print(t("cli.migrated", cfg.creator.locale, url=_safe_url(cfg.database.url)), highlight=False)
+    console("out").print(t("cli.migrated", cfg.creator.locale, url=_safe_url(cfg.database.url)), highlight=False)
 
 
 def _safe_url(url: str) -> str:
@@ -206,8 +96,8 @@ async def fans(
     from bot.app import open_crm
     from crm.profiles import fan_documents, ranked_fan_chunks, ranked_fans
 
-    async with open_crm(_config()) as crm:
-        when = _now(now)
+    async with open_crm(current_config()) as crm:
+        when = now_from(now)
         rules = crm.settings.tiers
         only, least = rules.resolve(tier) if tier else None, rules.resolve(min_tier) if min_tier else None
         async with crm.read() as session:
@@ -218,7 +108,7 @@ async def fans(
                 return
             found = await ranked_fans(session, crm.settings, when, tier=only, min_tier=least, top=top)
             docs = await fan_documents(session, found, crm.settings, when, interactions=None)
-    render_cli.fans_table(_console("out"), docs, crm.settings.locale)
+    render_cli.fans_table(console("out"), docs, crm.settings.locale)
 
 
 @app.command()
@@ -234,17 +124,17 @@ async def fan(
     from crm.identity import find_fan
     from crm.profiles import fan_documents
 
-    async with open_crm(_config()) as crm:
-        when = _now(now)
+    async with open_crm(current_config()) as crm:
+        when = now_from(now)
         async with crm.read() as session:
             found = await find_fan(session, query, settings=crm.settings)
             (doc,) = await fan_documents(session, [found], crm.settings, when, interactions=limit)
     if as_json:
-        _print_json(doc)
+        print_json(doc)
     else:
         from bot import render_cli  # rich's tables: not for --json
 
-        render_cli.fan_card(_console("out"), doc, crm.settings.locale, crm.settings.tiers)
+        render_cli.fan_card(console("out"), doc, crm.settings.locale, crm.settings.tiers)
 
 
 @app.command("import")
@@ -261,13 +151,13 @@ async def import_(
     from bot.importer import import_file
     from crm.clock import utcnow
 
-    async with open_crm(_config()) as crm:
-        with _progress(TaskProgressColumn()) as bar:  # the file is read, then recorded, chunk by chunk
+    async with open_crm(current_config()) as crm:
+        with progress_bar(TaskProgressColumn()) as bar:  # the file is read, then recorded, chunk by chunk
             task = bar.add_task(t("cli.importing", crm.settings.locale), total=1.0)
             async with crm.sessions.begin() as session:
                 result = await import_file(session, file, crm.settings, utcnow(), allow_new_kinds=allow_new_kinds,
                                            progress=lambda done: bar.update(task, completed=done))
-    _console("out").print(t("cli.imported", crm.settings.locale, stored=result.stored, duplicates=result.duplicates,
+    console("out").print(t("cli.imported", crm.settings.locale, stored=result.stored, duplicates=result.duplicates,
                 new_fans=result.new_fans, moves=result.tier_moves), highlight=False)
 
 
@@ -285,7 +175,7 @@ async def export(
 
     if fmt not in FORMATS:
         raise CrmError(f"--format must be csv, jsonl or json, not {fmt!r}", code="cli.bad_format", format=fmt)
-    async with open_crm(_config()) as crm:
+    async with open_crm(current_config()) as crm:
         sink = out_path.open("w", encoding="utf-8-sig" if fmt == "csv" else "utf-8", newline="") \
             if out_path else sys.stdout
         try:
@@ -295,7 +185,7 @@ async def export(
             if out_path:
                 sink.close()
     if out_path:
-        _console("out").print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
+        console("out").print(t("cli.exported", crm.settings.locale, count=count, path=out_path), highlight=False)
 
 
 @app.command()
@@ -310,13 +200,13 @@ async def merge(
     from crm.identity import find_fan
     from crm.merge import merge_fans
 
-    async with open_crm(_config()) as crm:
+    async with open_crm(current_config()) as crm:
         async with crm.sessions.begin() as session:
             a = await find_fan(session, keep)
             b = await find_fan(session, other)
             await merge_fans(session, crm.settings, a.id, b.id, now=utcnow())
             name = a.display_name
-    _console("out").print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
+    console("out").print(t("cli.merged", crm.settings.locale, keep=a.id, other=b.id, name=name), highlight=False)
 
 
 @app.command()
@@ -331,7 +221,7 @@ async def forget(
     from crm.identity import find_fan
     from crm.privacy import forget_fan
 
-    async with open_crm(_config()) as crm:
+    async with open_crm(current_config()) as crm:
         locale = crm.settings.locale
         async with crm.read() as session:
             found = await find_fan(session, query)
@@ -341,7 +231,7 @@ async def forget(
         async with crm.sessions.begin() as session:
             forgotten = await forget_fan(session, crm.settings, fan_id, utcnow())
     key = "cli.forgotten_kept_opt_out" if forgotten.kept_opt_out else "cli.forgotten"
-    _console("out").print(t(key, locale, id=fan_id, rows=forgotten.rows), highlight=False)
+    console("out").print(t(key, locale, id=fan_id, rows=forgotten.rows), highlight=False)
 
 
 @app.command()
@@ -352,13 +242,13 @@ async def rescore() -> None:
     from crm.clock import utcnow
     from crm.rescore import rescore as rescore_all
 
-    async with open_crm(_config()) as crm:
-        with _progress() as bar:
+    async with open_crm(current_config()) as crm:
+        with progress_bar() as bar:
             task = bar.add_task(t("cli.rescoring", crm.settings.locale), total=None)
             async with crm.sessions() as session:  # committed batch by batch: webhooks go on meanwhile
                 result = await rescore_all(session, crm.settings, utcnow(),
                                            progress=lambda n: bar.advance(task, n))
-    _console("out").print(t("cli.rescored", crm.settings.locale, fans=result.fans, interactions=result.interactions,
+    console("out").print(t("cli.rescored", crm.settings.locale, fans=result.fans, interactions=result.interactions,
                 moves=len(result.tier_moves)), highlight=False)
 
 
@@ -374,13 +264,13 @@ async def stats(
     from bot.app import open_crm
     from crm.stats import community_stats
 
-    async with open_crm(_config()) as crm:
+    async with open_crm(current_config()) as crm:
         async with crm.read() as session:
-            data = await community_stats(session, crm.settings, _now(now), top=top)
+            data = await community_stats(session, crm.settings, now_from(now), top=top)
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
-        render_cli.stats(_console("out"), data, crm.settings.locale)
+        render_cli.stats(console("out"), data, crm.settings.locale)
 
 
 @app.command()
@@ -400,13 +290,13 @@ async def pin(
 
     if (tier is None) != unpin:
         raise CrmError("give a tier to pin to, or --unpin", code="cli.pin_needs_tier")
-    async with open_crm(_config()) as crm:
+    async with open_crm(current_config()) as crm:
         async with crm.sessions.begin() as session:
             found = await find_fan(session, query)
             key = None if unpin else crm.settings.tiers.resolve(tier or "")
             await pin_tier(session, crm.settings, found.id, key, by=by, now=utcnow())
             name = crm.settings.tiers.name(found.tier, crm.settings.locale)
-    _console("out").print(t("cli.pinned", crm.settings.locale, id=found.id, name=found.display_name, tier=name), highlight=False)
+    console("out").print(t("cli.pinned", crm.settings.locale, id=found.id, name=found.display_name, tier=name), highlight=False)
 
 
 @app.command()
@@ -420,12 +310,12 @@ async def run(
     if sandbox:
         from bot.demo.sandbox import run_sandboxed
 
-        cfg = _config()
-        await run_sandboxed(cfg, lambda text: _console("err").print(text, highlight=False, markup=False,
+        cfg = current_config()
+        await run_sandboxed(cfg, lambda text: console("err").print(text, highlight=False, markup=False,
                                                                    soft_wrap=True))
-        _console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
+        console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
         return
-    cfg = _config(need_secrets=True)
+    cfg = current_config(need_secrets=True)
     for name in ("bot", "crm"):
         if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)
@@ -433,10 +323,10 @@ async def run(
         from bot.run_status import announcement
 
         for line in [*announcement(cfg, where, cfg.creator.locale), t("run.ready", cfg.creator.locale)]:
-            _console("err").print(line, highlight=False, markup=False, soft_wrap=True)
+            console("err").print(line, highlight=False, markup=False, soft_wrap=True)
 
     await run_app(cfg, on_ready=ready)
-    _console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
+    console("err").print(t("line.cli.stopped", cfg.creator.locale), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("link-code")
@@ -453,7 +343,7 @@ async def link_code(
 
     platform, sep, external_id = who.strip().partition(":")
     platform, external_id = platform.strip().lower(), external_id.strip()
-    async with open_crm(_config()) as crm:
+    async with open_crm(current_config()) as crm:
         now = utcnow()
         async with crm.sessions.begin() as session:
             if sep and platform == "discord":
@@ -465,7 +355,7 @@ async def link_code(
             else:
                 fan_id, platform = (await find_fan(session, who)).id, "cli"
             code = await issue_link_code(session, fan_id, platform=platform, now=now)
-    _console("out").print(t("line.cli.link_code", crm.settings.locale, code=code, fan=fan_id), highlight=False, soft_wrap=True)
+    console("out").print(t("line.cli.link_code", crm.settings.locale, code=code, fan=fan_id), highlight=False, soft_wrap=True)
 
 
 line_app = typer.Typer(no_args_is_help=True, help="LINE Official Account tools.")
@@ -490,12 +380,12 @@ async def line_richmenu(
     """Create the LINE menu under the chat (check in / my data / link Discord) from IMAGE and make it the default."""
     from bot.line_adapter.richmenu import inspect_image, install
 
-    cfg = _config()
+    cfg = current_config()
     data = image.read_bytes()
     found = inspect_image(data)  # refused before anything is created
     token = cfg.secret(cfg.line.channel_access_token_env)
     menu_id = await install(cfg.line.api_base, token, data, cfg.creator.locale)
-    _console("out").print(t("line.cli.richmenu_done", cfg.creator.locale, id=menu_id, width=found.width, height=found.height),
+    console("out").print(t("line.cli.richmenu_done", cfg.creator.locale, id=menu_id, width=found.width, height=found.height),
               highlight=False, soft_wrap=True)
 
 

@@ -48,17 +48,17 @@ def replay(
 
 
 def _run(fn: Any, *args: Any) -> Any:
-    from bot.cli import command  # the CLI's exit codes and one-line errors
+    from bot.cli_support import command  # the CLI's exit codes and one-line errors
 
     return command(fn)(*args)
 
 
 async def _list(as_json: bool) -> None:
     from bot.app import open_crm
-    from bot.cli import _config
+    from bot.cli_support import current_config
     from crm.dead_letters import listing
 
-    config = _config()
+    config = current_config()
     zone = ZoneInfo(config.creator.timezone)
     async with open_crm(config) as crm, crm.read() as session:
         letters = await listing(session)
@@ -89,13 +89,13 @@ def _local(iso: str) -> str:
 
 async def _replay(ids: list[int], replay_all: bool) -> None:
     from bot.app import open_crm
-    from bot.cli import _config
+    from bot.cli_support import current_config
     from bot.line_adapter.events import plan_event
     from bot.line_adapter.webhook import Unusable, parse_event
     from bot.writer import Action, GroupWriter
     from crm.dead_letters import listing, mark_replayed
 
-    config = _config()
+    config = current_config()
     locale = config.creator.locale
     keywords = tuple(config.checkin.keywords)
     async with open_crm(config) as crm:

@@ -18,22 +18,23 @@ def digest_command(
     now: Annotated[str | None, typer.Option("--now", help="Build it as at this ISO-8601 time.")] = None,
 ) -> None:
     """Who is waiting for an answer, the reply promise, tier changes, the care list, the true-fans goal."""
-    from bot.cli import command
+    from bot.cli_support import command
 
     command(_digest)(as_json, now)
 
 
 async def _digest(as_json: bool, now: str | None) -> None:
     from bot.app import open_crm
-    from bot.cli import _config, _now, _print_json, out
+    from bot.cli import out
+    from bot.cli_support import current_config, now_from, print_json
     from bot.render_digest import print_digest
     from crm.digest import build_digest
 
-    async with open_crm(_config()) as crm:
-        when = _now(now)
+    async with open_crm(current_config()) as crm:
+        when = now_from(now)
         async with crm.read() as session:
             data: dict[str, Any] = (await build_digest(session, crm.settings, when)).as_json()
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
         print_digest(out, data, crm.settings.locale)

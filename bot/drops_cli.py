@@ -53,7 +53,7 @@ class CreateOptions:
 
 
 def _run(fn: Any, *args: Any) -> Any:
-    from bot.cli import command  # the CLI's exit codes and one-line errors
+    from bot.cli_support import command  # the CLI's exit codes and one-line errors
 
     return command(fn)(*args)
 
@@ -154,13 +154,13 @@ async def line_quota_left(cfg: Config, pending: int) -> int | None:
 
 async def _create(o: CreateOptions) -> None:
     from bot.app import open_crm
-    from bot.cli import _config, _now, _print_json
+    from bot.cli_support import current_config, now_from, print_json
     from crm.drops import DropDraft, QuotaRefused, create_drop, pending_line_messages, preview_drop
 
-    cfg = _config()
+    cfg = current_config()
     locale = cfg.creator.locale
     async with open_crm(cfg) as crm:
-        when = _now(o.now)
+        when = now_from(o.now)
         draft = DropDraft(text=o.text, min_tier=o.min_tier, link=o.link, image_url=o.image, topic=o.topic,
                           platforms=platforms_of(o.platform, cfg), created_by=o.by, scheduled_at=_at(o.at),
                           sponsored=o.sponsored, evergreen=o.evergreen)
@@ -174,7 +174,7 @@ async def _create(o: CreateOptions) -> None:
             async with crm.read() as session:
                 preview = await preview_drop(session, crm.settings, draft, quota_left=left, quota=quota)
             if o.as_json:
-                _print_json({"dry_run": True, **preview.as_dict()})
+                print_json({"dry_run": True, **preview.as_dict()})
                 return
             render_preview(preview, crm.settings, locale)
             _say("quota_over" if not preview.fits else "dry_run", locale)
@@ -189,7 +189,7 @@ async def _create(o: CreateOptions) -> None:
                                    crm.settings, locale)
             raise
     if o.as_json:
-        _print_json({"id": made.id, "line_batches": made.line_batches, "discord_dms": made.discord_dms,
+        print_json({"id": made.id, "line_batches": made.line_batches, "discord_dms": made.discord_dms,
                      "posted": made.posted, **made.preview.as_dict()})
         return
     render_preview(made.preview, crm.settings, locale)
@@ -244,15 +244,15 @@ def render_preview(p: Preview, settings: CrmSettings, locale: str) -> None:
 
 async def _list(as_json: bool, limit: int, now: str | None) -> None:
     from bot.app import open_crm
-    from bot.cli import _config, _now, _print_json
+    from bot.cli_support import current_config, now_from, print_json
     from crm.drop_reports import list_drops
 
-    cfg = _config()
+    cfg = current_config()
     async with open_crm(cfg) as crm:
         async with crm.read() as session:
-            drops = await list_drops(session, _now(now), limit=limit)
+            drops = await list_drops(session, now_from(now), limit=limit)
     if as_json:
-        _print_json(drops)
+        print_json(drops)
         return
     locale = cfg.creator.locale
     if not drops:
@@ -273,15 +273,15 @@ async def _list(as_json: bool, limit: int, now: str | None) -> None:
 
 async def _show(drop_id: int, as_json: bool, now: str | None) -> None:
     from bot.app import open_crm
-    from bot.cli import _config, _now, _print_json
+    from bot.cli_support import current_config, now_from, print_json
     from crm.drop_reports import drop_report
 
-    cfg = _config()
+    cfg = current_config()
     async with open_crm(cfg) as crm:
         async with crm.read() as session:
-            d = await drop_report(session, drop_id, _now(now))
+            d = await drop_report(session, drop_id, now_from(now))
     if as_json:
-        _print_json(d)
+        print_json(d)
         return
     locale = cfg.creator.locale
     rules = crm.settings.tiers

@@ -73,7 +73,7 @@ def reply(
 
 
 def _run(fn: Any, *args: Any) -> Any:
-    from bot.cli import command  # the CLI's exit codes and one-line errors
+    from bot.cli_support import command  # the CLI's exit codes and one-line errors
 
     return command(fn)(*args)
 
@@ -89,17 +89,17 @@ def _platform(platform: str, locale: str) -> str:
 
 async def _list(as_json: bool, now_text: str | None) -> None:
     from bot.app import open_crm
-    from bot.cli import _config, _now, _print_json
+    from bot.cli_support import current_config, now_from, print_json
     from crm.profiles import iso
     from crm.sla import unanswered
 
-    config = _config()
-    now, locale, zone = _now(now_text), config.creator.locale, ZoneInfo(config.creator.timezone)
+    config = current_config()
+    now, locale, zone = now_from(now_text), config.creator.locale, ZoneInfo(config.creator.timezone)
     async with open_crm(config) as crm, crm.read() as session:
         items = await unanswered(session, crm.settings, now)
         rules = crm.settings.tiers
     if as_json:
-        _print_json([{"conversation_id": u.conversation_id, "fan_id": u.fan_id, "display_name": u.display_name,
+        print_json([{"conversation_id": u.conversation_id, "fan_id": u.fan_id, "display_name": u.display_name,
                       "platform": u.platform, "tier": rules.name(u.tier, locale), "tier_key": u.tier,
                       "waiting_since": iso(u.waiting_since, zone), "due_at": iso(u.due_at, zone),
                       "overdue": u.overdue, "hours_waiting": u.hours_waiting} for u in items])
@@ -134,11 +134,11 @@ async def _open(session: Any, query: str) -> tuple[Any, Any]:
 
 async def _done(query: str) -> None:
     from bot.app import open_crm
-    from bot.cli import _config
+    from bot.cli_support import current_config
     from crm.clock import utcnow
     from crm.conversations import resolve
 
-    config = _config()
+    config = current_config()
     async with open_crm(config) as crm, crm.sessions.begin() as session:
         fan, conv = await _open(session, query)
         await resolve(session, crm.settings, conv.id, how="elsewhere", by=By, now=utcnow())
@@ -148,11 +148,11 @@ async def _done(query: str) -> None:
 
 async def _reply(query: str, text: str) -> None:
     from bot.app import open_crm
-    from bot.cli import _config
+    from bot.cli_support import current_config
     from crm.clock import utcnow
     from crm.conversations import note_reply
 
-    config = _config()
+    config = current_config()
     locale = config.creator.locale
     async with open_crm(config) as crm:
         async with crm.sessions.begin() as session:

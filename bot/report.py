@@ -365,9 +365,9 @@ class _Render:
 async def report_command(out: Path, now: str | None = None) -> None:
     """``superfan report [--out PATH] [--now ISO]``: write the report and print where."""
     from bot.app import open_crm
-    from bot.cli import _config, _now
     from bot.cli import out as console
+    from bot.cli_support import current_config, now_from
 
-    async with open_crm(_config()) as crm:
-        path = await write_report(crm, out, now=_now(now))
+    async with open_crm(current_config()) as crm:
+        path = await write_report(crm, out, now=now_from(now))
     console.print(t("report.saved", crm.settings.locale, path=path), highlight=False, markup=False, soft_wrap=True)

@@ -30,7 +30,7 @@ def tiers_command(
     now: Annotated[str | None, typer.Option("--now", help="Evaluate at this ISO-8601 time.")] = None,
 ) -> None:
     """Score distribution per tier, rising fans, and what a trial threshold would change."""
-    from bot.cli import command
+    from bot.cli_support import command
 
     command(_tiers)(trial or [], as_json, now)
 
@@ -52,18 +52,19 @@ def parse_trial(items: list[str], rules: TierRules) -> dict[str, float]:
 
 async def _tiers(trial_items: list[str], as_json: bool, now: str | None) -> None:
     from bot.app import open_crm
-    from bot.cli import _config, _now, _print_json, out
+    from bot.cli import out
+    from bot.cli_support import current_config, now_from, print_json
     from crm.tier_calibration import calibrate, load_points
 
-    async with open_crm(_config()) as crm:
-        when = _now(now)
+    async with open_crm(current_config()) as crm:
+        when = now_from(now)
         rules = crm.settings.tiers
         trial = parse_trial(trial_items, rules)
         async with crm.read() as session:
             points = await load_points(session, crm.settings, when)
     view = calibrate(points, rules, trial)
     if as_json:
-        _print_json(asdict(view))
+        print_json(asdict(view))
     else:
         print_calibration(out, view, rules, crm.settings.locale)
 

@@ -86,15 +86,16 @@ def demo_command(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the HTML report.")] = Path("demo-report.html"),
 ) -> None:
     """A simulated community through the real app against local LINE and Discord stand-ins: no tokens needed."""
-    from bot.cli import command
+    from bot.cli_support import command
 
     command(_demo)(fans, days, seed, out_path)
 
 
 async def _demo(fans: int, days: int, seed: int, out_path: Path) -> None:
-    from bot.cli import _config, out
+    from bot.cli import out
+    from bot.cli_support import current_config
 
-    config = _config()
+    config = current_config()
     locale = config.creator.locale
     verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     with held_logs(hold=not verbose) as held:

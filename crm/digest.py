@@ -84,17 +84,17 @@ async def build_digest(session: AsyncSession, settings: CrmSettings, now: dateti
     waiting, waiting_count, overdue = await _unanswered(session, settings, now, limit)
     changes, change_count = await _tier_changes(session, settings, since, now, limit)
     quiet, quiet_count = await _quiet_superfans(session, settings, now, limit)
-    asked = await _asked_after_you(session, settings, now)
+    asked, asked_count = await _asked_after_you(session, settings, now, limit)
     anniversaries = await _anniversaries(session, settings, now)
     rising, rising_count = await _rising(session, settings, now, limit)
     drops = await _drops(session, settings, since, now, limit)
     return Digest(
         generated_at=_iso(now, tz), timezone=str(tz.key), locale=settings.locale, since=_iso(since, tz),
         unanswered=waiting, sla=await _sla(session, settings, now), tier_changes=changes,
-        quiet_superfans=quiet, asked_after_you=asked[:limit], anniversaries=anniversaries[:limit],
+        quiet_superfans=quiet, asked_after_you=asked, anniversaries=anniversaries[:limit],
         true_fans=await true_fans(session, settings), rising=rising,
         counts={"rising": rising_count, "unanswered": waiting_count, "overdue": overdue, "tier_changes": change_count,
-                "quiet_superfans": quiet_count, "asked_after_you": len(asked), "anniversaries": len(anniversaries)},
+                "quiet_superfans": quiet_count, "asked_after_you": asked_count, "anniversaries": len(anniversaries)},
         quiet_after_days=settings.digest.quiet_after_days, drops=drops,
     )
 
@@ -231,34 +231,41 @@ def _like_any(column: Any, phrases: Sequence[str], dialect: str) -> ColumnElemen
     return or_(*(column.ilike(pattern(p), escape="\\") for p in phrases))
 
 
-async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[dict[str, Any]]:
-    """Fans whose own words of the last ``care_days`` days hold a care phrase, latest first.
+async def _asked_after_you(session: AsyncSession, settings: CrmSettings, now: datetime,
+                           limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Fans whose own words of the last ``care_days`` days hold a care phrase, latest first: the
+    first ``limit`` and the count.
 
     Reads stored summaries, so it finds nothing with ``[privacy] store_message_text`` off. Reads the
     window's interactions through the time index (migration 0010): a scan of recent activity, not
-    of every interaction ever stored.
+    of every interaction ever stored. Each fan's latest matching row is picked in SQL (a window
+    function), so only the rows shown come back to Python: at 100k fans a week held ~7,000 matching
+    rows from ~5,000 fans, and converting and skipping them in Python cost more than the scan.
     """
     phrases = [p for p in settings.digest.care_phrases if p.strip()]
     if not phrases:
-        return []
+        return [], 0
     tz, start = settings.scoring.tz, now - timedelta(days=settings.digest.care_days)
-    stmt = (select(_f.id, _f.display_name, _f.tier, _i.platform, _i.occurred_at, _i.summary)
-            .select_from(table(Fan).join(table(Interaction), _i.fan_id == _f.id))
-            .where(_f.opted_out.is_(False),
-                   _i.occurred_at >= start, _i.occurred_at <= now, _i.kind.in_(CARE_KINDS),
-                   _i.summary.is_not(None), _like_any(_i.summary, phrases, session.get_bind().dialect.name))
-            .order_by(_i.occurred_at.desc(), _i.id.desc()))
-    seen: set[int] = set()
+    latest_first = (_i.occurred_at.desc(), _i.id.desc())
+    matches = (select(_i.fan_id, _i.id, _i.platform, _i.occurred_at, _i.summary,
+                      func.row_number().over(partition_by=_i.fan_id, order_by=latest_first).label("nth"))
+               .where(_i.occurred_at >= start, _i.occurred_at <= now, _i.kind.in_(CARE_KINDS),
+                      _i.summary.is_not(None), _like_any(_i.summary, phrases, session.get_bind().dialect.name))
+               .subquery())
+    # Opted-out fans are left out after the ranking: all of a fan's rows go, so no one else's rank moves.
+    rows = (await session.execute(
+        select(_f.id, _f.display_name, _f.tier, matches.c.platform, matches.c.occurred_at, matches.c.summary,
+               func.count().over().label("fans"))
+        .select_from(matches.join(table(Fan), _f.id == matches.c.fan_id))
+        .where(matches.c.nth == 1, _f.opted_out.is_(False))
+        .order_by(matches.c.occurred_at.desc(), matches.c.id.desc()).limit(max(limit, 1)))).all()
     items = []
-    for fan_id, name, tier, platform, at, summary in await session.execute(stmt):
-        if fan_id in seen:
-            continue
-        seen.add(fan_id)
+    for fan_id, name, tier, platform, at, summary, _ in rows[:limit]:
         said = summary.lower()
         phrase = next((p for p in phrases if p.lower() in said), phrases[0])
         items.append({"fan_id": fan_id, "display_name": name, "tier": settings.tiers.name(tier, settings.locale),
                       "platform": platform, "at": iso(at, tz), "phrase": phrase})
-    return items
+    return items, int(rows[0].fans) if rows else 0
 
 
 def anniversary_days(today: date, first: date) -> Sequence[date]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import datetime_encoder, fetch_rows, posix_time, sqlite_driver
 from crm.fan_deltas import apply_deltas, later_minute
+from crm.fan_kind_scores import KindTotals, add_totals
 from crm.identity import FanRef, Key, resolve_identities
 from crm.ingest import Recording
 from crm.interaction import InteractionIn, validate_many
@@ -82,9 +83,10 @@ async def _bulk_record(session: AsyncSession, items: Sequence[InteractionIn], se
                        progress: Callable[[int], None] | None, fresh: bool = False) -> Recording:
     # The batch's working lists (10^5 entries each in an import) die with _queue_rows: freeing
     # them takes tens of milliseconds, which now pass while SQLite inserts the last slices.
-    sink, result, delta, last_seen = await _queue_rows(session, items, settings, now, progress, fresh)
+    sink, result, delta, last_seen, by_kind = await _queue_rows(session, items, settings, now, progress, fresh)
     try:
         await apply_deltas(session, delta, last_seen)
+        await add_totals(session, by_kind)
     except BaseException:
         await sink.abandon()
         raise
@@ -95,9 +97,9 @@ async def _bulk_record(session: AsyncSession, items: Sequence[InteractionIn], se
 
 async def _queue_rows(session: AsyncSession, items: Sequence[InteractionIn], settings: CrmSettings, now: datetime,
                       progress: Callable[[int], None] | None, fresh: bool = False
-                      ) -> tuple[InteractionSink, Recording, dict[int, float], dict[int, object]]:
+                      ) -> tuple[InteractionSink, Recording, dict[int, float], dict[int, object], KindTotals]:
     """Resolve fans, work out every row (points, caps, times) and queue the inserts; with the
-    sink to wait on, the result, and each fan's score delta and newest time."""
+    sink to wait on, the result, each fan's score delta and newest time, and the totals per kind."""
     # The transaction begins (a trip to the database) while the batch is prepared in Python.
     connecting = asyncio.ensure_future(session.connection())
     try:
@@ -139,7 +141,7 @@ async def _queue_rows(session: AsyncSession, items: Sequence[InteractionIn], set
             stored, columns, contributions = rows.build(indexes, as_sqlite=sink.sqlite)
             inserted = await sink.put(columns, more=start + SLICE < size)
             if inserted is not None and len(inserted) < len(stored):
-                _lost_races(columns, contributions, inserted, result, stored, rows.delta)
+                _lost_races(columns, contributions, inserted, result, stored, rows.delta, rows.by_kind)
             if progress:
                 progress(len(indexes))
         delta = rows.delta
@@ -152,7 +154,7 @@ async def _queue_rows(session: AsyncSession, items: Sequence[InteractionIn], set
     except BaseException:
         await sink.abandon()
         raise
-    return sink, result, delta, rows.last_seen
+    return sink, result, delta, rows.last_seen, rows.by_kind
 
 
 async def _look_up(session: AsyncSession, items: Sequence[InteractionIn], event_ids: Sequence[str],
@@ -224,13 +226,14 @@ def _identities_seen(
 
 
 def _lost_races(columns: Columns, contributions: list[float], inserted: set[tuple[object, ...]],
-                result: Recording, indexes: list[int], delta: dict[int, float]) -> None:
+                result: Recording, indexes: list[int], delta: dict[int, float], by_kind: KindTotals) -> None:
     """Rows a concurrent writer stored first (PostgreSQL): report them as duplicates, take back points."""
-    fan_ids, platforms, event_ids = columns[0], columns[1], columns[8]
+    fan_ids, platforms, kinds, points, event_ids = columns[0], columns[1], columns[2], columns[4], columns[8]
     for j, n in enumerate(indexes):
         if (platforms[j], event_ids[j]) not in inserted:
             result.statuses[n], result.points[n], result.new[n] = "duplicate", 0.0, False
             delta[fan_ids[j]] = delta.get(fan_ids[j], 0.0) - contributions[j]
+            by_kind.take_back(fan_ids[j], kinds[j], points[j], contributions[j])
 
 
 def _summariser(settings: CrmSettings) -> Callable[[str], str | None]:

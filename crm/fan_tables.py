@@ -26,6 +26,7 @@ from crm.models import (
     ConversationWait,
     Delivery,
     Fan,
+    FanKindScore,
     FanTopic,
     Identity,
     Interaction,
@@ -44,13 +45,15 @@ class OnMerge(enum.Enum):
 
     MOVE = "move"  # every row moves to the record that stays
     DEDUPE = "dedupe"  # rows move, except those the staying record already has (same unique key)
+    ADD = "add"  # rows are sums: where both records have a row (same unique key) they are added up
 
 
 @dataclass(frozen=True)
 class FanTable:
     """A table with a ``fan_id`` column pointing at ``fans.id``.
 
-    ``unique`` names the columns that, with ``fan_id``, must stay unique (``OnMerge.DEDUPE``).
+    ``unique`` names the columns that, with ``fan_id``, must stay unique (``OnMerge.DEDUPE`` and
+    ``OnMerge.ADD``); ``summed`` the columns ``OnMerge.ADD`` adds up.
     ``in_fan_document`` is true when the fan record of the JSON export (crm.profiles) already
     carries the table's content; the rows of every other table are exported as they are stored.
     """
@@ -58,6 +61,7 @@ class FanTable:
     model: type[Base]
     on_merge: OnMerge = OnMerge.MOVE
     unique: tuple[str, ...] = ()
+    summed: tuple[str, ...] = ()
     in_fan_document: bool = False
 
     @property
@@ -71,6 +75,8 @@ class FanTable:
 
 #: Every table that holds a row about a fan, children first (the order erasure deletes in).
 FAN_TABLES: tuple[FanTable, ...] = (
+    FanTable(FanKindScore, OnMerge.ADD, unique=("kind",), summed=("awarded", "points", "score_base"),
+             in_fan_document=True),  # the fan document's score_explained
     FanTable(Delivery, OnMerge.DEDUPE, unique=("drop_id", "platform")),
     FanTable(LinkCode),
     FanTable(Conversation),
@@ -93,9 +99,16 @@ async def move_rows(session: AsyncSession, keep_id: int, other_id: int) -> None:
     for entry in FAN_TABLES:
         model = entry.model
         column = entry.fan_column
-        if entry.on_merge is OnMerge.DEDUPE:
+        if entry.on_merge is not OnMerge.MOVE:
             twin = aliased(model)
             same_key = [getattr(twin, name) == getattr(model, name) for name in entry.unique]
+            if entry.on_merge is OnMerge.ADD:
+                theirs = twin.fan_id == other_id  # type: ignore[attr-defined]
+                await session.execute(
+                    update(model).where(column == keep_id, exists().where(and_(theirs, *same_key)))
+                    .values({name: getattr(model, name) + select(getattr(twin, name)).where(theirs, *same_key)
+                             .scalar_subquery() for name in entry.summed})
+                    .execution_options(synchronize_session=False))
             kept = twin.fan_id == keep_id  # type: ignore[attr-defined]
             await session.execute(delete(model).where(column == other_id, exists().where(and_(kept, *same_key))))
         await session.execute(update(model).where(column == other_id).values(fan_id=keep_id)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.column_types import UTCDateTime
 from crm.conversations import Inbound, note_inbound_many
 from crm.db import insert_ignore
+from crm.fan_kind_scores import KindTotals, add_totals
 from crm.identity import FanRef, Key, refresh_seen_names
 from crm.interaction import InteractionIn, validate_many
 from crm.models import Fan, Identity, Interaction, table
@@ -186,6 +187,7 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
     delta: dict[int, float] = {}
     newest: dict[int, datetime] = {}
     refs: dict[int, FanRef] = {}
+    by_kind = KindTotals()
     for key, (n, ref, points, contribution) in awards.items():
         if key not in inserted:  # a concurrent writer stored it first (PostgreSQL)
             results[n] = Recorded("duplicate", ref.fan_id)
@@ -198,8 +200,10 @@ async def record_many(session: AsyncSession, items: Sequence[InteractionIn], set
         at = clean[n].occurred_at
         newest[ref.fan_id] = max(at, newest.get(ref.fan_id, at))
         delta[ref.fan_id] = delta.get(ref.fan_id, 0.0) + (0.0 if ref.new else contribution)
+        by_kind.add(ref.fan_id, clean[n].kind, points, contribution)
     moves = _tier_moves(delta, refs, settings, now, epoch, half_life)
     await _update_fans(session, {f: d for f, d in delta.items() if d or not refs[f].new}, newest, refs)
+    await add_totals(session, by_kind)
     await apply_moves(session, moves, now, actor=None)
     dms = [Inbound(ref.fan_id, clean[n].platform, clean[n].occurred_at, clean[n].text, ref.new)
            for key, (n, ref, _, _) in awards.items() if key in inserted and clean[n].kind == "dm_in"]

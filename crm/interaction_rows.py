@@ -13,6 +13,7 @@ from itertools import compress, repeat
 from typing import Protocol, cast
 
 from crm.db import sqlite_datetimes
+from crm.fan_kind_scores import KindTotals
 from crm.identity import FanRef
 from crm.interaction import InteractionIn
 from crm.interaction_sink import Columns
@@ -33,7 +34,8 @@ class RowBuilder:
     Slices come fan by fan, each fan's items in time order (caps and cooldowns are per fan).
 
     Results per item (stored, duplicate, opted out; points) go into ``outcome``; each fan's new
-    score terms into :attr:`delta` and its newest time into :attr:`last_seen`.
+    score terms into :attr:`delta` (and per kind into :attr:`by_kind`) and its newest time into
+    :attr:`last_seen`.
     """
 
     def __init__(self, items: Sequence[InteractionIn], stamps: Sequence[float], event_ids: Sequence[str],
@@ -49,6 +51,8 @@ class RowBuilder:
         self.delta: dict[int, float] = {}
         #: fan → the time of its newest stored row, as the insert columns hold it
         self.last_seen: dict[int, object] = {}
+        #: what the stored rows add to each fan's score per kind (crm.fan_kind_scores)
+        self.by_kind = KindTotals()
 
     def build(self, indexes: list[int], *, as_sqlite: bool) -> tuple[list[int], Columns, list[float]]:
         """Of the items at ``indexes`` (each fan's in time order), those to store, their columns
@@ -119,4 +123,5 @@ class RowBuilder:
         for fan_id, c in zip(fan_ids, contributions, strict=True):
             if c:
                 delta[fan_id] = delta.get(fan_id, 0.0) + c
+        self.by_kind.add_columns(fan_ids, kinds, points, contributions)
         return contributions

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Float, Integer, and_, bindparam, case, cast, func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
 from crm.db import fetch_rows
+from crm.fan_kind_scores import kind_scores
 from crm.models import Conversation, Fan, FanTopic, Identity, Interaction, Note, table
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
@@ -40,8 +39,6 @@ def amount_of(cents: int | None) -> float | int | None:
     return cents // 100 if cents % 100 == 0 else cents / 100
 
 
-#: ln 2: a row's points today are ``points · e^(−ln2 · age / half-life)``.
-LN2 = math.log(2.0)
 _ic, _dc, _tc, _nc, _cc = (table(m).c for m in (Interaction, Identity, FanTopic, Note, Conversation))
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _IDENTITIES = select(_dc.fan_id, _dc.platform, _dc.external_id, _dc.display_name).where(_dc.fan_id.in_(_IDS)) \
@@ -49,6 +46,11 @@ _IDENTITIES = select(_dc.fan_id, _dc.platform, _dc.external_id, _dc.display_name
 _TOPICS = select(_tc.fan_id, _tc.topic, _tc.source).where(_tc.fan_id.in_(_IDS)).order_by(_tc.topic)
 _NOTES = select(_nc.fan_id, _nc.text, _nc.created_at, _nc.author).where(_nc.fan_id.in_(_IDS)) \
     .order_by(_nc.created_at.desc())
+#: Per fan, the commitment actions that earned points in the tiers' window (``ix_interactions_awarded``).
+_COMMITMENTS = select(_ic.fan_id, func.count()).where(
+    _ic.points > 0, _ic.fan_id.in_(_IDS), _ic.occurred_at > bindparam("since", type_=_ic.occurred_at.type),
+    _ic.occurred_at <= bindparam("now", type_=_ic.occurred_at.type),
+    _ic.kind.in_(bindparam("kinds", expanding=True))).group_by(_ic.fan_id)
 _WAITING = select(_cc.fan_id, _cc.waiting_since, _cc.due_at, _cc.platform) \
     .where(_cc.status == "waiting", _cc.fan_id.in_(_IDS))
 _RECENT_COLUMNS = (_ic.fan_id, _ic.kind, _ic.platform, _ic.occurred_at, _ic.summary, _ic.amount_cents, _ic.currency,
@@ -72,25 +74,6 @@ class FanFields(Protocol):
     last_seen_at: datetime
 
 
-@functools.cache
-def _awarded(dialect: str) -> Any:
-    """Per fan and kind, over the fan's awarded rows (the covering ``ix_interactions_awarded``):
-    how many, points as earned, points today, and how many fall in the commitment window.
-
-    The age is ``julianday`` arithmetic on SQLite and ``extract(epoch …)`` on PostgreSQL.
-    """
-    now = bindparam("now", type_=_ic.occurred_at.type)
-    if dialect == "sqlite":
-        age_days: Any = func.julianday(now) - func.julianday(_ic.occurred_at)
-    else:
-        age_days = cast(func.extract("epoch", now - _ic.occurred_at), Float) / 86400.0
-    today = _ic.points * func.exp(-LN2 * age_days / bindparam("half_life", type_=Float))
-    window = case((and_(_ic.occurred_at > bindparam("since", type_=_ic.occurred_at.type), _ic.occurred_at <= now), 1),
-                  else_=0)
-    return (select(_ic.fan_id, _ic.kind, func.count(), func.sum(_ic.points), func.sum(today), func.sum(window))
-            .where(_ic.points > 0, _ic.fan_id.in_(_IDS)).group_by(_ic.fan_id, _ic.kind))
-
-
 async def _by_fan(session: AsyncSession, stmt: Any, ids: Sequence[int], params: dict[str, Any] | None = None,
                   datetime_columns: Sequence[int] = ()) -> dict[int, list[Any]]:
     out: dict[int, list[Any]] = defaultdict(list)
@@ -112,8 +95,8 @@ async def fan_documents(
     """Fan objects (DESIGN.md "fan"), loading related rows in a few set-based queries.
 
     ``interactions=None`` leaves the ``interactions`` key out (lists); ``0`` or more bounds it.
-    ``fans`` are ORM fans or rows of :data:`FAN_COLUMNS`. The score breakdown is summed per kind
-    in SQL (``GROUP BY``): a heavy fan's thousands of awarded rows never come into Python.
+    ``fans`` are ORM fans or rows of :data:`FAN_COLUMNS`. The score breakdown is the fan's rows of
+    ``fan_kind_scores`` (crm.fan_kind_scores): a heavy fan's thousands of awarded rows are not read.
     """
     state, divisor = await current_scores(session, settings.scoring, now)
     tz = settings.scoring.tz
@@ -122,16 +105,15 @@ async def fan_documents(
     idents = await _by_fan(session, _IDENTITIES, ids)
     topics = await _by_fan(session, _TOPICS, ids)
     notes = await _by_fan(session, _NOTES, ids, datetime_columns=(2,))
-    awarded = await _by_fan(session, _awarded(session.get_bind().dialect.name), ids,
-                            {"now": now, "half_life": state.half_life_days,
-                             "since": now - timedelta(days=rules.commitment_days)})
+    by_kind = await kind_scores(session, ids)
+    committed = await _by_fan(session, _COMMITMENTS, ids, {"now": now, "kinds": list(rules.commitment_kinds),
+                                                          "since": now - timedelta(days=rules.commitment_days)})
     convs = await _by_fan(session, _WAITING, ids, datetime_columns=(1, 2))
     docs = []
     for fan in fans:
-        explained = {str(kind): {"points": round(float(points), 2), "decayed": round(float(today), 2),
-                                 "count": int(count)}
-                     for _, kind, count, points, today, _ in sorted(awarded.get(fan.id, []), key=lambda r: r[1])}
-        commitments = sum(int(n) for _, kind, _, _, _, n in awarded.get(fan.id, []) if kind in rules.commitment_kinds)
+        explained = {kind: {"points": round(points, 2), "decayed": round(base / divisor, 2), "count": count}
+                     for kind, count, points, base in by_kind.get(fan.id, [])}
+        commitments = sum(int(n) for _, n in committed.get(fan.id, []))
         evidence = Evidence(commitments, tenure_days(fan.first_seen_at, now), state.half_life_days)
         standing = rules.standing(fan.tier, fan.score_base / divisor, fan.tier_pinned, evidence)
         doc: dict[str, Any] = {

@@ -15,8 +15,9 @@ recorded while it runs. It goes in three steps:
    range's fingerprint with what step 1 read (on PostgreSQL after locking the range's fan rows
    ``FOR NO KEY UPDATE``). Whatever the live writer committed meanwhile for those fans (a new
    interaction, a merge, an erasure) changes it, and the range is then read and worked out
-   again under the lock: its points and scores are written from that. Then the range's fans are
-   re-evaluated (reason ``rescore``).
+   again under the lock: its points and scores are written from that. The range's scores per
+   kind are recounted from its rows (crm.fan_kind_scores), and its fans re-evaluated (reason
+   ``rescore``).
 
 What a fan looks like meanwhile: until step 3 reaches it, its score is the one it had (plus
 whatever arrived, scored as usual); from step 2 its stored points may already follow the new
@@ -39,6 +40,7 @@ from typing import Any
 from sqlalchemy import BigInteger, and_, bindparam, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm import fan_kind_scores
 from crm.db import READ_ONLY, fetch_rows, sqlite_driver, update_rows
 from crm.models import Fan, Interaction, table
 from crm.scoring import (
@@ -206,6 +208,7 @@ async def rescore(session: AsyncSession, settings: CrmSettings, now: datetime,
                 rows += batch.rows
                 changed += len(batch.points)
                 await update_rows(session, _i, "id", ["points"], sorted(batch.points, key=_by_id))
+            await fan_kind_scores.recount(session, epoch, half_life, lo=batch.lo, hi=batch.hi)
             moves += await _write_scores(session, settings, now, batch, bounds, floor)
             await session.commit()
             batches += 1

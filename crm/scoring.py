@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm import fan_kind_scores
 from crm.db import insert_ignore
 from crm.models import Fan, ScoreState
 
@@ -240,6 +241,7 @@ async def rebase_if_needed(session: AsyncSession, state: ScoreState, now: dateti
         return False
     factor = math.pow(2.0, -exponent(now, state.epoch, state.half_life_days))
     await session.execute(update(Fan).values(score_base=Fan.score_base * factor))
+    await fan_kind_scores.scale(session, factor)
     state.epoch = now
     await session.flush()
     forget_epoch()

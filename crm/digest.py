@@ -29,7 +29,7 @@ from crm.models import Conversation, Fan, Interaction, JobRun, TierChange, table
 from crm.profiles import iso
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
-from crm.stats import tier_counts
+from crm.stats import fans_at
 from crm.tier_calibration import RISING_WITHIN
 
 JOB = "digest"
@@ -123,21 +123,21 @@ async def _rising(session: AsyncSession, settings: CrmSettings, now: datetime,
     range on the ``score_base`` index per tier, so it stays cheap at 100k fans."""
     state, divisor = await current_scores(session, settings.scoring, now)
     tiers = settings.tiers.tiers
-    found: list[tuple[float, dict[str, Any]]] = []
-    for here, nxt in zip(tiers, tiers[1:], strict=False):
+    found: list[tuple[float, int, str, float, int]] = []
+    for n, (here, nxt) in enumerate(zip(tiers, tiers[1:], strict=False)):
         low = nxt.threshold * (1 - RISING_WITHIN) * divisor
         rows = await session.execute(
             select(_f.id, _f.display_name, _f.score_base)
             .where(_f.tier == here.key, _f.tier_pinned.is_(None), _f.opted_out.is_(False),
                    _f.score_base >= low, _f.score_base < nxt.threshold * divisor))
-        for fan_id, name, base in rows:
-            score = float(base) / divisor
-            found.append((score / nxt.threshold, {
-                "fan_id": fan_id, "display_name": name, "tier": settings.tiers.name(here.key, settings.locale),
-                "next_tier": settings.tiers.name(nxt.key, settings.locale), "score": round(score, 1),
-                "threshold": nxt.threshold}))
-    found.sort(key=lambda item: (-item[0], item[1]["fan_id"]))
-    return [item for _, item in found[:limit]], len(found)
+        found += [(float(base) / divisor / nxt.threshold, fan_id, name, float(base) / divisor, n)
+                  for fan_id, name, base in rows]
+    # Thousands of fans can be rising at 100k fans: entries are made for the ones shown only.
+    found.sort(key=lambda item: (-item[0], item[1]))
+    loc = settings.locale
+    return [{"fan_id": fan_id, "display_name": name, "tier": settings.tiers.name(tiers[n].key, loc),
+             "next_tier": settings.tiers.name(tiers[n + 1].key, loc), "score": round(score, 1),
+             "threshold": tiers[n + 1].threshold} for _, fan_id, name, score, n in found[:limit]], len(found)
 
 
 async def previous_digest_at(session: AsyncSession, now: datetime) -> datetime | None:
@@ -329,8 +329,7 @@ async def _anniversaries(session: AsyncSession, settings: CrmSettings, now: date
 
 async def true_fans(session: AsyncSession, settings: CrmSettings) -> dict[str, Any]:
     """Fans at the true-fan tier or above against the goal (the same figures as ``/stats``)."""
-    counts = await tier_counts(session)
-    count = sum(counts.get(k, 0) for k in _true_fan_keys(settings))
+    count = await fans_at(session, _true_fan_keys(settings))
     goal = settings.goal.target
     return {"count": count, "goal": goal, "progress_pct": round(100.0 * count / goal, 1),
             "tier": settings.tiers.name(settings.tiers.true_fan_tier, settings.locale)}

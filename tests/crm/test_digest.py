@@ -195,8 +195,13 @@ async def test_rising_fans_are_those_just_below_the_next_tier_closest_first(sess
         await record_many(s, items, settings, now)
     async with sessions() as s:
         digest = (await build_digest(s, settings, now)).as_json()
-    assert [(r["display_name"], r["next_tier"]) for r in digest["rising"]] == [("U-b", "鐵粉"), ("U-c", "粉絲")]
+    assert [(r["display_name"], r["tier"], r["next_tier"], r["threshold"]) for r in digest["rising"]] \
+        == [("U-b", "粉絲", "鐵粉", 60.0), ("U-c", "路人", "粉絲", 10.0)]
     assert digest["counts"]["rising"] == 2
+    small = CrmSettings(digest=type(settings.digest)(list_limit=1))
+    async with sessions() as s:
+        cut = (await build_digest(s, small, now)).as_json()
+    assert [r["display_name"] for r in cut["rising"]] == ["U-b"] and cut["counts"]["rising"] == 2
 
 
 async def test_a_fan_who_moved_twice_is_one_line_and_a_fan_back_where_they_started_none(sessions, settings):

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.i18n import DEFAULT_LOCALE, catalogue, pick_locale, t
+from bot.i18n import DEFAULT_LOCALE, lookup, pick_locale, t
 
 ROOT = "superfan"
 #: Help pages wrap at this width at most (and at the terminal's width when it is narrower).
@@ -63,7 +63,7 @@ def cli_locale(args: Sequence[str], environ: dict[str, str] | None = None) -> st
 
 def text(key: str, locale: str) -> str | None:
     """The catalogue's text for ``key`` in ``locale``, falling back to zh-TW; ``None`` if neither has it."""
-    return catalogue(pick_locale(locale)).get(key) or catalogue(DEFAULT_LOCALE).get(key)
+    return lookup(key, pick_locale(locale)) or lookup(key, DEFAULT_LOCALE)
 
 
 def command_path(cmd: Any) -> str:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from rapidfuzz import fuzz, process
 from sqlalchemy import Table, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -294,6 +293,8 @@ async def _fuzzy(session: AsyncSession, key: str, cutoff: float) -> Found:
         for stmt in _KEY_RANGES[rest : rest + 2]:
             rows = await fetch_rows(session, stmt, {"low": prefix, "high": prefix + _TOP})
             keys.update(str(k) for (k,) in rows if k)
+    from rapidfuzz import fuzz, process  # only for a mistyped name: a fan card by id never needs it
+
     best = process.extract(key, keys, scorer=fuzz.WRatio, score_cutoff=cutoff, limit=20)
     if not best:
         return []

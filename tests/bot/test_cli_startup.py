@@ -70,6 +70,32 @@ def test_a_fan_card_loads_only_what_it_shows(config: Path) -> None:
     assert of(modules, ("rich",)) == []  # JSON needs no tables
 
 
+def test_a_fan_card_on_screen_loads_no_fuzzy_matcher_and_no_other_command(config: Path) -> None:
+    assert CliRunner().invoke(app, ["import", str(EXAMPLE)]).exit_code == 0
+    result = superfan("fan", XIAOHUI, cwd=config.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].endswith("小慧")  # the card, through rich
+    assert "MODULES " in result.stderr  # the script's atexit handlers still run after the command
+    modules = loaded(result)
+    assert of(modules, (*HEAVY, *OTHERS)) == []
+    assert of(modules, ("rapidfuzz",)) == []  # only a mistyped name needs it
+
+
+def test_a_mistyped_name_still_finds_the_fan(config: Path) -> None:
+    assert CliRunner().invoke(app, ["import", str(EXAMPLE)]).exit_code == 0
+    result = superfan("fan", "小慧慧", "--json", cwd=config.parent)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["display_name"] == "小慧"
+    assert "rapidfuzz" in loaded(result)
+
+
+def test_a_commands_help_loads_no_database_driver_no_rich_and_no_other_command(config: Path) -> None:
+    result = superfan("fan", "--help", cwd=config.parent)
+    assert result.returncode == 0 and result.stdout.startswith("用法：superfan fan")
+    modules = loaded(result)
+    assert of(modules, (*HEAVY, *OTHERS, "rich", "rapidfuzz", "aiosqlite", "bot.app", "crm.models")) == []
+
+
 def test_a_database_behind_head_is_still_migrated(config: Path) -> None:
     result = superfan("fans", "--json", cwd=config.parent)  # a new database file: no schema at all
     assert (result.returncode, result.stdout.strip()) == (0, "[]")

@@ -164,9 +164,11 @@ async def _unanswered(session: AsyncSession, settings: CrmSettings, now: datetim
     waiting = and_(_c.status == "waiting", _c.waiting_since.is_not(None), _c.due_at.is_not(None))
     joined = table(Conversation).join(table(Fan), _f.id == _c.fan_id)
     overdue = _c.due_at <= now
+    # Counted without the fans (every conversation has its fan: a foreign key, deleted with it):
+    # 5,000 fan lookups were three quarters of the count.
     count, overdue_count = (await session.execute(
         select(func.count(), func.coalesce(func.sum(case((overdue, 1), else_=0)), 0))
-        .select_from(joined).where(waiting))).one()
+        .select_from(table(Conversation)).where(waiting))).one()
     rank = case({key: n for n, key in enumerate(keys)}, value=_f.tier, else_=-1) if keys else literal(-1)
     rows = await session.execute(
         select(_c.id, _c.fan_id, _f.display_name, _f.tier, _c.platform, _c.waiting_since, _c.due_at)

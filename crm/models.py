@@ -128,6 +128,9 @@ class FanKindScore(Base):
     """
 
     __tablename__ = "fan_kind_scores"
+    #: One b-tree keyed (fan, kind) on SQLite: a new fan's first row is one insert, not a row and
+    #: an index entry, and a fan's kinds lie together.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     fan_id: Mapped[int] = mapped_column(FanRef(), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)

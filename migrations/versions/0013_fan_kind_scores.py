@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['fan_id'], ['fans.id'], name=op.f('fk_fan_kind_scores_fan_id_fans'),
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('fan_id', 'kind', name=op.f('pk_fan_kind_scores')),
+        sqlite_with_rowid=False,
     )
     bind = op.get_bind()
     state = bind.execute(sa.text("SELECT epoch, half_life_days FROM score_state WHERE id = 1")).first()

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.conversations import sla_figures
@@ -169,7 +169,7 @@ async def _unanswered(session: AsyncSession, settings: CrmSettings, now: datetim
     count, overdue_count = (await session.execute(
         select(func.count(), func.coalesce(func.sum(case((overdue, 1), else_=0)), 0))
         .select_from(table(Conversation)).where(waiting))).one()
-    rank = case({key: n for n, key in enumerate(keys)}, value=_f.tier, else_=-1) if keys else literal(-1)
+    rank = case({key: n for n, key in enumerate(keys)}, value=_f.tier, else_=-1)  # TierRules has one at least
     rows = await session.execute(
         select(_c.id, _c.fan_id, _f.display_name, _f.tier, _c.platform, _c.waiting_since, _c.due_at)
         .select_from(joined).where(waiting)

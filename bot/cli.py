@@ -390,25 +390,12 @@ async def line_richmenu(
 
 
 def main() -> None:
-    """The ``superfan`` script: runs the command, then lets the process end without a last sweep."""
+    """The ``superfan`` script: runs the command with the collector paused while it starts and
+    without a last sweep at exit (see :mod:`bot.cli_gc`)."""
+    from bot import cli_gc
+
+    cli_gc.pause()
     try:
         app()
     finally:
-        skip_exit_collection()
-
-
-def skip_exit_collection() -> None:
-    """Move every object alive now out of the garbage collector's sight (:func:`gc.freeze`).
-
-    The command has finished and the process is about to end, but the interpreter's shutdown still
-    runs full collections over everything the imports built (SQLAlchemy's and the ORM's classes,
-    mappers and caches: several hundred thousand objects), ~60-90 ms of CPU for nothing, a sixth of a
-    ``superfan fan``. Frozen objects are freed by reference counting as modules are torn down and the
-    process's memory goes back to the system as usual; only cycles are left to the OS. Output needs
-    nothing of them: the command closed its files and database, ``sys.stdout`` is flushed and
-    ``atexit`` handlers (logging's flush) run as before. Only for the script's own process: a test
-    that runs ``app`` in-process keeps collecting as usual."""
-    import gc
-
-    gc.freeze()
-
+        cli_gc.skip_at_exit()

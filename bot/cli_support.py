@@ -58,10 +58,14 @@ class Failure(Exception):
 def current_config(*, need_secrets: bool = False) -> Config:
     """The config, loaded once. Only commands that talk to LINE or Discord (``run``) pass
     ``need_secrets``: then a missing secret is reported with every other problem in the file."""
+    from bot import cli_gc
     from bot.config import load_config, require_secrets
 
     if _state["config"] is None:
-        _state["config"] = load_config(_state.get("config_path"), need_secrets=need_secrets)
+        try:
+            _state["config"] = load_config(_state.get("config_path"), need_secrets=need_secrets)
+        finally:
+            cli_gc.resume()  # the command has imported what it needs: collect as usual from here
     elif need_secrets:
         require_secrets(_state["config"])
     return _state["config"]

@@ -96,6 +96,18 @@ def test_a_commands_help_loads_no_database_driver_no_rich_and_no_other_command(c
     assert of(modules, (*HEAVY, *OTHERS, "rich", "rapidfuzz", "aiosqlite", "bot.app", "crm.models")) == []
 
 
+def test_a_command_collects_garbage_as_usual_once_it_has_started(config: Path) -> None:
+    """The collector is paused only while the command imports what it needs (bot.cli_gc): a long
+    command (``run``, ``import``) must not grow without it."""
+    script = ("import atexit, gc, sys\n"
+              "atexit.register(lambda: print('COLLECTING', gc.isenabled(), file=sys.stderr))\n"
+              "from bot.cli import main\nmain()\n")
+    result = subprocess.run([sys.executable, "-c", script, "fans", "--json"], cwd=config.parent, capture_output=True,
+                            text=True, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+    assert "COLLECTING True" in result.stderr
+
+
 def test_a_database_behind_head_is_still_migrated(config: Path) -> None:
     result = superfan("fans", "--json", cwd=config.parent)  # a new database file: no schema at all
     assert (result.returncode, result.stdout.strip()) == (0, "[]")

@@ -27,6 +27,26 @@ async def write_json_list(sink: TextIO, chunks: AsyncIterable[Iterable[dict[str,
     return count
 
 
+#: Characters written at a time by :func:`print_in_pieces`: at most 3 bytes each in UTF-8, a piece stays
+#: below the 8 KiB that Python's text layer hands to the file as one write.
+PIECE_CHARS = 2048
+
+
+def print_in_pieces(console: Console, renderable: Any) -> None:
+    """Print ``renderable`` as ``console.print`` would, in pieces smaller than a pipe's buffer.
+
+    A single write larger than the pipe holds that the reader abandons half-way (``| head``) is cut
+    short without an error by Python's text layer, so the command would end 0 with its rows dropped;
+    written in pieces, the next piece meets the closed pipe and the command ends as ``--json`` does.
+    """
+    with console.capture() as captured:
+        console.print(renderable)
+    text = captured.get()
+    for start in range(0, len(text), PIECE_CHARS):
+        console.file.write(text[start:start + PIECE_CHARS])
+    console.file.flush()
+
+
 def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> None:
     if not docs:
         console.print(t("cli.no_fans", locale), highlight=False)
@@ -38,7 +58,7 @@ def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> Non
         platforms = ", ".join(sorted({i["platform"] for i in d["identities"]}))
         table.add_row(str(d["id"]), d["display_name"], d["tier"] + (" 📌" if d["tier_pinned"] else ""),
                       f"{d['score']:.1f}", platforms, (d["last_seen"] or "")[:16])
-    console.print(table)
+    print_in_pieces(console, table)
 
 
 def fan_card(console: Console, d: dict[str, Any], locale: str, rules: TierRules | None = None) -> None:

@@ -198,3 +198,70 @@ async def test_a_file_larger_than_a_chunk_is_staged_and_ends_as_one_chunk_would(
     assert caught.value.params["where"] == f"{bad}:253"
     async with sessions() as s:
         assert (await s.execute(select(func.count()).select_from(Interaction))).scalar_one() == 250
+
+
+def test_rows_read_column_by_column_are_what_reading_row_by_row_makes_of_them(tmp_path: Path) -> None:
+    # The column path (most chunks) must give each row exactly what parse_fields gives it, and hand
+    # anything out of the ordinary to the row path: times in other offsets and with Z, upper-case
+    # platforms and kinds, purchases, rows without an event id (their digest), a NUL in a text.
+    from bot.importer import _checked, _parsed
+    from crm.import_staging import ImportRows
+
+    path = tmp_path / "mixed.csv"
+    rows = [
+        "LINE,U1,小慧,Message,2026-10-05T12:30:00+08:00,,,m1,嗨",
+        "discord,42,,reaction,2026-10-05T04:30:00Z,,,,",
+        "line,U2, 阿翔 ,purchase,2026-10-05T04:30:00.123456-02:00,\"1,280.50\",twd,o1,",
+        "line,U1,小慧,message,1999-12-31T23:59:59+00:00,,,,\"第一行\r\n第二行\"",
+        "line,U3,,checkin,2026-10-05T12:30:00+08:00,,,c1,",
+    ]
+    path.write_text(HEADER.replace("text\n", "text,fan\n") + "\n".join(f"{r},p{n % 2}" for n, r in enumerate(rows)) + "\n",
+                    encoding="utf-8")
+    records = list(importer._records(path, None))
+    by_column = _checked(path, records, None)
+    assert importer._plain_columns(path, records, None) == by_column  # read column by column, not handed on
+    by_row = ImportRows.of(_parsed(path, record, None) for record in records)
+    assert by_column == by_row
+    assert by_column.event_id[1] is None and by_column.with_event_ids().event_id[1].startswith("h:")
+    assert by_column.amount[2] == "1280.50" and by_column.currency[2] == "TWD"
+
+    with_nul = tmp_path / "nul.csv"
+    with_nul.write_text(HEADER + "line,U1,小慧,message,2026-10-05T12:30:00+08:00,,,m1,a\x00b\n", encoding="utf-8")
+    (row,) = read_file(with_nul)
+    assert row.item.text == "a\ufffdb"
+
+
+@pytest.mark.parametrize("bad", ["2026-10-05T12:30:00", "1969-12-31T23:59:59+00:00", "昨天"])
+def test_a_bad_time_in_a_chunk_of_good_rows_is_named_by_its_line(tmp_path: Path, bad: str) -> None:
+    from crm.errors import BadInput
+
+    path = tmp_path / "times.csv"
+    good = [f"line,U{n},粉絲,message,2026-10-05T12:30:00+08:00,,,e{n}," for n in range(30)]
+    good.insert(17, f"line,U99,粉絲,message,{bad},,,bad,")
+    path.write_text(HEADER + "\n".join(good) + "\n", encoding="utf-8")
+    with pytest.raises(BadInput) as caught:
+        read_file(path)
+    assert caught.value.params["where"] == f"{path}:19"
+
+
+async def test_of_two_rows_with_one_event_id_the_first_in_the_file_is_kept(tmp_path: Path, sessions, settings,
+                                                                         now) -> None:
+    # The repeat belongs to another fan, so it is staged in another part, read back in no
+    # particular order against the first: still the first row of the file wins.
+    from sqlalchemy import select
+
+    from bot.importer import import_file
+    from crm.models import Identity, Interaction
+
+    path = tmp_path / "twice.csv"
+    rows = [f"line,U{n % 9},粉絲{n % 9},message,2026-10-0{1 + n % 3}T12:{n % 60:02d}:00+08:00,,,e{n},嗨"
+            for n in range(200)]
+    rows += [f"line,U{100 + n},別人,message,2026-10-01T13:00:00+08:00,,,e{n}," for n in range(0, 200, 7)]
+    path.write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    async with sessions.begin() as s:
+        result = await import_file(s, path, settings, now, chunk_rows=40)
+    assert (result.stored, result.duplicates, result.new_fans) == (200, 29, 9)
+    async with sessions() as s:
+        owners = dict((await s.execute(select(Interaction.source_event_id, Identity.external_id)
+                                       .join(Identity, Identity.fan_id == Interaction.fan_id))).all())
+    assert len(owners) == 200 and all(owners[f"e{n}"] == f"U{n % 9}" for n in range(200))

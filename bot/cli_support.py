@@ -86,7 +86,7 @@ def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
         except (ConfigError, CrmError) as exc:
             from bot.i18n.errors import error_text
 
-            text = error_text(exc, locale()) if isinstance(exc, CrmError) else str(exc)
+            text = error_text(exc, locale()) if isinstance(exc, CrmError) else exc.text(locale())
             for line in text.splitlines():
                 console("err").print(t("help.ui.error", locale(), message=line), highlight=False, markup=False)
             raise typer.Exit(2) from None
@@ -112,8 +112,8 @@ def locale() -> str:
 
     try:
         return current_config().creator.locale
-    except ConfigError:
-        return "zh-TW"
+    except ConfigError as exc:  # the config's own locale if it was read that far, else zh-TW
+        return exc.locale
 
 
 def now_from(text: str | None) -> datetime:

@@ -1,14 +1,18 @@
 """superfan.toml → frozen, validated settings. Secrets come only from environment variables.
 
 Every problem is reported at start-up, one line each (unknown key, wrong type, missing secret for
-an enabled adapter), so a creator fixes the file once instead of once per error. Secrets are only
+an enabled adapter), so a creator fixes the file once instead of once per error. Each line comes
+from the catalogue (``config.*``), in ``[creator] locale`` when the file got that far, else in
+zh-TW; ``str(error)`` is the English text, for logs. Secrets are only
 required where they are used: ``superfan run`` loads with ``need_secrets=True`` (or calls
 :func:`require_secrets`); offline commands (``fans``, ``import``, ``export`` …) work without them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tomllib
 import types
 import typing
@@ -16,15 +20,43 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bot.config_checks import problems, secret_problems
+from bot.config_checks import Problem, literal, problem, problems, secret_problems
+from bot.i18n import DEFAULT_LOCALE, pick_locale, t
 from crm.reply_hours import parse_reply_hours
 from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
 from crm.settings import DEFAULT_THANKS, CrmSettings, DigestRules, DropRules, SlaRules, TrueFanGoal
 from crm.tiers import DEFAULT_TIERS, Tier, TierRules
 
+#: ``Config.source`` when no file was read.
+DEFAULT_SOURCE = "built-in defaults"
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
 
 class ConfigError(Exception):
-    """The configuration cannot be used; ``str()`` lists every problem, one per line."""
+    """The configuration cannot be used: every problem in it, one line each.
+
+    :meth:`text` words it in a locale; ``locale`` is the one the creator asked for in the config
+    (zh-TW when the file could not be read that far). ``str()`` is the English text, for logs. A
+    plain string is shown as it is (for callers that have no catalogue text yet).
+    """
+
+    def __init__(self, *found: Problem | str, source: str = "", locale: str = DEFAULT_LOCALE) -> None:
+        self.problems = found
+        self.source = source
+        self.locale = locale
+        super().__init__(self.text("en"))
+
+    def lines(self, locale: str | None = None) -> list[str]:
+        loc = locale or self.locale
+        where = self.source
+        if where.startswith(DEFAULT_SOURCE):
+            where = t("config.defaults", loc) + where[len(DEFAULT_SOURCE):]
+        texts = [p if isinstance(p, str) else p.text(loc) for p in self.problems]
+        return [t("config.at", loc, source=where, problem=x) if where else x for x in texts]
+
+    def text(self, locale: str | None = None) -> str:
+        """Every problem in ``locale`` (default: the config's own), one per line."""
+        return "\n".join(self.lines(locale))
 
 
 @dataclass(frozen=True)
@@ -184,13 +216,13 @@ class Config:
     checkin: CheckinConfig = field(default_factory=CheckinConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     drops: DropsConfig = field(default_factory=DropsConfig)
-    source: str = "built-in defaults"
+    source: str = DEFAULT_SOURCE
 
     def secret(self, env_name: str) -> str:
         """The value of a secret's environment variable (never logged)."""
         value = os.environ.get(env_name, "")
         if not value:
-            raise ConfigError(f"environment variable {env_name} is not set")
+            raise ConfigError(problem("env_missing", env=env_name), locale=self.creator.locale)
         return value
 
     def crm_settings(self) -> CrmSettings:
@@ -251,24 +283,64 @@ def load_config(explicit: str | None = None, *, need_secrets: bool = False) -> C
     if path is None:
         return validate(Config(), need_secrets=need_secrets)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(_unreadable(exc), source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(problem("file_not_utf8"), source=str(path)) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        at = _TOML_AT.search(str(exc))
+        reason = _TOML_AT.sub("", str(exc)).strip()
+        found = (problem("not_toml_at", line=int(at[1]), column=int(at[2]), reason=reason) if at
+                 else problem("not_toml", reason=str(exc)))
+        locale = _locale_of(_readable_start(text, int(at[1]) if at else None))
+        raise ConfigError(found, source=str(path), locale=locale) from None
     return parse(data, source=str(path), need_secrets=need_secrets)
 
 
+def _readable_start(text: str, bad_line: int | None) -> dict[str, Any]:
+    """What the lines before a TOML mistake say (``[creator] locale`` is usually near the top), so the
+    mistake can be told in the creator's language; ``{}`` when even they do not read."""
+    lines = text.splitlines()
+    ends = [bad_line - 1] if bad_line else range(len(lines) - 1, max(len(lines) - 20, 0), -1)
+    for end in ends:
+        try:
+            return tomllib.loads("\n".join(lines[:end]))
+        except tomllib.TOMLDecodeError:
+            continue
+    return {}
+
+
+def _unreadable(exc: OSError) -> Problem:
+    if exc.errno == errno.ENOENT:
+        return problem("file_not_found")
+    if exc.errno == errno.EISDIR:
+        return problem("file_is_directory")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return problem("file_not_permitted")
+    return problem("file_unreadable", reason=errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+
+
+def _locale_of(data: dict[str, Any]) -> str:
+    """``[creator] locale`` as far as it can be read, for the error lines (zh-TW otherwise)."""
+    creator = data.get("creator")
+    value = creator.get("locale") if isinstance(creator, dict) else None
+    return pick_locale(value if isinstance(value, str) else None)
+
+
 def parse(data: dict[str, Any], source: str = "<config>", *, need_secrets: bool = False) -> Config:
-    errors: list[str] = []
+    errors: list[Problem] = []
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
+    known = [name for name in hints if name != "source"]
     for name, value in data.items():
-        if name not in hints or name == "source":
-            errors.append(f"unknown section [{name}]")
+        if name not in known:
+            errors.append(problem("unknown_section", section=f"[{name}]", known=[f"[{k}]" for k in known]))
             continue
         if not isinstance(value, dict):
-            errors.append(f"[{name}] must be a table")
+            errors.append(problem("section_not_table", section=f"[{name}]"))
             continue
         sections[name] = _section(hints[name], name, value, errors)
     cfg = Config(**sections, source=source)
@@ -276,48 +348,52 @@ def parse(data: dict[str, Any], source: str = "<config>", *, need_secrets: bool 
     if need_secrets:
         errors += secret_problems(cfg)
     if errors:
-        raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
+        raise ConfigError(*errors, source=source, locale=_locale_of(data))
     return cfg
 
 
-def _section(cls: Any, name: str, values: dict[str, Any], errors: list[str]) -> Any:
+def _section(cls: Any, name: str, values: dict[str, Any], errors: list[Problem]) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in hints:
-            known = ", ".join(f.name for f in fields(cls))
-            errors.append(f"unknown key {name}.{key} (known: {known})")
+            errors.append(problem("unknown_key", key=f"{name}.{key}", known=[f.name for f in fields(cls)]))
             continue
-        problem = _type_problem(hints[key], value)
-        if problem:
-            errors.append(f"{name}.{key} {problem}")
+        wrong = _type_problem(hints[key], value)
+        if wrong:
+            errors.append(problem(wrong, key=f"{name}.{key}", value=literal(value)))
             continue
         kwargs[key] = float(value) if hints[key] is float else value
     return cls(**kwargs)
 
 
+#: The catalogue code for a value that is not of the key's type.
+_NOT = {float: "not_number", int: "not_integer", str: "not_string", bool: "not_boolean"}
+
+
 def _type_problem(hint: Any, value: Any) -> str | None:
+    """The catalogue code of what is wrong with ``value`` for a key typed ``hint``, or None."""
     origin = typing.get_origin(hint)
     if hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if ok else f"must be a number, not {value!r}"
+        return None if ok else _NOT[float]
     if hint in (int, str, bool):
         ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
-        return None if ok else f"must be {hint.__name__}, not {value!r}"
+        return None if ok else _NOT[hint]
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
-            return f"must be a list, not {value!r}"
-        if item is not typing.Any:
-            bad_items = [v for v in value if _type_problem(item, v)]
-            return f"has bad items {bad_items!r}" if bad_items else None
+            return "not_list"
+        if item is not typing.Any and any(_type_problem(item, v) for v in value):
+            return f"items_{_NOT[item]}" if item in _NOT else "items_wrong"
         return None
     if origin is dict:
         _, item = typing.get_args(hint)
         if not isinstance(value, dict):
-            return f"must be a table, not {value!r}"
-        bad = {k: v for k, v in value.items() if _type_problem(item, v)}
-        return f"has bad values {bad!r}" if bad else None
+            return "not_table"
+        if any(_type_problem(item, v) for v in value.values()):
+            return f"values_{_NOT[item]}" if item in _NOT else "values_wrong"
+        return None
     if isinstance(hint, types.UnionType):
         return None
     return None
@@ -326,7 +402,7 @@ def _type_problem(hint: Any, value: Any) -> str | None:
 def validate(cfg: Config, *, need_secrets: bool = False) -> Config:
     errors = problems(cfg) + (secret_problems(cfg) if need_secrets else [])
     if errors:
-        raise ConfigError("\n".join(f"{cfg.source}: {e}" for e in errors))
+        raise ConfigError(*errors, source=cfg.source, locale=pick_locale(cfg.creator.locale))
     return cfg
 
 
@@ -335,7 +411,7 @@ def require_secrets(cfg: Config) -> Config:
     secrets are in the environment. ``superfan run`` calls this before connecting anything."""
     errors = secret_problems(cfg)
     if errors:
-        raise ConfigError("\n".join(f"{cfg.source}: {e}" for e in errors))
+        raise ConfigError(*errors, source=cfg.source, locale=pick_locale(cfg.creator.locale))
     return cfg
 
 

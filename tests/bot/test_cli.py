@@ -164,12 +164,13 @@ def test_config_errors_are_reported_one_per_line(tmp_path, monkeypatch):
                    encoding="utf-8")
     result = CliRunner().invoke(app, ["--config", str(cfg), "run"])  # run needs the LINE secrets
     assert result.exit_code == 2
-    lines = [x for x in result.stderr.splitlines() if x.startswith("錯誤：")]
-    assert any("database.url must be str" in x for x in lines)
-    assert any("unknown key database.colour" in x for x in lines)
-    assert any("LINE_CHANNEL_SECRET" in x for x in lines)
-    assert any("LINE_CHANNEL_ACCESS_TOKEN" in x for x in lines)
-    assert any("Mars/Base" in x for x in lines)
+    assert result.stderr.splitlines() == [  # in zh-TW: the file names no locale
+        f"錯誤：{cfg}：database.url 必須是文字（加上引號），不能是 5",
+        f"錯誤：{cfg}：沒有 database.colour 這個設定項（這個區段可用的有：url、auto_migrate、busy_timeout_seconds）",
+        f'錯誤：{cfg}：creator.timezone 的 "Mars/Base" 不是已知的時區（例如 "Asia/Taipei"）',
+        f"錯誤：{cfg}：已啟用 LINE，但沒有設定環境變數 LINE_CHANNEL_SECRET",
+        f"錯誤：{cfg}：已啟用 LINE，但沒有設定環境變數 LINE_CHANNEL_ACCESS_TOKEN",
+    ]
     offline = CliRunner().invoke(app, ["--config", str(cfg), "fans"])
     assert offline.exit_code == 2  # the file's own mistakes still stop every command …
     assert "Mars/Base" in offline.stderr and "LINE_CHANNEL_SECRET" not in offline.stderr  # … secrets do not
@@ -212,20 +213,20 @@ def test_run_refuses_to_start_without_the_secrets_it_needs(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["--config", str(cfg), "run"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        f"錯誤：{cfg}: line is enabled but environment variable LINE_CHANNEL_SECRET is not set",
-        f"錯誤：{cfg}: line is enabled but environment variable LINE_CHANNEL_ACCESS_TOKEN is not set",
-        f"錯誤：{cfg}: discord is enabled but environment variable DISCORD_TOKEN is not set",
+        f"錯誤：{cfg}：已啟用 LINE，但沒有設定環境變數 LINE_CHANNEL_SECRET",
+        f"錯誤：{cfg}：已啟用 LINE，但沒有設定環境變數 LINE_CHANNEL_ACCESS_TOKEN",
+        f"錯誤：{cfg}：已啟用 Discord，但沒有設定環境變數 DISCORD_TOKEN",
     ]
     assert not (tmp_path / "p.db").exists()  # refused before touching the database
 
 
 def test_missing_config_file_and_bad_toml(tmp_path):
     result = CliRunner().invoke(app, ["--config", str(tmp_path / "nope.toml"), "fans"])
-    assert result.exit_code == 2 and "not found" in result.stderr
+    assert (result.exit_code, result.stderr) == (2, f"錯誤：{tmp_path / 'nope.toml'}：找不到設定檔\n")
     broken = tmp_path / "broken.toml"
     broken.write_text("[database\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["--config", str(broken), "fans"])
-    assert result.exit_code == 2 and "not valid TOML" in result.stderr
+    assert (result.exit_code, result.stderr) == (2, f"錯誤：{broken}：不是有效的 TOML：第 1 行第 10 欄寫法有誤\n")
 
 
 def test_csv_export_columns_are_the_import_format(cli, tmp_path):

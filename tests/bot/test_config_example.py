@@ -39,4 +39,4 @@ def test_config_mistakes_are_reported_one_line_each():
     lines = str(exc.value).splitlines()
     assert "superfan.toml: line.profile_requests_per_second must be above 0 and at most 2000 (LINE's own limit)" in lines
     assert "superfan.toml: sla.reply_within_hours must be positive" in lines
-    assert "superfan.toml: digest.at must be HH:MM, not '9am'" in lines
+    assert 'superfan.toml: digest.at must be HH:MM, not "9am"' in lines  # as it is written in the file

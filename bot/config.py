@@ -10,7 +10,6 @@ required where they are used: ``superfan run`` loads with ``need_secrets=True`` 
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import tomllib
@@ -20,43 +19,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bot.config_checks import Problem, literal, problem, problems, secret_problems
-from bot.i18n import DEFAULT_LOCALE, pick_locale, t
+from bot.config_checks import problems, secret_problems
+from bot.config_errors import DEFAULT_SOURCE, ConfigError, Problem, literal, problem, unreadable
+from bot.i18n import pick_locale
 from crm.reply_hours import parse_reply_hours
 from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
 from crm.settings import DEFAULT_THANKS, CrmSettings, DigestRules, DropRules, SlaRules, TrueFanGoal
 from crm.tiers import DEFAULT_TIERS, Tier, TierRules
 
-#: ``Config.source`` when no file was read.
-DEFAULT_SOURCE = "built-in defaults"
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used: every problem in it, one line each.
-
-    :meth:`text` words it in a locale; ``locale`` is the one the creator asked for in the config
-    (zh-TW when the file could not be read that far). ``str()`` is the English text, for logs. A
-    plain string is shown as it is (for callers that have no catalogue text yet).
-    """
-
-    def __init__(self, *found: Problem | str, source: str = "", locale: str = DEFAULT_LOCALE) -> None:
-        self.problems = found
-        self.source = source
-        self.locale = locale
-        super().__init__(self.text("en"))
-
-    def lines(self, locale: str | None = None) -> list[str]:
-        loc = locale or self.locale
-        where = self.source
-        if where.startswith(DEFAULT_SOURCE):
-            where = t("config.defaults", loc) + where[len(DEFAULT_SOURCE):]
-        texts = [p if isinstance(p, str) else p.text(loc) for p in self.problems]
-        return [t("config.at", loc, source=where, problem=x) if where else x for x in texts]
-
-    def text(self, locale: str | None = None) -> str:
-        """Every problem in ``locale`` (default: the config's own), one per line."""
-        return "\n".join(self.lines(locale))
 
 
 @dataclass(frozen=True)
@@ -285,7 +256,7 @@ def load_config(explicit: str | None = None, *, need_secrets: bool = False) -> C
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(_unreadable(exc), source=str(path)) from None
+        raise ConfigError(unreadable(exc), source=str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError(problem("file_not_utf8"), source=str(path)) from None
     try:
@@ -311,16 +282,6 @@ def _readable_start(text: str, bad_line: int | None) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             continue
     return {}
-
-
-def _unreadable(exc: OSError) -> Problem:
-    if exc.errno == errno.ENOENT:
-        return problem("file_not_found")
-    if exc.errno == errno.EISDIR:
-        return problem("file_is_directory")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return problem("file_not_permitted")
-    return problem("file_unreadable", reason=errno.errorcode.get(exc.errno or 0, str(exc.errno)))
 
 
 def _locale_of(data: dict[str, Any]) -> str:

@@ -1,62 +1,21 @@
-"""What is wrong with a loaded config, one :class:`Problem` per mistake (checks across keys and sections).
+"""What is wrong with a loaded config, one :class:`~bot.config_errors.Problem` per mistake (checks
+across keys and sections).
 
-:func:`bot.config.load_config` runs these at start-up; per-key types are checked while parsing. A
-problem is a catalogue code (``config.<code>`` in ``bot/i18n/<locale>.config.toml``) and its params,
-so the creator reads it in their language; key names, values and variable names stay as written.
+:func:`bot.config.load_config` runs these at start-up; per-key types are checked while parsing.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.i18n import t
+from bot.config_errors import Problem, literal, problem
 from crm.reply_hours import WEEKDAYS, parse_reply_hours
 
 if TYPE_CHECKING:
     from bot.config import Config
-
-PREFIX = "config."
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One mistake in the config: the text ``config.<code>`` with ``params`` filled in.
-
-    A list param is joined with the locale's separator; values quoted from the file are given as
-    :func:`literal` renders them, the same in every language.
-    """
-
-    code: str
-    params: dict[str, object] = field(default_factory=dict)
-
-    def text(self, locale: str | None) -> str:
-        sep = t(PREFIX + "sep", locale)
-        params = {k: sep.join(str(x) for x in v) if isinstance(v, list | tuple) else v
-                  for k, v in self.params.items()}
-        return t(PREFIX + self.code, locale, **params)
-
-
-def problem(code: str, **params: object) -> Problem:
-    return Problem(code, params)
-
-
-def literal(value: object) -> str:
-    """A value as it would be written in the TOML file (``"Mars/Base"``, ``5``, ``true``, ``["x"]``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {literal(v)}" for k, v in value.items()) + " }"
-    return str(value)
-
 
 def secret_problems(cfg: Config) -> list[Problem]:
     """The environment variables an enabled adapter needs but that are not set."""

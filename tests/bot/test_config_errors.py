@@ -15,7 +15,7 @@ from bot.i18n import catalogue
 from tests.i18n.test_errors import CJK
 
 ROOT = Path(__file__).parents[2]
-SOURCES = (ROOT / "bot" / "config.py", ROOT / "bot" / "config_checks.py")
+SOURCES = (ROOT / "bot" / "config.py", ROOT / "bot" / "config_checks.py", ROOT / "bot" / "config_errors.py")
 MISTAKES = ('[database]\nurl = 5\ncolour = "red"\n[creator]\ntimezone = "Mars/Base"\n{locale}'
             '[line]\nenabled = true\n[web]\nport = "80"\n[sla]\nhours = {{ mon = ["18:00-10:00"] }}\n[bogus]\nx = 1\n')
 

@@ -26,14 +26,14 @@ from typing import Any, NamedTuple, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.bulk_mode import bulk_mode
+from bot.bulk_mode import bulk_mode, collect_young
 from crm.bulk_ingest import SLICE, bulk_record, no_interactions
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
 from crm.import_staging import ImportRows, Staging, microseconds, parts_for
 from crm.ingest import Recording
-from crm.interaction import EARLIEST, LATEST, InteractionIn, validate
+from crm.interaction import EARLIEST, LATEST, MAX_AMOUNT, InteractionIn, validate
 from crm.interaction_sink import build_late_indexes, drop_late_indexes
 from crm.merge import merge_fans
 from crm.settings import CrmSettings
@@ -47,9 +47,12 @@ REQUIRED = ("platform", "external_id", "kind", "occurred_at")
 FIELDS = (*COLUMNS, "fan")
 #: How often (in rows) :func:`read_file` reports how far into the file it is.
 PROGRESS_EVERY = 4096
-#: Rows parsed, checked and recorded at a time. A chunk and the bulk loader's working lists for it
-#: are most of an import's memory (under 300 MB), whatever the size of the file.
-CHUNK_ROWS = 200_000
+#: Rows parsed and checked at a time (and the most recorded at once from a file of one chunk);
+#: a larger file is recorded in batches of half as many. A chunk and the bulk loader's working
+#: lists for a batch are most of an import's memory, whatever the size of the file.
+CHUNK_ROWS = 100_000
+#: A file larger than this (about 10^4 rows) is imported in :func:`bot.bulk_mode.bulk_mode` throughout.
+BULK_FILE_BYTES = 1 << 20
 #: Kinds superfan itself records (adapters, commands, the purchase hook); with the scoring
 #: rules' kinds, what an import accepts without ``--allow-new-kinds``.
 RECORDED_KINDS = frozenset({"message", "dm_in", "reaction", "share", "referral", "checkin", "event_checkin",
@@ -229,6 +232,7 @@ def _parsed(path: Path, record: tuple[int, tuple[str, ...]], accepted: frozenset
 #: A character :func:`crm.interaction.validate` replaces in a text (a NUL, half a UTF-16 pair).
 _NOT_KEPT_AS_IS = re.compile("[\x00\ud800-\udfff]")
 _PROBE_AT = datetime(2000, 1, 1, tzinfo=UTC)
+_CURRENCY = re.compile(r"[A-Z]{3}\Z")
 _EARLIEST_US, _LATEST_US = microseconds((EARLIEST, LATEST))
 
 
@@ -241,8 +245,7 @@ def _plain_columns(path: Path, records: Sequence[tuple[int, tuple[str, ...]]], a
     Row by row, parsing and checking took 6 µs a row (a 3M-row import spent 25 s reading its
     file); most of it is the same work for each value of a column, which here runs in C-level
     ``map``, ``all`` and ``set`` over the column (platforms and kinds are checked once per
-    distinct value, with :func:`crm.interaction.validate` itself). Rows with an amount or a
-    currency (a file's purchases: few) are still parsed one by one.
+    distinct value, with :func:`crm.interaction.validate` itself).
     """
     if not records:
         return ImportRows.of([])
@@ -272,11 +275,19 @@ def _plain_columns(path: Path, records: Sequence[tuple[int, tuple[str, ...]]], a
     rows = ImportRows(list(lines), platforms, list(map(intern, external_id)), kinds, at_us,
                       [e or None for e in event_id], [intern(n) if n else None for n in display_name],
                       [None] * len(lines), [None] * len(lines), [t or None for t in text], [f or None for f in fan])
-    if any(amount) or any(currency):
-        for n in (n for n, (a, c) in enumerate(zip(amount, currency, strict=True)) if a or c):
-            _, item, _ = _parsed(path, records[n], accepted)
-            rows.amount[n] = None if item.amount is None else str(item.amount)
-            rows.currency[n] = item.currency
+    if any(amount) or any(currency):  # a file's purchases
+        try:
+            for n in [n for n, (a, c) in enumerate(zip(amount, currency, strict=True)) if a or c]:
+                text = amount[n].replace(",", "")
+                value = Decimal(text) if text else None
+                code = currency[n].upper() or None
+                if ((value is not None and not (value.is_finite() and 0 <= value <= MAX_AMOUNT))
+                        or (code is not None and not _CURRENCY.match(code))
+                        or (value is not None and code is None and kinds[n] == "purchase")):
+                    return None
+                rows.amount[n], rows.currency[n] = None if value is None else str(value), code
+        except InvalidOperation:
+            return None
     return rows
 
 
@@ -331,9 +342,17 @@ async def import_file(
     ``allow_new_kinds``, a row whose kind is not in :func:`known_kinds` is a bad row.
     ``progress`` is told how far the import is, from 0 to 1 (reading is the first half).
     """
+    size = _size(path)
+    # Millions of rows: every object is freed by reference counting, and the collector's passes
+    # (walking each chunk's 10^6 objects again and again) took a quarter of the time to read a file.
+    with bulk_mode(size > BULK_FILE_BYTES):
+        return await _import(session, path, settings, now, allow_new_kinds, progress, chunk_rows, size)
+
+
+async def _import(session: AsyncSession, path: Path, settings: CrmSettings, now: datetime, allow_new_kinds: bool,
+                  progress: Callable[[float], None] | None, chunk_rows: int, size: int) -> ImportResult:
     result = ImportResult()
     known = None if allow_new_kinds else known_kinds(settings)
-    size = _size(path)
     read = [0]  # bytes of the file read so far
 
     def reading(done: int) -> None:
@@ -353,7 +372,7 @@ async def import_file(
     else:
         so_far = first.size() + more.size()
         expected = so_far * size // read[0] if read[0] else so_far  # from the bytes a row takes so far
-        batch = max(1, chunk_rows // 4)
+        batch = max(1, chunk_rows // 2)
         head = [first, more]
         del first, more  # handed on, not kept alive here through the whole import
         await _staged(session, _taking(head, chunks), settings, now, result, progress, batch,
@@ -367,14 +386,15 @@ async def import_file(
 async def _staged(session: AsyncSession, chunks: Iterable[ImportRows], settings: CrmSettings, now: datetime,
                   result: ImportResult, progress: Callable[[float], None] | None, batch: int, parts: int) -> None:
     """A file of several chunks: staged in ``parts`` parts, then recorded in batches of whole
-    identities of about ``batch`` rows (a quarter of a read chunk: the bulk loader's working lists
-    for a batch are what an import's memory peaks at)."""
+    identities of about ``batch`` rows (the bulk loader's working lists for a batch are what an
+    import's memory peaks at)."""
     staging = await Staging.open(session, parts)
     staged = 0
     for chunk in chunks:
         await staging.put(chunk)
         staged += chunk.size()
         del chunk  # the next chunk is read without this one alive
+        collect_young()
     result.duplicates = await staging.drop_repeats()
     # Into an empty table (a first import), no row can repeat a stored one or count against a
     # stored cap: the late indexes stay off until every chunk is in (crm.interaction_sink).
@@ -388,6 +408,7 @@ async def _staged(session: AsyncSession, chunks: Iterable[ImportRows], settings:
         if progress:
             progress(0.5 + recorded / max(1, staged) / 2)
         del items, refs, recording
+        collect_young()
     if fresh:
         await build_late_indexes(session)
     await staging.close()

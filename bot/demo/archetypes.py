@@ -1,4 +1,5 @@
-"""What each archetype of fan does, day by day, in the simulated community (:mod:`bot.demo.community`).
+"""The archetypes of fan in the simulated community (:mod:`bot.demo.community`), how many of each
+(:class:`Mix`), and what each does day by day.
 
 :class:`Simulation` holds the timeline of one community: the creator's posting days, merch drops and
 meetups, and every account's events, made by the method named after the account's archetype. Rates
@@ -9,13 +10,41 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from itertools import accumulate
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:
-    from bot.demo.community import Mix
+ARCHETYPES = ("true_fan", "casual", "lurker", "spammer", "one_time_buyer", "occasional_buyer", "event_goer",
+              "lapsed_true_fan", "heavy_chatter", "quiet_true_fan")
+
+
+@dataclass(frozen=True)
+class Mix:
+    true_fans: int = 120
+    casual: int = 600
+    lurkers: int = 900
+    spammers: int = 25
+    one_time_buyers: int = 150
+    occasional_buyers: int = 80  # 2-4 purchases, otherwise nearly silent
+    event_goers: int = 60  # come to most meetups, chat a little, rarely buy
+    lapsed_true_fans: int = 40  # true-fan behaviour that stopped 100-150 days before the end
+    heavy_chatters: int = 0  # real people who talk nearly every day, react a lot, rarely buy
+    #: "classic" true fans are active the whole window at the rates the defaults were tuned on;
+    #: "steady" ones follow issue #18's rates: buy every 3-8 weeks, check in 1-3 times a week,
+    #: share about monthly, talk a few times a week, and join between ``joined_days_ago`` days ago.
+    true_fan_style: str = "classic"
+    joined_days_ago: tuple[int, int] = (90, 365)
+    recent_share: float = 0.0  # share of steady true fans who joined only 90-120 days ago
+    dm_rate: float = 1.0  # DMs to the creator, relative to the archetypes' own rates (the demo's inbox)
+    quiet_true_fans: int = 0  # true-fan behaviour that stopped 15-45 days before the end (going quiet)
+
+    def counts(self) -> dict[str, int]:
+        """Accounts per archetype, in ``ARCHETYPES`` order."""
+        return dict(zip(ARCHETYPES, (self.true_fans, self.casual, self.lurkers, self.spammers, self.one_time_buyers,
+                                     self.occasional_buyers, self.event_goers, self.lapsed_true_fans,
+                                     self.heavy_chatters, self.quiet_true_fans), strict=True))
+
 
 # Relative chat activity per local hour (Taipei evenings peak, pre-dawn is quiet).
 _HOUR_CUM = list(accumulate((0.6, 0.35, 0.2, 0.1, 0.06, 0.06, 0.12, 0.3, 0.45, 0.5, 0.55, 0.6, 0.9, 0.7,

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.demo.archetypes import Simulation
+from bot.demo.archetypes import ARCHETYPES, Mix, Simulation
+
+__all__ = ["ARCHETYPES", "FIELDS", "KINDS", "MIXES", "Community", "Mix", "message_count_ranking",
+           "precision_recall", "simulate", "true_fan_keys", "write_csv", "write_jsonl"]
 
 FIELDS = ("platform", "external_id", "display_name", "kind", "occurred_at", "amount", "currency", "event_id", "text")
 KINDS = ("message", "reaction", "share", "referral", "purchase", "checkin", "event_checkin", "dm_in")
-ARCHETYPES = ("true_fan", "casual", "lurker", "spammer", "one_time_buyer", "occasional_buyer", "event_goer",
-              "lapsed_true_fan", "heavy_chatter", "quiet_true_fan")
 DEFAULT_END = (2025, 7, 1)  # a fixed default keeps simulate() deterministic for a seed
 
 _NAMES = ("小慧", "阿明", "雅婷", "怡君", "佳穎", "宗翰", "家豪", "志明", "春嬌", "阿凱", "小鈞", "淑芬", "美玲",
@@ -29,33 +30,6 @@ _NAMES = ("小慧", "阿明", "雅婷", "怡君", "佳穎", "宗翰", "家豪", 
           "Amber", "Hsiao-Hui", "Wei", "Chloe", "Ming", "Iris", "Vicky", "Ray", "Sandy Wu", "🍓草莓", "貓奴🐱",
           "☁️ Yun", "小熊🐻", "🌙月月", "阿宅⚡", "🎧 DJ Kai", "ฅ^•ﻌ•^ฅ", "咪咪🐾", "🌸花花", "布丁🍮")
 _SPAM_NAMES = ("Nitro Gift 🎁", "客服-小美", "投資老師Amy", "💰賺錢機會💰", "Steam 客服", "免費抽獎", "虛擬幣達人")
-
-
-@dataclass(frozen=True)
-class Mix:
-    true_fans: int = 120
-    casual: int = 600
-    lurkers: int = 900
-    spammers: int = 25
-    one_time_buyers: int = 150
-    occasional_buyers: int = 80  # 2-4 purchases, otherwise nearly silent
-    event_goers: int = 60  # come to most meetups, chat a little, rarely buy
-    lapsed_true_fans: int = 40  # true-fan behaviour that stopped 100-150 days before the end
-    heavy_chatters: int = 0  # real people who talk nearly every day, react a lot, rarely buy
-    #: "classic" true fans are active the whole window at the rates the defaults were tuned on;
-    #: "steady" ones follow issue #18's rates: buy every 3-8 weeks, check in 1-3 times a week,
-    #: share about monthly, talk a few times a week, and join between ``joined_days_ago`` days ago.
-    true_fan_style: str = "classic"
-    joined_days_ago: tuple[int, int] = (90, 365)
-    recent_share: float = 0.0  # share of steady true fans who joined only 90-120 days ago
-    dm_rate: float = 1.0  # DMs to the creator, relative to the archetypes' own rates (the demo's inbox)
-    quiet_true_fans: int = 0  # true-fan behaviour that stopped 15-45 days before the end (going quiet)
-
-    def counts(self) -> dict[str, int]:
-        """Accounts per archetype, in ``ARCHETYPES`` order."""
-        return dict(zip(ARCHETYPES, (self.true_fans, self.casual, self.lurkers, self.spammers, self.one_time_buyers,
-                                     self.occasional_buyers, self.event_goers, self.lapsed_true_fans,
-                                     self.heavy_chatters, self.quiet_true_fans), strict=True))
 
 
 #: Named communities for the signal benchmark: (mix, days). "classic" is the one the default

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import secrets
 import time
 import uuid
@@ -21,21 +20,19 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.sandbox._line_faults import ScriptedFaults
+from bot.sandbox._line_rich_menus import RichMenuRoutes
 from bot.sandbox._line_state import (
     QUOTABLE_TYPES,
     Accepted,
     ApiError,
     Delivered,
-    Fault,
-    RandomFault,
     RecordedCall,
     RichMenu,
     Via,
     check_aggregation_units,
     check_retry_key,
     check_send,
-    fault_body,
-    rich_menu_problems,
 )
 
 __all__ = ["Delivered", "LineEmulator", "RecordedCall", "RichMenu"]
@@ -46,8 +43,12 @@ REQUEST_ID = web.RequestKey("request_id", str)
 BODY = web.RequestKey("body", dict[str, Any])
 
 
-class LineEmulator:
-    """An aiohttp server on 127.0.0.1 that answers like api.line.me and records everything."""
+class LineEmulator(ScriptedFaults, RichMenuRoutes):
+    """An aiohttp server on 127.0.0.1 that answers like api.line.me and records everything.
+
+    Faults and held answers are scripted through :class:`ScriptedFaults`' methods; rich menus are
+    :class:`RichMenuRoutes`'.
+    """
 
     def __init__(
         self,
@@ -59,6 +60,8 @@ class LineEmulator:
         auto_profiles: bool = True,
         delay: float = 0.0,
     ) -> None:
+        ScriptedFaults.__init__(self)
+        RichMenuRoutes.__init__(self)
         self.access_token = access_token
         self.monthly_quota = monthly_quota
         self.reply_token_ttl = reply_token_ttl
@@ -68,14 +71,9 @@ class LineEmulator:
         self.calls: list[RecordedCall] = []
         self.delivered: list[Delivered] = []
         self.profiles: dict[str, dict[str, Any]] = {}
-        #: rich menus by id: the request body, and the uploaded image and its content type
-        self.rich_menus: dict[str, RichMenu] = {}
-        self.default_rich_menu: str | None = None
         self._clock = clock
         self._reply_tokens: dict[str, tuple[str, float]] = {}
         self._accepted: dict[str, Accepted] = {}
-        self._faults: list[Fault] = []
-        self._random_faults: list[RandomFault] = []
         self._message_ids = itertools.count(500_000_000_000_000_001)
         #: recipients per custom aggregation unit (LINE's statistics per unit read these back)
         self.aggregation_units: Counter[str] = Counter()
@@ -84,10 +82,6 @@ class LineEmulator:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._stopping = asyncio.Event()
-        self._holds: list[str] = []
-        self._release = asyncio.Event()
-        #: set while a response to an accepted request is being held back (see ``hold_after_accept``)
-        self.holding = asyncio.Event()
 
     # lifecycle
 
@@ -102,11 +96,7 @@ class LineEmulator:
         app.router.add_get(PROFILE_PREFIX + "{user_id}", self._profile)
         app.router.add_get("/v2/bot/message/quota", self._quota)
         app.router.add_get("/v2/bot/message/quota/consumption", self._consumption)
-        app.router.add_post("/v2/bot/richmenu", self._create_rich_menu)
-        app.router.add_get("/v2/bot/richmenu/list", self._list_rich_menus)
-        app.router.add_post("/v2/bot/richmenu/{menu_id}/content", self._rich_menu_image)
-        app.router.add_post("/v2/bot/user/all/richmenu/{menu_id}", self._default_rich_menu)
-        app.router.add_delete("/v2/bot/richmenu/{menu_id}", self._delete_rich_menu)
+        self._add_rich_menu_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._stopping.clear()
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -149,37 +139,6 @@ class LineEmulator:
         token = secrets.token_hex(16)
         self._reply_tokens[token] = (user_id, self._clock() + self.reply_token_ttl)
         return token
-
-    def fail_next(
-        self, status: int, *, times: int = 1, path_contains: str = "", retry_after: int | None = None
-    ) -> None:
-        """Answer `status` to the next `times` matching requests without delivering anything."""
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        self._faults.append(Fault(status, times, path_contains, retry_after))
-
-    def fail_randomly(
-        self, status: int, share: float, *, path_contains: str = "", retry_after: int | None = None, seed: int = 0,
-        after_accept: bool = False,
-    ) -> None:
-        """Answer `status` to about `share` of matching requests (after any `fail_next`), until a full
-        `reset`; seeded, so a load test sees the same faults each run. `after_accept`: carry the
-        request out first, then answer the error (the answer was lost, the send was not)."""
-        if not 0.0 <= share <= 1.0:
-            raise ValueError("share must be between 0 and 1")
-        self._random_faults.append(RandomFault(status, share, random.Random(seed), path_contains, retry_after,
-                                               after_accept))
-
-    def hold_after_accept(self, path_contains: str = "multicast") -> None:
-        """Carry out the next matching request, then hold its answer back until `release` (or
-        `stop`): the client never hears that LINE took it, as when the process dies right then."""
-        self._holds.append(path_contains)
-        self._release.clear()
-
-    def release(self) -> None:
-        """Let held answers go (and stop holding)."""
-        self._holds.clear()
-        self._release.set()
 
     def received(self) -> Counter[str]:
         """How many deliveries each user got (any route): exactly-once checks count here."""
@@ -266,39 +225,12 @@ class LineEmulator:
             released.cancel()
         return response
 
-    def _take_hold(self, path: str) -> bool:
-        for n, part in enumerate(self._holds):
-            if part in path:
-                del self._holds[n]
-                return True
-        return False
-
     def _authenticate(self, request: web.Request) -> None:
         if request.headers.get("Authorization") != f"Bearer {self.access_token}":
             raise ApiError(
                 401,
                 "Authentication failed. Confirm that the access token in the authorization header is valid.",
             )
-
-    def _inject_fault(self, path: str) -> RandomFault | None:
-        """Raise a scripted fault now, or return one to raise after the request is carried out."""
-        for fault in self._faults:
-            if fault.path_contains in path:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                self._raise_fault(fault.status, fault.retry_after)
-        for chance in self._random_faults:
-            if chance.path_contains in path and chance.rng.random() < chance.share:
-                if chance.after_accept:
-                    return chance
-                self._raise_fault(chance.status, chance.retry_after)
-        return None
-
-    @staticmethod
-    def _raise_fault(status: int, retry_after: int | None) -> None:
-        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-        raise ApiError(status, fault_body(status)["message"], headers=headers)
 
     def _charge(self, recipients: int) -> None:
         """LINE counts each recipient once per request, whatever the number of messages."""
@@ -387,54 +319,6 @@ class LineEmulator:
 
     async def _consumption(self, request: web.Request) -> web.Response:
         return web.json_response({"totalUsage": self.total_usage})
-
-    async def _create_rich_menu(self, request: web.Request) -> web.Response:
-        body = request[BODY]
-        problems = rich_menu_problems(body)
-        if problems:
-            raise ApiError(400, f"The request body has {len(problems)} error(s)",
-                           extra={"details": [{"message": p} for p in problems]})
-        menu_id = f"richmenu-{secrets.token_hex(16)}"
-        self.rich_menus[menu_id] = RichMenu(body)
-        return web.json_response({"richMenuId": menu_id})
-
-    async def _list_rich_menus(self, request: web.Request) -> web.Response:
-        return web.json_response({"richmenus": [{"richMenuId": menu_id, **menu.body}
-                                                for menu_id, menu in self.rich_menus.items()]})
-
-    def _menu(self, request: web.Request) -> RichMenu:
-        menu = self.rich_menus.get(request.match_info["menu_id"])
-        if menu is None:
-            raise ApiError(404, "Not found")
-        return menu
-
-    async def _rich_menu_image(self, request: web.Request) -> web.Response:
-        menu = self._menu(request)
-        content_type = request.headers.get("Content-Type", "")
-        if content_type not in ("image/png", "image/jpeg"):
-            raise ApiError(415, "Unsupported Media Type")
-        data = await request.read()
-        if len(data) > 1024 * 1024:
-            raise ApiError(413, "Request Entity Too Large")
-        if menu.image is not None:
-            raise ApiError(400, "An image has already been uploaded to the richmenu")
-        menu.image, menu.content_type = data, content_type
-        return web.json_response({})
-
-    async def _default_rich_menu(self, request: web.Request) -> web.Response:
-        menu_id = request.match_info["menu_id"]
-        if self._menu(request).image is None:
-            raise ApiError(400, "must upload richmenu image before applying it to user")
-        self.default_rich_menu = menu_id
-        return web.json_response({})
-
-    async def _delete_rich_menu(self, request: web.Request) -> web.Response:
-        self._menu(request)
-        menu_id = request.match_info["menu_id"]
-        del self.rich_menus[menu_id]
-        if self.default_rich_menu == menu_id:
-            self.default_rich_menu = None
-        return web.json_response({})
 
     async def _not_found(self, request: web.Request) -> web.Response:
         raise ApiError(404, "Not found")

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import traceback
 from types import TracebackType
-
-from sqlalchemy.exc import DBAPIError
 
 from crm.errors import CrmError
 
@@ -28,7 +27,10 @@ _SAFE = (OSError, TimeoutError, sqlite3.Error, CrmError)
 
 def safe_message(exc: BaseException) -> str:
     """An exception's message if it is safe to log, else a note that it was withheld."""
-    if isinstance(exc, DBAPIError):
+    # An SQLAlchemy error exists only once SQLAlchemy is loaded: help pages, which set up logging
+    # too, need not load it (a quarter of a second) to format nothing.
+    exceptions = sys.modules.get("sqlalchemy.exc")
+    if exceptions is not None and isinstance(exc, exceptions.DBAPIError):
         return str(exc.orig)[:300]  # the driver's reason; the statement and parameters stay out
     if isinstance(exc, _SAFE) or getattr(type(exc), "message_is_safe", False):
         return str(exc)[:300]

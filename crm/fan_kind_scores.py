@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Float, and_, bindparam, cast, delete, func, select, true, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import fetch_rows, sqlite_driver
@@ -107,6 +106,8 @@ async def add_totals(session: AsyncSession, totals: KindTotals) -> None:
         else:
             await driver.executemany(_SQLITE_ADD, rows)
         return
+    from sqlalchemy.dialects import postgresql  # only here: SQLite commands need not load it
+
     stmt = postgresql.insert(_k)
     stmt = stmt.on_conflict_do_update(index_elements=["fan_id", "kind"], set_={
         "awarded": _k.c.awarded + stmt.excluded.awarded, "points": _k.c.points + stmt.excluded.points,

@@ -367,7 +367,7 @@ async def _import(session: AsyncSession, path: Path, settings: CrmSettings, now:
         rows = first or ImportRows.of([])
         items = rows.items()
         with bulk_mode(len(items) > SLICE):
-            recording = await bulk_record(session, items, settings, now)
+            recording = await bulk_record(session, items, settings, now, checked=True)
         result.add(recording, items, rows.fan_ref)
     else:
         so_far = first.size() + more.size()
@@ -402,7 +402,7 @@ async def _staged(session: AsyncSession, chunks: Iterable[ImportRows], settings:
     recorded = 0
     async for items, refs in staging.batches(batch):
         with bulk_mode(len(items) > SLICE):
-            recording = await bulk_record(session, items, settings, now, fresh=fresh)
+            recording = await bulk_record(session, items, settings, now, fresh=fresh, checked=True)
         result.add(recording, items, refs)
         recorded += len(items)
         if progress:

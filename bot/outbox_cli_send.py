@@ -50,12 +50,12 @@ async def send_pending(crm: Crm, platform: str, *, clock: Clock = utcnow) -> Sum
 
 
 async def _handler(crm: Crm, platform: str, stack: AsyncExitStack, clock: Clock) -> Handler:
-    from bot.config import ConfigError
+    from bot.config_errors import ConfigError, literal, problem
 
     config = crm.config
     if platform == "line":
         if not config.line.enabled:
-            raise ConfigError("[line] is not enabled: LINE messages cannot be sent")
+            raise ConfigError(problem("line_off"), source=config.source, locale=config.creator.locale)
         from bot.drop_views import DropViews
         from bot.line_adapter.outbox_sender import LineOutboxSender
         from bot.line_adapter.sender import LineSender
@@ -68,13 +68,13 @@ async def _handler(crm: Crm, platform: str, stack: AsyncExitStack, clock: Clock)
         return LineOutboxSender(sender, clock=clock, drops=DropViews(crm.read, crm.settings.drops))
     if platform == "discord":
         if not config.discord.enabled:
-            raise ConfigError("[discord] is not enabled: Discord messages cannot be sent")
+            raise ConfigError(problem("discord_off"), source=config.source, locale=config.creator.locale)
         from bot.discord_adapter.outbox_sender import DiscordOutboxSender
 
         bot = await _rest_only_bot(crm, clock)
         stack.push_async_callback(bot.close)
         return DiscordOutboxSender(lambda: bot)
-    raise ConfigError(f"unknown platform {platform!r}")
+    raise ConfigError(problem("platform_unknown", platform=literal(platform)), locale=config.creator.locale)
 
 
 async def _rest_only_bot(crm: Crm, clock: Clock) -> SuperfanBot:

@@ -252,3 +252,18 @@ async def test_send_pending_sends_from_a_cli_process_when_no_server_runs(
     summary = await send_pending(crm, "line", clock=lambda: T0)
     assert (summary.sent, summary.failed, summary.waiting) == (1, 0, 0)
     assert texts(emu) == [("push", "我們明天回覆你")]
+
+
+@pytest.mark.parametrize(("locale", "says"), [("zh-TW", "[line] 沒有啟用：無法傳送 LINE 訊息"),
+                                              ("en", "[line] is not enabled: LINE messages cannot be sent")])
+async def test_send_pending_with_line_off_says_so_in_the_creators_language(
+        engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], locale: str, says: str) -> None:
+    from dataclasses import replace
+
+    from bot.config import ConfigError, CreatorConfig, LineConfig
+
+    config = replace(make_config(), creator=CreatorConfig(locale=locale), line=LineConfig(enabled=False))
+    crm = Crm(config, engine, sessions, config.crm_settings())
+    with pytest.raises(ConfigError) as raised:
+        await send_pending(crm, "line", clock=lambda: T0)
+    assert raised.value.text().endswith(says)

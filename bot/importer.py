@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.bulk_mode import bulk_mode, collect_young
+from bot.bulk_mode import bulk_mode
 from crm.bulk_ingest import SLICE, bulk_record, no_interactions
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
@@ -74,7 +74,8 @@ class ImportRow(NamedTuple):
 
 
 def _records(path: Path, progress: Callable[[int], None] | None) -> Iterator[tuple[int, tuple[str, ...]]]:
-    """``(line number, FIELDS values as stripped text)`` of each row; ``progress`` gets the bytes read so far."""
+    """``(line number, FIELDS values as text)`` of each row, not yet stripped (a chunk strips them
+    column by column); ``progress`` gets the bytes read so far."""
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson", ".json")
     with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None if jsonl else "") as fh:
         rows = _jsonl_rows(path, fh) if jsonl else _csv_rows(path, fh)
@@ -100,9 +101,8 @@ def _jsonl_rows(path: Path, fh: TextIO) -> Iterator[tuple[int, tuple[str, ...]]]
 
 
 def _csv_rows(path: Path, fh: TextIO) -> Iterator[tuple[int, tuple[str, ...]]]:
-    """Rows by column position: one ``itemgetter`` call picks a row's fields and ``str.strip``
-    maps over them in C (a ``csv.DictReader`` and a Python call per field took most of a 200k-row
-    file's parse time). As with ``DictReader``: blank lines are skipped, a later column of the
+    """Rows by column position: one ``itemgetter`` call picks a row's fields (a ``csv.DictReader``
+    and a Python call per field took most of a 200k-row file's parse time). As with ``DictReader``: blank lines are skipped, a later column of the
     same name wins, missing trailing values are empty and extra ones are ignored."""
     reader = csv.reader(fh)
     header = next(reader, [])
@@ -129,7 +129,7 @@ def _csv_rows(path: Path, fh: TextIO) -> Iterator[tuple[int, tuple[str, ...]]]:
                                missing=cut)
             values = (values + [""] * width)[:width]
         values.append("")
-        yield reader.line_num, tuple(map(str.strip, pick(values)))
+        yield reader.line_num, pick(values)
 
 
 def _cleaned(obj: dict[str, Any]) -> tuple[str, ...]:
@@ -219,7 +219,7 @@ def _parsed(path: Path, record: tuple[int, tuple[str, ...]], accepted: frozenset
     """One record, row by row: :func:`parse_fields`, the kind checked, an error naming file and line."""
     line, fields = record
     try:
-        item, ref = parse_fields(fields)
+        item, ref = parse_fields(tuple(map(str.strip, fields)))
         if accepted is not None and item.kind not in accepted:
             raise BadInput(f"unknown kind {item.kind!r}; the kinds are {', '.join(sorted(accepted))} "
                            "(--allow-new-kinds takes others)", code="import.unknown_kind", kind=item.kind,
@@ -250,8 +250,8 @@ def _plain_columns(path: Path, records: Sequence[tuple[int, tuple[str, ...]]], a
     if not records:
         return ImportRows.of([])
     lines, fields = zip(*records, strict=True)
-    platform, external_id, display_name, kind, occurred_at, amount, currency, event_id, text, fan = zip(
-        *fields, strict=True)
+    platform, external_id, display_name, kind, occurred_at, amount, currency, event_id, text, fan = (
+        tuple(map(str.strip, column)) for column in zip(*fields, strict=True))
     if not (all(platform) and all(external_id) and all(kind) and all(occurred_at)):
         return None
     platforms = list(map(intern, map(str.lower, platform)))
@@ -278,8 +278,8 @@ def _plain_columns(path: Path, records: Sequence[tuple[int, tuple[str, ...]]], a
     if any(amount) or any(currency):  # a file's purchases
         try:
             for n in [n for n, (a, c) in enumerate(zip(amount, currency, strict=True)) if a or c]:
-                text = amount[n].replace(",", "")
-                value = Decimal(text) if text else None
+                digits = amount[n].replace(",", "")
+                value = Decimal(digits) if digits else None
                 code = currency[n].upper() or None
                 if ((value is not None and not (value.is_finite() and 0 <= value <= MAX_AMOUNT))
                         or (code is not None and not _CURRENCY.match(code))
@@ -394,7 +394,6 @@ async def _staged(session: AsyncSession, chunks: Iterable[ImportRows], settings:
         await staging.put(chunk)
         staged += chunk.size()
         del chunk  # the next chunk is read without this one alive
-        collect_young()
     result.duplicates = await staging.drop_repeats()
     # Into an empty table (a first import), no row can repeat a stored one or count against a
     # stored cap: the late indexes stay off until every chunk is in (crm.interaction_sink).
@@ -408,7 +407,6 @@ async def _staged(session: AsyncSession, chunks: Iterable[ImportRows], settings:
         if progress:
             progress(0.5 + recorded / max(1, staged) / 2)
         del items, refs, recording
-        collect_young()
     if fresh:
         await build_late_indexes(session)
     await staging.close()

@@ -63,20 +63,3 @@ async def test_overlapping_bulk_calls_restore_the_settings_once_the_last_one_end
     await asyncio.gather(first(), second())
     assert gc.isenabled() and sys.getswitchinterval() == pytest.approx(0.005)
 
-
-def test_between_batches_the_cycles_a_batch_left_are_freed_while_the_collector_is_held_off():
-    import weakref
-
-    from bot.bulk_mode import collect_young
-
-    class Node:
-        pass
-
-    with bulk_mode():
-        a, b = Node(), Node()
-        a.other, b.other = b, a  # type: ignore[attr-defined]
-        gone = weakref.ref(a)
-        del a, b
-        assert gone() is not None  # a cycle: reference counting alone does not free it
-        collect_young()
-        assert gone() is None and not gc.isenabled()

@@ -390,8 +390,7 @@ async def line_richmenu(
 
 
 def main() -> None:
-    """The ``superfan`` script: runs the command with the collector paused while it starts and
-    without a last sweep at exit (see :mod:`bot.cli_gc`)."""
+    """The ``superfan`` script: the collector waits while a command starts, and skips exit (bot.cli_gc)."""
     from bot import cli_gc
 
     cli_gc.pause()

@@ -265,3 +265,20 @@ async def test_of_two_rows_with_one_event_id_the_first_in_the_file_is_kept(tmp_p
         owners = dict((await s.execute(select(Interaction.source_event_id, Identity.external_id)
                                        .join(Identity, Identity.fan_id == Interaction.fan_id))).all())
     assert len(owners) == 200 and all(owners[f"e{n}"] == f"U{n % 9}" for n in range(200))
+
+
+async def test_event_ids_whose_hashes_collide_are_still_told_apart(tmp_path: Path, sessions, settings, now,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Repeats are looked for by hash first; rows whose hashes are equal but whose event ids are
+    # not must all be stored (every hash made equal here), and a true repeat still left out.
+    import crm.import_staging as staging
+    from bot.importer import import_file
+
+    monkeypatch.setattr(staging, "hash", lambda _key: 7, raising=False)
+    path = tmp_path / "collide.csv"
+    rows = [f"line,U{n % 5},粉絲,message,2026-10-0{1 + n % 3}T12:{n % 60:02d}:00+08:00,,,e{n}," for n in range(90)]
+    rows.append("line,U4,粉絲,message,2026-10-03T12:00:00+08:00,,,e8,")
+    path.write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    async with sessions.begin() as s:
+        result = await import_file(s, path, settings, now, chunk_rows=20)
+    assert (result.stored, result.duplicates, result.new_fans) == (90, 1, 5)

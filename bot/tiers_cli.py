@@ -54,15 +54,14 @@ async def _tiers(trial_items: list[str], as_json: bool, now: str | None) -> None
     from bot.app import open_crm
     from bot.cli import out
     from bot.cli_support import current_config, now_from, print_json
-    from crm.tier_calibration import calibrate, load_points
+    from crm.tier_calibration import calibrate
 
     async with open_crm(current_config()) as crm:
         when = now_from(now)
         rules = crm.settings.tiers
         trial = parse_trial(trial_items, rules)
         async with crm.read() as session:
-            points = await load_points(session, crm.settings, when)
-    view = calibrate(points, rules, trial)
+            view = await calibrate(session, crm.settings, when, trial)
     if as_json:
         print_json(asdict(view))
     else:

@@ -4,35 +4,42 @@ writes it into the config.
 
 Everything is evaluated with the same rule the hourly refresh uses (crm.tiers: score alone or
 committed pace), so the view never disagrees with the tiers fans will get.
+
+Bounded at any community size (issue #19): nothing loads every fan. Today's score is
+``score_base / divisor`` and correctly rounded division is monotone, so "score ≥ x" is exactly
+"score_base ≥ :func:`base_at_least` (x)": tier counts and the histogram are range counts on the
+``fans.tier`` and ``fans.score_base`` indexes. Rising fans and trial moves can only be fans whose
+score (or, for the gated tier, committed pace) lies in a narrow band: those are range-selected,
+their commitment counts read for them alone, and each is evaluated with :meth:`TierRules.evaluate`
+exactly as the refresh does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.models import Fan
+from crm.models import Fan, table
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
+from crm.stats import tier_counts
 from crm.tiers import Evidence, Tier, TierRules
 from crm.tiers_service import CHUNK, commitment_counts, tenure_days
 
 RISING_WITHIN = 0.2  # "rising": within 20% below the next threshold
 BINS_PER_TIER = 4
+#: Tenure bands for the pace route's candidates: within a band the share of the long-run score a
+#: fan's tenure allows grows at most by this factor, so the band's score range stays narrow.
+_SHARE_STEP = 1.1
+_SLACK = 1e-6  # relative widening of the pace bands' score bounds (exactness comes from evaluate)
 
-
-@dataclass(frozen=True)
-class FanPoint:
-    fan_id: int
-    name: str
-    tier: str
-    pinned: str | None
-    score: float
-    evidence: Evidence
+_f = table(Fan).c
 
 
 @dataclass(frozen=True)
@@ -70,58 +77,92 @@ class Calibration:
     moves: list[Move] = field(default_factory=list)
 
 
-async def load_points(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[FanPoint]:
-    """Every fan's score and tier evidence today (one pass, grouped counts per 500 fans)."""
-    state, divisor = await current_scores(session, settings.scoring, now)
-    rows = (await session.execute(select(Fan.id, Fan.display_name, Fan.tier, Fan.tier_pinned, Fan.score_base,
-                                         Fan.first_seen_at).order_by(Fan.id))).all()
-    points: list[FanPoint] = []
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        counts = await commitment_counts(session, settings, [int(r[0]) for r in chunk], now)
-        for fan_id, name, tier, pinned, base, first in chunk:
-            evidence = Evidence(counts.get(int(fan_id), 0), tenure_days(first, now), state.half_life_days)
-            points.append(FanPoint(int(fan_id), name, tier, pinned, float(base) / divisor, evidence))
-    return points
-
-
 def with_thresholds(rules: TierRules, trial: Mapping[str, float]) -> TierRules:
     """The rules with some thresholds replaced (keys must be tier keys)."""
     return replace(rules, tiers=tuple(Tier(t.key, float(trial.get(t.key, t.threshold)), t.names)
                                       for t in rules.tiers))
 
 
-def calibrate(points: list[FanPoint], rules: TierRules, trial: Mapping[str, float] | None = None,
-              rising_limit: int = 10) -> Calibration:
+async def calibrate(session: AsyncSession, settings: CrmSettings, now: datetime,
+                    trial: Mapping[str, float] | None = None, *, rising_limit: int = 10) -> Calibration:
     """Histogram per tier, rising fans, and (with ``trial`` thresholds) who would move up or down."""
+    rules = settings.tiers
+    tried = with_thresholds(rules, trial) if trial else None
+    state, divisor = await current_scores(session, settings.scoring, now)
+    scale = _Scale(divisor, state.half_life_days, now)
     counts = {key: 0 for key in rules.keys}
-    for p in points:
-        counts[rules.get(p.tier).key] += 1
-    bins = _bins(points, rules)
-    rising: list[Rising] = []
-    for p in points:
-        if p.pinned is not None or rules.rank(p.tier) + 1 >= len(rules.tiers):
-            continue
-        nxt = rules.tiers[rules.rank(p.tier) + 1]
-        value = p.score
-        if rules.gated(nxt.key) and rules.committed(p.evidence):
-            value = max(value, p.evidence.pace(p.score))
-        if nxt.threshold * (1 - RISING_WITHIN) <= value < nxt.threshold:
-            rising.append(Rising(p.fan_id, p.name, p.tier, nxt.key, round(value, 1), nxt.threshold))
-    rising.sort(key=lambda r: (-r.value / r.threshold, r.fan_id))
-    moves: list[Move] = []
-    if trial:
-        tried = with_thresholds(rules, trial)
-        for p in points:  # against what the refresh would do under today's rules, not the stored tier
-            today = rules.evaluate(p.tier, p.score, p.pinned, p.evidence)
-            target = tried.evaluate(p.tier, p.score, p.pinned, p.evidence)
-            if target != today:
-                moves.append(Move(p.fan_id, p.name, today, target))
-        moves.sort(key=lambda m: (-tried.rank(m.to_tier) + tried.rank(m.from_tier), m.fan_id))
-    return Calibration(counts, bins, rising[:rising_limit], dict(trial or {}), moves)
+    for tier, n in (await tier_counts(session)).items():
+        counts[rules.get(tier).key] += n
+    bins = await _bins(session, rules, divisor)
+    rising = await _rising(session, settings, scale, rising_limit)
+    moves = await _moves(session, settings, tried, scale) if tried is not None else []
+    return Calibration(counts, bins, rising, dict(trial or {}), moves)
 
 
-def _bins(points: list[FanPoint], rules: TierRules) -> list[Bin]:
+@dataclass(frozen=True)
+class _Scale:
+    divisor: float  # today's score = score_base / divisor
+    half_life_days: float
+    now: datetime
+
+
+# exact score bounds as score_base bounds
+
+def _ordinal(x: float) -> int:
+    """Floats in order as integers (−0.0 and 0.0 alike)."""
+    bits: int = struct.unpack("<q", struct.pack("<d", x))[0]
+    return bits if bits >= 0 else -(bits & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _float(n: int) -> float:
+    bits = n if n >= 0 else (-n) | -0x8000_0000_0000_0000
+    value: float = struct.unpack("<d", struct.pack("<q", bits))[0]
+    return value
+
+
+_TOP, _BOTTOM = _ordinal(math.inf), _ordinal(-math.inf)
+
+
+def base_at_least(score: float, divisor: float) -> float:
+    """The least ``score_base`` whose score (``score_base / divisor`` as Python divides) is ``≥ score``.
+
+    Correctly rounded division by a positive divisor is monotone, so for every stored base
+    ``base / divisor >= score`` exactly when ``base >= base_at_least(score, divisor)``: a range on
+    the ``score_base`` index counts what a loop over every fan would.
+    """
+
+    def reaches(n: int) -> bool:
+        return _float(n) / divisor >= score
+
+    hi, step = max(_BOTTOM, min(_TOP, _ordinal(score * divisor))), 1
+    while not reaches(hi) and hi < _TOP:
+        hi, step = min(_TOP, hi + step), step * 2
+    lo, step = max(_BOTTOM, hi - 1), 1
+    while reaches(lo) and lo > _BOTTOM:
+        lo, step = max(_BOTTOM, lo - step), step * 2
+    if reaches(lo):
+        return -math.inf
+    while hi - lo > 1:  # reaches(hi), not reaches(lo)
+        mid = (hi + lo) // 2
+        hi, lo = (mid, lo) if reaches(mid) else (hi, mid)
+    return _float(hi)
+
+
+def _score_between(low: float | None, high: float | None, divisor: float, *,
+                   high_inclusive: bool = False) -> ColumnElement[bool]:
+    """``low <= score < high`` (``<= high`` with ``high_inclusive``) as an exact score_base range."""
+    conds = []
+    if low is not None:
+        conds.append(_f.score_base >= base_at_least(low, divisor))
+    if high is not None:
+        top = math.nextafter(high, math.inf) if high_inclusive else high
+        conds.append(_f.score_base < base_at_least(top, divisor))
+    return and_(true(), *conds)
+
+
+# the histogram
+
+def _bin_edges(rules: TierRules) -> list[tuple[str, float, float | None]]:
     """Each tier's score range cut into equal bins; the top tier's runs to twice its threshold, then open."""
     edges: list[tuple[str, float, float | None]] = []
     for i, tier in enumerate(rules.tiers):
@@ -130,11 +171,201 @@ def _bins(points: list[FanPoint], rules: TierRules) -> list[Bin]:
         edges += [(tier.key, tier.threshold + k * step, tier.threshold + (k + 1) * step) for k in range(BINS_PER_TIER)]
     top = rules.tiers[-1]
     edges.append((top.key, max(2 * top.threshold, 1.0), None))
+    return edges
+
+
+async def _bins(session: AsyncSession, rules: TierRules, divisor: float) -> list[Bin]:
+    """Fans per bin, each fan in the first bin whose ``[low, high)`` holds its score.
+
+    The bins' bounds cut the score_base line into pieces that each lie wholly inside or outside
+    every bin; each piece goes to the first bin holding it and is counted on the index.
+    """
+    edges = _bin_edges(rules)
+    bound = {e: base_at_least(e, divisor) for _key, low, high in edges for e in (low, high) if e is not None}
+    cuts = sorted(set(bound.values()))
+    pieces: list[tuple[float, float | None, int]] = []  # [start, end) and its bin
+    for i, start in enumerate(cuts):
+        end = cuts[i + 1] if i + 1 < len(cuts) else None
+        owner = next((n for n, (_key, low, high) in enumerate(edges) if bound[low] <= start
+                      and (high is None or (end is not None and end <= bound[high]))), None)
+        if owner is None:
+            continue
+        if pieces and pieces[-1][2] == owner and pieces[-1][1] == start:
+            pieces[-1] = (pieces[-1][0], end, owner)
+        else:
+            pieces.append((start, end, owner))
     counts = [0] * len(edges)
-    for p in points:
-        for n, (_key, low, upper) in enumerate(edges):
-            if p.score >= low and (upper is None or p.score < upper):
-                counts[n] += 1
-                break
-    return [Bin(key, round(low, 1), None if upper is None else round(upper, 1), c)
-            for (key, low, upper), c in zip(edges, counts, strict=True)]
+    for start, end, owner in pieces:
+        cond = _f.score_base >= start if end is None else and_(_f.score_base >= start, _f.score_base < end)
+        counts[owner] += int((await session.execute(select(func.count()).select_from(table(Fan)).where(cond)))
+                             .scalar_one())
+    return [Bin(key, round(low, 1), None if high is None else round(high, 1), c)
+            for (key, low, high), c in zip(edges, counts, strict=True)]
+
+
+# candidates: fans at a tier, and fans whose committed pace may lie in a band
+
+def _at_rank(rules: TierRules, rank: int) -> ColumnElement[bool]:
+    """Fans whose stored tier has this rank (unknown keys, from an older config, count as lowest)."""
+    if rank == 0:
+        return or_(_f.tier == rules.lowest, _f.tier.not_in(rules.keys))
+    return _f.tier == rules.keys[rank]
+
+
+def _at_or_above(rules: TierRules, rank: int) -> ColumnElement[bool]:
+    return true() if rank == 0 else _f.tier.in_(rules.keys[rank:])
+
+
+def _share(tenure: float, half_life_days: float) -> float:
+    return 1.0 - math.pow(2.0, -max(tenure, 0.0) / half_life_days)
+
+
+@dataclass(frozen=True)
+class _Band:
+    """A candidate condition and the score_base range that holds all of it (None: unbounded)."""
+
+    cond: ColumnElement[bool]
+    low: float | None
+    high: float | None
+
+    def envelope(self) -> list[ColumnElement[bool]]:
+        return ([] if self.low is None else [_f.score_base >= self.low]) + (
+            [] if self.high is None else [_f.score_base <= self.high])
+
+
+def _pace_band(rules: TierRules, low: float, high: float, scale: _Scale) -> _Band:
+    """More than every fan known ``min_tenure_days`` or longer whose pace may lie in ``[low, high]``.
+
+    Within a tenure band the share ``s`` of the long-run score lies in ``[s_a, s_b]``, so a pace in
+    ``[low, high]`` means a score in ``[low·s_a, high·s_b]``: one score_base range per tenure band.
+    """
+    half, now, divisor = scale.half_life_days, scale.now, scale.divisor
+    starts, share = [rules.min_tenure_days], _share(rules.min_tenure_days, half)
+    while share < 0.99 and len(starts) < 64:
+        share = min(max(share * _SHARE_STEP, 0.05), 0.99)
+        starts.append(-half * math.log2(1.0 - share))
+    second, day_second = timedelta(seconds=1), 1 / 86400
+    bands: list[ColumnElement[bool]] = []
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else None
+        # a second's slack on each side of the band, in the dates and in the shares they allow
+        share_low = _share(start - day_second, half)
+        share_high = 1.0 if end is None else _share(end + day_second, half)
+        conds = [_f.first_seen_at <= now - timedelta(days=start) + second]
+        if end is not None:
+            conds.append(_f.first_seen_at > now - timedelta(days=end) - second)
+        if low > 0 and share_low > 1e-9:  # a share below 1e-9 makes the pace 0 whatever the score
+            lows.append(low * share_low * divisor * (1 - _SLACK))
+            conds.append(_f.score_base >= lows[-1])
+        else:
+            lows.append(None)
+        if high >= 0 and (low > 0 or share_low > 1e-9):
+            highs.append(high * share_high * divisor * (1 + _SLACK))
+            conds.append(_f.score_base <= highs[-1])
+        else:
+            highs.append(None)
+        bands.append(and_(*conds))
+    # the bands' envelope as one range, so that the score_base index can serve the query
+    band = _Band(or_(*bands), None if None in lows else min(b for b in lows if b is not None),
+                 None if None in highs else max(b for b in highs if b is not None))
+    return _Band(and_(*band.envelope(), band.cond), band.low, band.high)
+
+
+async def _candidates(session: AsyncSession, settings: CrmSettings, scale: _Scale,
+                      where: Sequence[ColumnElement[bool]]) -> list[tuple[int, str, float, Evidence]]:
+    """Unpinned fans matching ``where``: id, stored tier, today's score and tier evidence (in id order)."""
+    stmt = (select(_f.id, _f.tier, _f.score_base, _f.first_seen_at)
+            .where(_f.tier_pinned.is_(None), *where).order_by(_f.id))
+    rows = (await session.execute(stmt)).all()
+    out: list[tuple[int, str, float, Evidence]] = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        counts = await commitment_counts(session, settings, [int(r[0]) for r in chunk], scale.now)
+        for fan_id, tier, base, first in chunk:
+            evidence = Evidence(counts.get(int(fan_id), 0), tenure_days(first, scale.now), scale.half_life_days)
+            out.append((int(fan_id), tier, float(base) / scale.divisor, evidence))
+    return out
+
+
+async def _scores(session: AsyncSession, scale: _Scale,
+                  where: Sequence[ColumnElement[bool]]) -> list[tuple[int, str, float]]:
+    """Unpinned fans matching ``where``: id, stored tier and today's score (no evidence read)."""
+    stmt = select(_f.id, _f.tier, _f.score_base).where(_f.tier_pinned.is_(None), *where)
+    return [(int(fan_id), tier, float(base) / scale.divisor) for fan_id, tier, base in await session.execute(stmt)]
+
+
+async def _names(session: AsyncSession, fan_ids: Sequence[int]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    ids = sorted(set(fan_ids))
+    for start in range(0, len(ids), CHUNK):
+        rows = await session.execute(select(_f.id, _f.display_name).where(_f.id.in_(ids[start : start + CHUNK])))
+        names.update((int(fan_id), name) for fan_id, name in rows)
+    return names
+
+
+# rising fans and trial moves
+
+async def _rising(session: AsyncSession, settings: CrmSettings, scale: _Scale, limit: int) -> list[Rising]:
+    """Unpinned fans within RISING_WITHIN below the next tier: by score, or by committed pace when
+    the next tier is gated; the closest first (then by id), ``limit`` of them."""
+    rules = settings.tiers
+    found: list[Rising] = []
+    for rank, nxt in enumerate(rules.tiers[1:]):
+        low = nxt.threshold * (1 - RISING_WITHIN)
+        if not rules.gated(nxt.key):
+            for fan_id, tier, score in await _scores(session, scale, [
+                    _at_rank(rules, rank), _score_between(low, nxt.threshold, scale.divisor)]):
+                if low <= score < nxt.threshold:
+                    found.append(Rising(fan_id, "", tier, nxt.key, round(score, 1), nxt.threshold))
+            continue
+        # gated: a committed fan's value is the pace when higher (a pace in the band, a score below it)
+        pace = _pace_band(rules, low, nxt.threshold, scale)
+        at_least = base_at_least(low, scale.divisor)
+        where = [_at_rank(rules, rank), _score_between(None, nxt.threshold, scale.divisor),
+                 or_(_f.score_base >= at_least, pace.cond)]
+        if pace.low is not None:
+            where.append(_f.score_base >= min(at_least, pace.low))
+        for fan_id, tier, score, evidence in await _candidates(session, settings, scale, where):
+            value = max(score, evidence.pace(score)) if rules.committed(evidence) else score
+            if low <= value < nxt.threshold:
+                found.append(Rising(fan_id, "", tier, nxt.key, round(value, 1), nxt.threshold))
+    found.sort(key=lambda r: (-r.value / r.threshold, r.fan_id))
+    names = await _names(session, [r.fan_id for r in found[:limit]])
+    return [replace(r, name=names.get(r.fan_id, "")) for r in found[:limit]]
+
+
+async def _moves(session: AsyncSession, settings: CrmSettings, tried: TierRules, scale: _Scale) -> list[Move]:
+    """Who the trial thresholds would move, against what the refresh does under today's rules.
+
+    A threshold enters :meth:`TierRules.evaluate` only through comparisons of the score with it and
+    with its demotion fraction, and (gated tier) of the committed pace with it and of a holder's pace
+    with its demotion fraction; a fan all of whose such comparisons come out the same under both
+    thresholds gets the same tier. So only fans with a score (or pace) between the two can move.
+    """
+    rules = settings.tiers
+    conds: list[ColumnElement[bool]] = []
+    for rank, (today, trial) in enumerate(zip(rules.tiers, tried.tiers, strict=True)):
+        if today.threshold == trial.threshold or (rank == 0 and not rules.gated(today.key)):
+            continue  # the lowest tier's threshold decides nothing (every fan reaches and holds it)
+        low = min(today.threshold * rules.demote_fraction, trial.threshold * rules.demote_fraction)
+        high = max(today.threshold, trial.threshold)
+        conds.append(_score_between(low, high, scale.divisor, high_inclusive=True))
+        if rules.gated(today.key):
+            conds.append(_pace_band(rules, min(today.threshold, trial.threshold), high, scale).cond)  # reached
+            conds.append(and_(_at_or_above(rules, rank),  # held: the pace against the demotion fraction
+                              _score_between(None, high, scale.divisor, high_inclusive=True)))
+    if not conds:
+        return []
+    found: list[tuple[int, str, str]] = []
+    for fan_id, tier, score, evidence in await _candidates(session, settings, scale, [or_(*conds)]):
+        now_tier = rules.evaluate(tier, score, None, evidence)
+        target = tried.evaluate(tier, score, None, evidence)
+        if target != now_tier:
+            found.append((fan_id, now_tier, target))
+    names = await _names(session, [fan_id for fan_id, _, _ in found])
+    moves = [Move(fan_id, names.get(fan_id, ""), frm, to) for fan_id, frm, to in found]
+    moves.sort(key=lambda m: (-tried.rank(m.to_tier) + tried.rank(m.from_tier), m.fan_id))
+    return moves
+

@@ -1,39 +1,149 @@
-"""The calibration view (``superfan tiers``): histogram per tier, rising fans, trial thresholds."""
+"""The calibration view (``superfan tiers``, ``/stats``): histogram per tier, rising fans, trial
+thresholds. It is read from index ranges and the few fans near a threshold; every figure must equal
+what evaluating every fan one by one gives (``every_fan_view`` below, the view as it was first built)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.tiers_cli import calibration_lines, parse_trial
 from crm.errors import BadInput
 from crm.ingest import record_many
-from crm.tier_calibration import FanPoint, calibrate, load_points
+from crm.interaction import InteractionIn
+from crm.models import Fan, Interaction, table
+from crm.scoring import current_scores
+from crm.settings import CrmSettings
+from crm.tier_calibration import (
+    BINS_PER_TIER,
+    RISING_WITHIN,
+    Bin,
+    Calibration,
+    Move,
+    Rising,
+    base_at_least,
+    calibrate,
+    with_thresholds,
+)
 from crm.tiers import Evidence, TierRules
+from crm.tiers_service import commitment_counts, tenure_days
 
 RULES = TierRules()
-OLD = Evidence(commitments=0, tenure_days=400, half_life_days=90)
+DAY = timedelta(days=1)
+Sessions = async_sessionmaker[AsyncSession]
 
 
-def point(fan_id: int, name: str, tier: str, score: float, evidence: Evidence = OLD,
-          pinned: str | None = None) -> FanPoint:
-    return FanPoint(fan_id, name, tier, pinned, score, evidence)
+# the reference: every fan loaded and evaluated one by one
+
+async def every_fan_view(session: AsyncSession, settings: CrmSettings, now: datetime,
+                         trial: Mapping[str, float] | None = None, rising_limit: int = 10) -> Calibration:
+    rules = settings.tiers
+    state, divisor = await current_scores(session, settings.scoring, now)
+    rows = (await session.execute(select(Fan.id, Fan.display_name, Fan.tier, Fan.tier_pinned, Fan.score_base,
+                                         Fan.first_seen_at).order_by(Fan.id))).all()
+    counts_of = await commitment_counts(session, settings, [int(r[0]) for r in rows], now)
+    points = [(int(fid), name, tier, pinned, float(base) / divisor,
+               Evidence(counts_of.get(int(fid), 0), tenure_days(first, now), state.half_life_days))
+              for fid, name, tier, pinned, base, first in rows]
+    counts = {key: 0 for key in rules.keys}
+    for p in points:
+        counts[rules.get(p[2]).key] += 1
+    edges: list[tuple[str, float, float | None]] = []
+    for i, tier in enumerate(rules.tiers):
+        high = rules.tiers[i + 1].threshold if i + 1 < len(rules.tiers) else max(2 * tier.threshold, 1.0)
+        step = (high - tier.threshold) / BINS_PER_TIER
+        edges += [(tier.key, tier.threshold + k * step, tier.threshold + (k + 1) * step) for k in range(BINS_PER_TIER)]
+    edges.append((rules.tiers[-1].key, max(2 * rules.tiers[-1].threshold, 1.0), None))
+    in_bin = [0] * len(edges)
+    for p in points:
+        for n, (_key, low, upper) in enumerate(edges):
+            if p[4] >= low and (upper is None or p[4] < upper):
+                in_bin[n] += 1
+                break
+    bins = [Bin(key, round(low, 1), None if upper is None else round(upper, 1), c)
+            for (key, low, upper), c in zip(edges, in_bin, strict=True)]
+    rising = []
+    for fid, name, tier, pinned, score, evidence in points:
+        if pinned is not None or rules.rank(tier) + 1 >= len(rules.tiers):
+            continue
+        nxt = rules.tiers[rules.rank(tier) + 1]
+        value = score
+        if rules.gated(nxt.key) and rules.committed(evidence):
+            value = max(value, evidence.pace(score))
+        if nxt.threshold * (1 - RISING_WITHIN) <= value < nxt.threshold:
+            rising.append(Rising(fid, name, tier, nxt.key, round(value, 1), nxt.threshold))
+    rising.sort(key=lambda r: (-r.value / r.threshold, r.fan_id))
+    moves = []
+    if trial:
+        tried = with_thresholds(rules, trial)
+        for fid, name, tier, pinned, score, evidence in points:
+            today = rules.evaluate(tier, score, pinned, evidence)
+            target = tried.evaluate(tier, score, pinned, evidence)
+            if target != today:
+                moves.append(Move(fid, name, today, target))
+        moves.sort(key=lambda m: (-tried.rank(m.to_tier) + tried.rank(m.from_tier), m.fan_id))
+    return Calibration(counts, bins, rising[:rising_limit], dict(trial or {}), moves)
+
+
+# communities written straight into the tables
+
+async def add_fans(sessions: Sessions, settings: CrmSettings, now: datetime, fans: list[dict[str, Any]]) -> None:
+    """Fans with a given ``score`` (or ``base``), ``tenure`` in days and ``commitments`` in the window."""
+    async with sessions() as s:
+        _, divisor = await current_scores(s, settings.scoring, now)
+    rows, interactions = [], []
+    for fan in fans:
+        base = fan["base"] if "base" in fan else fan["score"] * divisor
+        rows.append({"id": fan["id"], "display_name": fan.get("name", f"fan {fan['id']}"),
+                     "name_key": f"fan {fan['id']}", "opted_out": False, "score_base": base,
+                     "tier": fan["tier"], "tier_pinned": fan.get("pinned"),
+                     "first_seen_at": now - fan.get("tenure", 400) * DAY, "last_seen_at": now})
+        window = settings.tiers.commitment_days
+        count = fan.get("commitments", 0)
+        for n in range(count):  # inside the window, every one earned points
+            interactions.append(("purchase", now - window * DAY * (n + 1) / (count + 1), 10.0, fan["id"]))
+        for kind, at, points in (("purchase", now - (window + 1) * DAY, 10.0), ("share", now - DAY, 0.0),
+                                 ("message", now - DAY, 0.45)):  # outside, unawarded, not a commitment
+            interactions.append((kind, at, points, fan["id"]))
+    async with sessions.begin() as s:
+        await s.execute(insert(table(Fan)), rows)
+        await s.execute(insert(table(Interaction)), [
+            {"fan_id": fid, "platform": "line", "kind": kind, "occurred_at": at, "recorded_at": now, "points": pts,
+             "source_event_id": f"e{n}"} for n, (kind, at, pts, fid) in enumerate(interactions)])
+
+
+async def both_views(sessions: Sessions, settings: CrmSettings, now: datetime,
+                     trial: Mapping[str, float] | None = None, rising_limit: int = 10) -> tuple[Any, Any]:
+    async with sessions() as s:
+        view = await calibrate(s, settings, now, trial, rising_limit=rising_limit)
+        reference = await every_fan_view(s, settings, now, trial, rising_limit)
+    return asdict(view), asdict(reference)
 
 
 FIXED = [
-    point(1, "阿明", "passerby", 1.0),
-    point(2, "小慧", "passerby", 9.0),  # rising to 粉絲 (9 of 10)
-    point(3, "Wei", "fan", 30.0),
-    point(4, "Amber", "fan", 50.0),  # rising to 鐵粉 (50 of 60)
-    point(5, "新朋友", "fan", 41.0, Evidence(commitments=20, tenure_days=100, half_life_days=90)),  # pace 76
-    point(6, "Kevin", "superfan", 70.0),
-    point(7, "老朋友", "close_friend", 10.0, pinned="close_friend"),
+    {"id": 1, "name": "阿明", "tier": "passerby", "score": 1.0},
+    {"id": 2, "name": "小慧", "tier": "passerby", "score": 9.0},  # rising to 粉絲 (9 of 10)
+    {"id": 3, "name": "Wei", "tier": "fan", "score": 30.0},
+    {"id": 4, "name": "Amber", "tier": "fan", "score": 50.0},  # rising to 鐵粉 (50 of 60)
+    {"id": 5, "name": "新朋友", "tier": "fan", "score": 41.0, "commitments": 20, "tenure": 100},  # pace 76
+    {"id": 6, "name": "Kevin", "tier": "superfan", "score": 70.0},
+    {"id": 7, "name": "老朋友", "tier": "close_friend", "score": 10.0, "pinned": "close_friend"},
 ]
 
 
-def test_superfan_tiers_output_on_fixed_data():
-    view = calibrate(FIXED, RULES, parse_trial(["True fan=45"], RULES))
+async def test_superfan_tiers_output_on_fixed_data(sessions, settings, now):
+    await add_fans(sessions, settings, now, FIXED)
+    async with sessions() as s:
+        view = await calibrate(s, settings, now, parse_trial(["True fan=45"], RULES))
     lines = calibration_lines(view, RULES, "en")
     assert lines[0] == "Today's scores by tier (points)"
     assert lines[1:3] == ["Passer-by          0–2.5 ██████████████████████████████ 1",
@@ -46,10 +156,12 @@ def test_superfan_tiers_output_on_fixed_data():
     assert lines[-2:] == ["With True fan 45: 1 fans would move", "  ↑ #4 Amber: Fan → True fan"]
 
 
-def test_a_higher_trial_threshold_shows_who_would_drop():
-    view = calibrate(FIXED, RULES, {"superfan": 100.0})
-    assert [(m.fan_id, m.from_tier, m.to_tier) for m in view.moves] == [(5, "superfan", "fan"),
-                                                                        (6, "superfan", "fan")]
+async def test_a_higher_trial_threshold_shows_who_would_drop(sessions, settings, now):
+    await add_fans(sessions, settings, now, FIXED)
+    async with sessions() as s:
+        view = await calibrate(s, settings, now, {"superfan": 100.0})
+    assert [(m.fan_id, m.name, m.from_tier, m.to_tier) for m in view.moves] == [
+        (5, "新朋友", "superfan", "fan"), (6, "Kevin", "superfan", "fan")]
 
 
 def test_bad_trial_is_a_usage_error():
@@ -58,18 +170,92 @@ def test_bad_trial_is_a_usage_error():
             parse_trial([bad], RULES)
 
 
-async def test_points_read_score_commitment_and_tenure(sessions, settings, now):
-    from decimal import Decimal
+def test_a_score_reaches_a_bound_exactly_when_its_base_reaches_the_base_bound():
+    rng = random.Random(7)
+    for _ in range(2000):
+        divisor = 2.0 ** rng.uniform(-3, 40)
+        score = rng.choice([0.0, 10.0, 48.0, 60.0, 150.0 * 0.8, rng.uniform(0, 500)])
+        bound = base_at_least(score, divisor)
+        assert bound / divisor >= score and math.nextafter(bound, -math.inf) / divisor < score
+        for base in (bound, math.nextafter(bound, math.inf), score * divisor, rng.uniform(0, 2 * bound + 1)):
+            assert (base / divisor >= score) == (base >= bound)
 
-    from crm.interaction import InteractionIn
 
-    items = [InteractionIn("line", "U1", "checkin", now - timedelta(days=d), f"c{d}", "小慧") for d in (1, 2, 90)]
-    items.append(InteractionIn("line", "U1", "purchase", now - timedelta(days=3), "o1", "小慧", amount=Decimal(1000),
-                               currency="TWD"))
+EDGE_TENURES = (0.0, 10.0, 44.999, 45.0, 45.001, 60.0, 100.0, 180.0, 365.0, 1000.0)
+
+
+def generated_community(rules: TierRules, divisor: float, seed: int, size: int = 400) -> list[dict[str, Any]]:
+    """Fans at and around every threshold, demotion point, rising edge, bin edge and pace edge,
+    plus random ones; some pinned, some at a tier the config no longer has."""
+    rng = random.Random(seed)
+    marks = []
+    for tier in rules.tiers:
+        marks += [tier.threshold, tier.threshold * rules.demote_fraction, tier.threshold * (1 - RISING_WITHIN)]
+    marks += [40.0, 45.0, 50.0, 55.0, 100.0, 2.5, 22.5, 82.5, 300.0, 5.0, 12.0, 120.0]
+    fans = []
+    for fan_id in range(1, size + 1):
+        tenure = rng.choice(EDGE_TENURES)
+        how = rng.random()
+        if how < 0.25:
+            base = base_at_least(rng.choice(marks), divisor)  # the least score that reaches the mark
+            base = rng.choice([base, math.nextafter(base, -math.inf), math.nextafter(base, math.inf)])
+        elif how < 0.45:  # the committed pace at a mark
+            share = 1.0 - 2.0 ** (-tenure / 90.0)
+            base = rng.choice(marks) * share * divisor * rng.choice([1.0, 1 - 1e-12, 1 + 1e-12])
+        elif how < 0.5:
+            base = 0.0
+        else:
+            base = rng.uniform(0, 250) * divisor
+        fans.append({"id": fan_id, "base": base, "tenure": tenure,
+                     "tier": rng.choice([*rules.keys, rules.lowest, "retired_tier"]),
+                     "pinned": rng.choice(rules.keys) if rng.random() < 0.06 else None,
+                     "commitments": rng.choice([0, 0, 1, rules.commitment_actions - 1, rules.commitment_actions, 9])})
+    return fans
+
+
+TRIALS: list[dict[str, float]] = [
+    {"superfan": 50.0}, {"superfan": 100.0}, {"fan": 5.0}, {"fan": 12.0, "close_friend": 120.0},
+    {"passerby": 3.0}, {"fan": 9.5, "superfan": 55.0, "close_friend": 200.0}, {"close_friend": 60.5},
+]
+
+
+@pytest.mark.parametrize("variant", ["default", "no_minimum_tenure", "gated_top", "no_hysteresis"])
+async def test_the_view_equals_evaluating_every_fan(sessions, settings, now, variant):
+    rules = {"default": RULES, "no_minimum_tenure": replace(RULES, min_tenure_days=0.0, commitment_actions=1),
+             "gated_top": replace(RULES, true_fan_tier="close_friend"),
+             "no_hysteresis": replace(RULES, demote_fraction=1.0)}[variant]
+    settings = replace(settings, tiers=rules)
+    async with sessions() as s:
+        _, divisor = await current_scores(s, settings.scoring, now)
+    await add_fans(sessions, settings, now, generated_community(rules, divisor, seed=len(variant)))
+    view, reference = await both_views(sessions, settings, now, rising_limit=10_000)
+    assert view == reference
+    assert sum(view["counts"].values()) == 400 and len(view["rising"]) > 10
+    assert sum(b["count"] for b in view["bins"]) > 300
+    shown, reference = await both_views(sessions, settings, now)
+    assert shown == reference and len(shown["rising"]) == 10
+    moved = 0
+    for trial in TRIALS:
+        view, reference = await both_views(sessions, settings, now, trial)
+        assert view == reference, trial
+        moved += len(view["moves"])
+    assert moved > 50
+
+
+async def test_recorded_commitments_and_tenure_are_the_evidence(sessions, settings, now):
+    """A newcomer with five purchases in the window is a true fan today by committed pace: a
+    trial threshold above that pace would take it away."""
+    items = [InteractionIn("line", "U1", "checkin", now - 100 * DAY, "c1", "小慧")]
+    items += [InteractionIn("line", "U1", "purchase", now - d * DAY, f"o{d}", "小慧", amount=Decimal(1000),
+                            currency="TWD") for d in range(1, 6)]
+    items.append(InteractionIn("line", "U2", "message", now - DAY, "m1", "阿明"))
     async with sessions.begin() as s:
         await record_many(s, items, settings, now)
-    async with sessions() as s:
-        (p,) = await load_points(s, settings, now)
-    assert p.evidence.commitments == 3  # the check-in 90 days ago is outside the 60-day window
-    assert p.evidence.tenure_days == pytest.approx(90)
-    assert p.score == pytest.approx(1.5 * (2 ** (-1 / 90) + 2 ** (-2 / 90) + 2 ** (-1)) + 10 * 2 ** (-3 / 90), abs=0.01)
+    view, reference = await both_views(sessions, settings, now, {"superfan": 100.0})
+    assert view == reference
+    assert [(m["name"], m["from_tier"], m["to_tier"]) for m in view["moves"]] == [("小慧", "superfan", "fan")]
+
+
+async def test_an_empty_community(sessions, settings, now):
+    view, reference = await both_views(sessions, settings, now, {"superfan": 50.0})
+    assert view == reference and view["rising"] == [] and view["moves"] == []

@@ -16,7 +16,7 @@ from bot.discord_adapter.render import FIELD_MAX, clip, stats_embed
 from bot.discord_adapter.replies import Reply, answer, locale_of
 from bot.tiers_cli import calibration_lines
 from crm.stats import community_stats
-from crm.tier_calibration import calibrate, load_points
+from crm.tier_calibration import calibrate
 
 TOP = 10
 
@@ -31,7 +31,7 @@ class Stats(StaffCog):
 
         async def work(session: AsyncSession) -> tuple[dict[str, Any], list[str]]:
             now, settings = self.bot.now(), self.bot.settings
-            view = calibrate(await load_points(session, settings, now), settings.tiers)
+            view = await calibrate(session, settings, now)
             return (await community_stats(session, settings, now, top=TOP),
                     calibration_lines(view, settings.tiers, locale, short=True))
 

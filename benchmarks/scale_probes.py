@@ -143,10 +143,14 @@ async def top_probe(db: Path) -> dict[str, Any]:
 
 
 async def stats_probe(db: Path) -> dict[str, Any]:
-    """``/stats`` and ``superfan stats``: tiers, the goal and the top 10."""
+    """``/stats`` as the Discord cog builds it (``stats_figures``: community_stats, the calibration
+    view and its lines), each call timed on the wall clock and in CPU; then one more call under
+    tracemalloc: the Python memory it held at its peak (per-fan objects for every fan would show)."""
+    import tracemalloc
+
+    from bot.discord_adapter.cogs.stats import stats_figures
     from crm.db import make_engine, make_read_sessionmaker
     from crm.settings import CrmSettings
-    from crm.stats import community_stats
 
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
     readers = make_read_sessionmaker(engine)
@@ -154,13 +158,23 @@ async def stats_probe(db: Path) -> dict[str, Any]:
 
     async def stats() -> None:
         async with readers() as session:
-            await community_stats(session, settings, NOW, top=10)
+            await stats_figures(session, settings, NOW, settings.locale)
 
+    times, cpu = [], []
     try:
-        times = (await _timed([stats for _ in range(7)]))[2:]
+        for n in range(9):
+            t0, c0 = time.perf_counter(), time.process_time()
+            await stats()
+            if n >= 2:  # the first two warm the caches
+                times.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
+        tracemalloc.start()
+        await stats()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     finally:
         await engine.dispose()
-    return percentiles(times)
+    return {**percentiles(times), "cpu_p50": statistics.median(cpu), "python_peak_mb": peak / 2**20}
 
 
 async def digest_probe(db: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@ calibration view (score histogram, rising fans; ``superfan tiers`` has the full 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import discord
@@ -15,10 +16,20 @@ from bot.discord_adapter.localise import text
 from bot.discord_adapter.render import FIELD_MAX, clip, stats_embed
 from bot.discord_adapter.replies import Reply, answer, locale_of
 from bot.tiers_cli import calibration_lines
+from crm.settings import CrmSettings
 from crm.stats import community_stats
 from crm.tier_calibration import calibrate
 
 TOP = 10
+
+
+async def stats_figures(session: AsyncSession, settings: CrmSettings, now: datetime,
+                        locale: str) -> tuple[dict[str, Any], list[str]]:
+    """What ``/stats`` reads: the community figures and the short calibration view's lines (the
+    creator-scale suite's ``stats`` row times this)."""
+    view = await calibrate(session, settings, now)
+    return (await community_stats(session, settings, now, top=TOP),
+            calibration_lines(view, settings.tiers, locale, short=True))
 
 
 class Stats(StaffCog):
@@ -30,10 +41,7 @@ class Stats(StaffCog):
         locale = locale_of(interaction)
 
         async def work(session: AsyncSession) -> tuple[dict[str, Any], list[str]]:
-            now, settings = self.bot.now(), self.bot.settings
-            view = await calibrate(session, settings, now)
-            return (await community_stats(session, settings, now, top=TOP),
-                    calibration_lines(view, settings.tiers, locale, short=True))
+            return await stats_figures(session, self.bot.settings, self.bot.now(), locale)
 
         async def build() -> Reply:
             figures, calibration = await self.bot.read(work)

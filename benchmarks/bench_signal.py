@@ -33,9 +33,9 @@ from bot.demo.community import (
 from bot.importer import ImportRow, import_rows, parse_row
 from crm.db import make_engine, make_sessionmaker
 from crm.models import Fan, Identity
-from crm.rescore import refresh_tiers
 from crm.schema import migrate
 from crm.settings import CrmSettings
+from crm.tiers_service import refresh_tiers
 
 TARGET_PRECISION, TARGET_RECALL, TARGET_GAP = 0.95, 0.9, 0.3
 

@@ -16,9 +16,8 @@ from bot.app import Crm
 from bot.digest_job import DigestJob
 from bot.writer import Action, GroupWriter, Rejected
 from crm.clock import Clock, utcnow
-from crm.rescore import rebase_epoch, refresh_tiers
 from crm.sla import claim_breaches, claim_reminders
-from crm.tiers_service import TierMove, decay_candidates, reevaluate
+from crm.tiers_service import TierMove, decay_candidates, rebase_epoch, reevaluate, refresh_tiers
 
 log = logging.getLogger(__name__)
 TIER_REFRESH_MINUTES = 60

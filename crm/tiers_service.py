@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.clock import as_utc
 from crm.errors import BadInput
 from crm.models import Fan, Interaction, TierChange, table
-from crm.scoring import DAY_SECONDS, base_for_score, current_scores
+from crm.scoring import DAY_SECONDS, base_for_score, current_scores, rebase_if_needed, score_state
 from crm.settings import CrmSettings
 from crm.tiers import Evidence
 
@@ -135,3 +135,14 @@ async def pin(
     await apply_moves(session, [move], now, actor=by)
     await session.refresh(fan)
     return move
+
+
+async def refresh_tiers(session: AsyncSession, settings: CrmSettings, now: datetime) -> list[TierMove]:
+    """The periodic job: decay moves fans down while nothing happens; rebase the epoch if due."""
+    await rebase_epoch(session, settings, now)
+    return await reevaluate(session, settings, now, reason="decay")
+
+
+async def rebase_epoch(session: AsyncSession, settings: CrmSettings, now: datetime) -> bool:
+    """Move the epoch to ``now`` when terms approach float overflow (see :func:`rebase_if_needed`)."""
+    return await rebase_if_needed(session, await score_state(session, settings.scoring), now)

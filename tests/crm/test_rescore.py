@@ -50,7 +50,9 @@ async def _state(sessions: async_sessionmaker[AsyncSession]) -> tuple[dict[int, 
     return ({f: b for f, b, _ in fans}, {f: t for f, _, t in fans}, {e: p for e, p in points})
 
 
-async def test_events_recorded_between_and_inside_batches_end_as_a_quiet_rescore(sessions, settings, now, db_url):
+@pytest.mark.parametrize("held_points", [1_000_000, 5])  # all points kept to step 2, or written out as step 1 goes
+async def test_events_recorded_between_and_inside_batches_end_as_a_quiet_rescore(sessions, settings, now, db_url,
+                                                                                  held_points):
     async with sessions.begin() as s:
         await record_many(s, _history(now), settings, now - timedelta(hours=1))
     rules = _new_rules(settings)
@@ -73,11 +75,14 @@ async def test_events_recorded_between_and_inside_batches_end_as_a_quiet_rescore
 
     try:
         async with sessions() as s:
-            result = await rescore(s, rules, now, batch_rows=12, write_rows=25, pause_s=0, pause=webhook)
+            result = await rescore(s, rules, now, batch_rows=12, write_rows=25, pause_s=0, pause=webhook,
+                                   held_points=held_points)
     finally:
         await live_engine.dispose()
     assert result.batches >= 6 and {"read", "points", "written"} <= set(arrivals)
     assert result.reread >= 1  # webhooks for a range's fans came between its reading and its scores
+    last_read = len(arrivals) - 1 - arrivals[::-1].index("read")
+    assert (arrivals.index("points") < last_read) == (held_points == 5)  # points written while step 1 went on
     bases, tiers, points = await _state(sessions)
     assert len(points) == len(_history(now)) + sum(4 if n % 2 else 3 for n in range(len(arrivals)))
 

@@ -13,11 +13,11 @@ from crm.errors import BadInput
 from crm.ingest import record, record_many
 from crm.interaction import InteractionIn
 from crm.models import Fan, Interaction, TierChange
-from crm.rescore import refresh_tiers, rescore
+from crm.rescore import rescore
 from crm.scoring import ScoringRules
 from crm.stats import community_stats
 from crm.tiers import TierRules
-from crm.tiers_service import pin
+from crm.tiers_service import pin, refresh_tiers
 
 
 def buy(ext: str, n: int, at, amount: int = 2000) -> InteractionIn:

@@ -55,6 +55,9 @@ DROP_TEXT_CHARS = 60
 #: Delivery states the report counts; any other state is still on its way (counted as pending).
 SENT, FAILED, CANCELLED, PENDING = "sent", "failed", "cancelled", "pending"
 STATES = (SENT, FAILED, PENDING, CANCELLED)
+#: Interaction kinds the engagement chart counts in its first pass (with the scoring weights' kinds);
+#: any other kind is still counted, in a second pass over the weeks that have it.
+USUAL_KINDS = ("message", "reaction", "dm_in", "dm_out", "share", "checkin", "purchase", "follow", "unfollow")
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ async def build_report(session: AsyncSession, settings: CrmSettings, now: dateti
     true_keys = rules.keys[rules.rank(rules.true_fan_tier):]
     true_count = sum(counts.get(k, 0) for k in true_keys)
     goal = settings.goal.target
-    engagement = await engagement_by_week(session, starts, ends)
+    engagement = await engagement_by_week(session, starts, ends, list(settings.scoring.weights))
     return ReportData(
         generated_at=now, timezone=settings.scoring.timezone, weeks=starts, fans=sum(counts.values()),
         interactions=sum(sum(v) for v in engagement.values()), funnel=funnel(counts, settings), tiers_by_week=by_week,
@@ -280,38 +283,58 @@ async def sla_by_week(session: AsyncSession, starts: Sequence[datetime], ends: S
     firsts = (await session.execute(
         select(_c.opened_at, _c.first_response_seconds)
         .where(_c.opened_at >= starts[0], _c.opened_at <= now, _c.first_response_seconds.is_not(None)))).all()
+    weeks = len(starts)
+    total, within, breaches, undecided = ([0] * weeks for _ in range(4))
+    for started, due, ended, how in waits:
+        week = bisect.bisect_right(ends, started)  # the first week ending after it started
+        if week >= weeks or how in NOT_REQUESTS:  # started at ``now`` exactly: in no week
+            continue
+        total[week] += 1
+        if ended is not None and ended <= now and how in ANSWERED_BY:
+            within[week] += ended <= due
+            breaches[week] += ended > due
+        elif due <= now:
+            breaches[week] += 1
+        else:
+            undecided[week] += 1
+    week_firsts: list[list[float]] = [[] for _ in range(weeks)]
+    for opened, seconds in firsts:
+        week = bisect.bisect_right(ends, opened)
+        if week < weeks:
+            week_firsts[week].append(seconds)
     out = []
-    for start, end in zip(starts, ends, strict=True):
-        total = within = breaches = undecided = 0
-        for started, due, ended, how in waits:
-            if not start <= started < end or how in NOT_REQUESTS:
-                continue
-            total += 1
-            if ended is not None and ended <= now and how in ANSWERED_BY:
-                within += ended <= due
-                breaches += ended > due
-            elif due <= now:
-                breaches += 1
-            else:
-                undecided += 1
-        week_firsts = [s for opened, s in firsts if start <= opened < end]
-        decided = within + breaches
+    for n in range(weeks):
+        decided = within[n] + breaches[n]
         out.append(SlaWeek(
-            total, within, breaches, undecided, round(100.0 * within / decided, 1) if decided else None,
-            round(statistics.median(week_firsts) / 3600.0, 2) if week_firsts else None))
+            total[n], within[n], breaches[n], undecided[n],
+            round(100.0 * within[n] / decided, 1) if decided else None,
+            round(statistics.median(week_firsts[n]) / 3600.0, 2) if week_firsts[n] else None))
     return out
 
 
-async def engagement_by_week(session: AsyncSession, starts: Sequence[datetime],
-                             ends: Sequence[datetime]) -> dict[str, list[int]]:
+async def engagement_by_week(session: AsyncSession, starts: Sequence[datetime], ends: Sequence[datetime],
+                             kinds: Sequence[str] = ()) -> dict[str, list[int]]:
     """Interactions per kind and week (by when they happened, up to and including the last end),
-    most frequent kind first."""
-    rows = select(_i.kind, _week_of(_i.occurred_at, ends).label("week")) \
-        .where(_i.occurred_at >= starts[0], _i.occurred_at <= ends[-1]).subquery()
+    most frequent kind first.
+
+    Each week is one pass over its range of ``interactions(occurred_at)`` counting every kind of
+    ``kinds`` (and :data:`USUAL_KINDS`) with ``count(*) FILTER``: no rows to sort. Rows of another
+    kind are grouped in a second pass over that week only when there are some. (A ``GROUP BY`` of
+    the rows sorts them all; with ``temp_store=MEMORY`` that cost 2.5 times the reading at 2.3M rows.)
+    """
+    known = list(dict.fromkeys([*USUAL_KINDS, *kinds]))
     found: dict[str, list[int]] = {}
-    for kind, week, n in await session.execute(
-            select(rows.c.kind, rows.c.week, func.count()).group_by(rows.c.kind, rows.c.week)):
-        found.setdefault(kind, [0] * len(ends))[int(week)] = int(n)
+    for week, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        in_week = and_(_i.occurred_at >= start, _i.occurred_at <= end if week == len(ends) - 1 else _i.occurred_at < end)
+        total, *per_kind = (await session.execute(
+            select(func.count(), *(func.count().filter(_i.kind == kind) for kind in known)).where(in_week))).one()
+        for kind, n in zip(known, per_kind, strict=True):
+            if n:
+                found.setdefault(kind, [0] * len(ends))[week] = int(n)
+        if total > sum(per_kind):
+            for kind, n in await session.execute(
+                    select(_i.kind, func.count()).where(in_week, _i.kind.not_in(known)).group_by(_i.kind)):
+                found.setdefault(kind, [0] * len(ends))[week] = int(n)
     return dict(sorted(found.items(), key=lambda kv: (-sum(kv[1]), kv[0])))
 
 

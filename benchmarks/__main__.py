@@ -8,7 +8,8 @@ outside, in a process of its own: timings inside the probe process (``benchmarks
 or of a whole ``superfan`` command, peak RSS from ``os.wait4`` of that process. The raw stdlib
 sqlite3 reference of a row runs in the same suite run. ``import`` and ``rescore`` are their own
 benches (``benchmarks/bench_import.py``, ``benchmarks/bench_rescore.py``): the suite runs them and
-shows their figures (``--skip-others`` leaves them out).
+shows their figures (``--skip-others`` leaves them out). ``drop`` runs ``benchmarks/bench_drop.py
+--no-discord`` (10,000 LINE fans on a database of its own); ``report`` the whole ``superfan report``.
 
 Nothing here asserts: a missed target is a row marked MISSED.
 """
@@ -199,6 +200,37 @@ def digest_row(db: Path) -> Row:
                "≤ 250 ms", found["p50"] <= 250.0, {"crm": found})
 
 
+REPORT_S, REPORT_MB = 2.0, 200.0
+
+
+def report_row(config: Path, folder: Path, repeat: int = 3) -> Row:
+    """``superfan report`` (the whole command, HTML written) as at the suite's NOW, median of ``repeat``."""
+    out = folder / "r.html"
+    runs = [spawn([superfan_command(), "--config", str(config), "report", "--now", NOW.isoformat(),
+                   "--out", str(out)]) for _ in range(repeat)]
+    size = out.stat().st_size if out.exists() else 0
+    out.unlink(missing_ok=True)
+    wall, cpu = statistics.median(r.seconds for r in runs), statistics.median(r.cpu_s for r in runs)
+    rss = max(r.rss_mb for r in runs)
+    ok = all(r.code == 0 for r in runs) and size > 0 and wall <= REPORT_S and rss <= REPORT_MB
+    return Row(f"superfan report (CLI, whole command, HTML written) median of {repeat}",
+               f"{wall:.2f} s (CPU {cpu:.2f} s), {rss:.0f} MB, {size / 1024:.0f} KiB of HTML" + _failed(runs[-1]), "",
+               f"≤ {REPORT_S:g} s, ≤ {REPORT_MB:g} MB", ok,
+               {"seconds": [r.seconds for r in runs], "cpu_s": [r.cpu_s for r in runs], "rss_mb": rss,
+                "html_bytes": size})
+
+
+def drop_row() -> Row:
+    """A drop to 10,000 LINE fans, create → all sent (bench_drop.py builds its own database)."""
+    row = other_bench_row("drop to 10,000 LINE fans, create → all sent (bench_drop.py --no-discord)", "bench_drop",
+                          ["--no-discord"])
+    if row.raw:
+        shown = row.figure
+        row.target = "≤ 2 s, exactly 20 multicasts, each fan once"
+        row.ok = row.raw["code"] == 0 and "MISSED" not in shown and "FAIL" not in shown and shown.count("OK") >= 3
+    return row
+
+
 def other_bench_row(what: str, script: str, args: list[str]) -> Row:
     """A bench another engineer owns: run it, show the lines that carry its figures."""
     if not (HERE / f"{script}.py").exists():
@@ -252,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         "digest": lambda: [digest_row(db)],
         "stats": lambda: [stats_row(db)],
         "tiers": lambda: tiers_rows(config),
+        "report": lambda: [report_row(config, folder)],
+        "drop": lambda: [drop_row()],
         "import": lambda: [other_bench_row(f"import of {import_rows:,} rows (bench_import.py)", "bench_import",
                                            ["--rows", str(import_rows), "--fans", str(scale.fans), "--repeat", "1"])],
         "rescore": lambda: [other_bench_row("rescore of this database (bench_rescore.py)", "bench_rescore",

@@ -44,7 +44,7 @@ from crm.models import (
 )
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
-from crm.sla import ANSWERED_BY, NOT_REQUESTS, SlaFigures, sla_figures
+from crm.sla import SlaFigures, sla_figures, wait_verdicts
 
 _f, _tc, _w, _c = table(Fan).c, table(TierChange).c, table(ConversationWait).c, table(Conversation).c
 _i, _d, _dl, _o = table(Interaction).c, table(Drop).c, table(Delivery).c, table(Outbox).c
@@ -276,38 +276,30 @@ async def tiers_by_week(session: AsyncSession, settings: CrmSettings, ends: Sequ
 async def sla_by_week(session: AsyncSession, starts: Sequence[datetime], ends: Sequence[datetime],
                       now: datetime) -> list[SlaWeek]:
     """Per week: waits that started in it, answered within SLA, breaches, and the median first
-    response of the conversations opened in it (the digest's figures, week by week)."""
-    waits = (await session.execute(
-        select(_w.started_at, _w.due_at, _w.ended_at, _w.ended_by)
-        .where(_w.started_at >= starts[0], _w.started_at <= now))).all()
-    firsts = (await session.execute(
-        select(_c.opened_at, _c.first_response_seconds)
-        .where(_c.opened_at >= starts[0], _c.opened_at <= now, _c.first_response_seconds.is_not(None)))).all()
+    response of the conversations opened in it (the digest's figures, week by week).
+
+    The waits are counted per week in one grouped query (:func:`crm.sla.wait_verdicts`); only the
+    first responses are read, with their week, for the medians."""
+    request, within_sla, breach, undecided = wait_verdicts(now)
+    week = _week_of(_w.started_at, ends).label("week")
     weeks = len(starts)
-    total, within, breaches, undecided = ([0] * weeks for _ in range(4))
-    for started, due, ended, how in waits:
-        week = bisect.bisect_right(ends, started)  # the first week ending after it started
-        if week >= weeks or how in NOT_REQUESTS:  # started at ``now`` exactly: in no week
-            continue
-        total[week] += 1
-        if ended is not None and ended <= now and how in ANSWERED_BY:
-            within[week] += ended <= due
-            breaches[week] += ended > due
-        elif due <= now:
-            breaches[week] += 1
-        else:
-            undecided[week] += 1
+    counts = {int(n): (total, within, breaches, waiting) for n, total, within, breaches, waiting in (
+        await session.execute(
+            select(week, func.count().filter(request), func.count().filter(within_sla), func.count().filter(breach),
+                   func.count().filter(undecided))
+            .where(_w.started_at >= starts[0], _w.started_at < ends[-1], _w.started_at <= now).group_by(week)))}
     week_firsts: list[list[float]] = [[] for _ in range(weeks)]
-    for opened, seconds in firsts:
-        week = bisect.bisect_right(ends, opened)
-        if week < weeks:
-            week_firsts[week].append(seconds)
+    for n, seconds in await session.execute(
+            select(_week_of(_c.opened_at, ends), _c.first_response_seconds)
+            .where(_c.opened_at >= starts[0], _c.opened_at < ends[-1], _c.opened_at <= now,
+                   _c.first_response_seconds.is_not(None))):
+        week_firsts[int(n)].append(seconds)
     out = []
     for n in range(weeks):
-        decided = within[n] + breaches[n]
+        total, within, breaches, waiting = (int(v) for v in counts.get(n, (0, 0, 0, 0)))
+        decided = within + breaches
         out.append(SlaWeek(
-            total[n], within[n], breaches[n], undecided[n],
-            round(100.0 * within[n] / decided, 1) if decided else None,
+            total, within, breaches, waiting, round(100.0 * within / decided, 1) if decided else None,
             round(statistics.median(week_firsts[n]) / 3600.0, 2) if week_firsts[n] else None))
     return out
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, distinct, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm import outbox
@@ -125,33 +125,42 @@ async def _mirror(session: AsyncSession, claimed: Sequence[Any], **marker: datet
                               .values(**marker))
 
 
+def wait_verdicts(now: datetime) -> tuple[Any, Any, Any, Any]:
+    """How a wait stands at ``now``, as SQL conditions on ``conversation_waits`` (each false, never
+    NULL, when it does not hold): a request (not closed as spam or a thank-you), answered within SLA,
+    a breach (answered late, or open past due), and undecided (open, not yet due). A request is
+    exactly one of the last three."""
+    request = or_(_w.ended_by.is_(None), _w.ended_by.not_in(NOT_REQUESTS))
+    answered = and_(_w.ended_at.is_not(None), _w.ended_at <= now, _w.ended_by.is_not(None),
+                    _w.ended_by.in_(ANSWERED_BY))
+    unanswered = or_(_w.ended_at.is_(None), _w.ended_at > now, _w.ended_by.is_(None), _w.ended_by.not_in(ANSWERED_BY))
+    return (request, and_(answered, _w.ended_at <= _w.due_at),
+            and_(request, or_(and_(answered, _w.ended_at > _w.due_at), and_(unanswered, _w.due_at <= now))),
+            and_(request, unanswered, _w.due_at > now))
+
+
 async def sla_figures(session: AsyncSession, settings: CrmSettings, now: datetime,
                       window_days: int = 7) -> SlaFigures:
     """The promise over the last ``window_days``: waits that started in the window (spam and
     thank-you closures left out), answered, within SLA (answered by the due time), breaches (answered
     late, or open past due), and the median first response of conversations opened in the window.
-    Computed from the times themselves, so it is right even if a breach was never claimed."""
+    Computed from the times themselves, so it is right even if a breach was never claimed.
+
+    The waits are counted in one aggregate query (``started_at`` index); only the first responses
+    of the window are read, for their median."""
     since = now - timedelta(days=window_days)
-    rows = (await session.execute(
-        select(_w.conversation_id, _w.due_at, _w.ended_at, _w.ended_by)
-        .where(_w.started_at >= since, _w.started_at <= now))).all()
-    conversations = len({cid for cid, _, _, _ in rows})
-    answered = within = breaches = 0
-    for _, due, ended, how in rows:
-        if how in NOT_REQUESTS:
-            continue
-        if ended is not None and ended <= now and how in ANSWERED_BY:
-            answered += 1
-            within += ended <= due
-            breaches += ended > due
-        elif due <= now:
-            breaches += 1
+    _, within_sla, breach, _ = wait_verdicts(now)
+    answered = and_(_w.ended_at.is_not(None), _w.ended_at <= now, _w.ended_by.in_(ANSWERED_BY))
+    conversations, answered_n, within, breaches = (await session.execute(
+        select(func.count(distinct(_w.conversation_id)), func.count().filter(answered),
+               func.count().filter(within_sla), func.count().filter(breach))
+        .where(_w.started_at >= since, _w.started_at <= now))).one()
     decided = within + breaches
     firsts = list((await session.execute(
         select(_c.first_response_seconds).where(_c.opened_at >= since, _c.opened_at <= now,
                                                 _c.first_response_seconds.is_not(None)))).scalars())
     return SlaFigures(
-        window_days=window_days, conversations=conversations, answered=answered, within_sla=within,
+        window_days=window_days, conversations=int(conversations), answered=int(answered_n), within_sla=int(within),
         within_sla_pct=round(100.0 * within / decided, 1) if decided else None,
         median_first_response_hours=round(statistics.median(firsts) / 3600.0, 2) if firsts else None,
-        breaches=breaches)
+        breaches=int(breaches))

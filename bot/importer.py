@@ -15,10 +15,9 @@ import csv
 import io
 import json
 import operator
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from sys import intern
@@ -27,13 +26,14 @@ from typing import Any, NamedTuple, TextIO
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.bulk_mode import bulk_mode
+from bot.import_columns import plain_columns
 from crm.bulk_ingest import SLICE, bulk_record, no_interactions
 from crm.clock import parse_iso
 from crm.errors import BadInput, CrmError
 from crm.identity import fan_by_identity
-from crm.import_staging import ImportRows, Staging, microseconds, parts_for
+from crm.import_staging import ImportRows, Staging, parts_for
 from crm.ingest import Recording
-from crm.interaction import EARLIEST, LATEST, MAX_AMOUNT, InteractionIn, validate
+from crm.interaction import InteractionIn, validate
 from crm.interaction_sink import build_late_indexes, drop_late_indexes
 from crm.merge import merge_fans
 from crm.settings import CrmSettings
@@ -207,10 +207,10 @@ def _checked(path: Path, records: Sequence[tuple[int, tuple[str, ...]]], accepte
              ) -> ImportRows:
     """A chunk's records parsed and checked, as columns; the first bad row raises.
 
-    Column by column where the chunk allows (:func:`_plain_columns`), else row by row with
+    Column by column where the chunk allows (:func:`bot.import_columns.plain_columns`), else row by row with
     :func:`parse_fields`, whose outcome (and error) the column path must equal: a test holds the
     two to each other."""
-    plain = _plain_columns(path, records, accepted)
+    plain = plain_columns(records, accepted)
     return plain if plain is not None else ImportRows.of(_parsed(path, r, accepted) for r in records)
 
 
@@ -227,68 +227,6 @@ def _parsed(path: Path, record: tuple[int, tuple[str, ...]], accepted: frozenset
     except CrmError as exc:
         raise BadInput(f"{path}:{line}: {exc}", code="import.row", where=f"{path}:{line}", reason=exc) from None
     return line, item, ref
-
-
-#: A character :func:`crm.interaction.validate` replaces in a text (a NUL, half a UTF-16 pair).
-_NOT_KEPT_AS_IS = re.compile("[\x00\ud800-\udfff]")
-_PROBE_AT = datetime(2000, 1, 1, tzinfo=UTC)
-_CURRENCY = re.compile(r"[A-Z]{3}\Z")
-_EARLIEST_US, _LATEST_US = microseconds((EARLIEST, LATEST))
-
-
-def _plain_columns(path: Path, records: Sequence[tuple[int, tuple[str, ...]]], accepted: frozenset[str] | None
-                   ) -> ImportRows | None:
-    """A chunk parsed column by column: what :func:`parse_fields` makes of each row, or ``None``
-    where any value is out of the ordinary (the caller then goes row by row, which also finds and
-    names the first bad row).
-
-    Row by row, parsing and checking took 6 µs a row (a 3M-row import spent 25 s reading its
-    file); most of it is the same work for each value of a column, which here runs in C-level
-    ``map``, ``all`` and ``set`` over the column (platforms and kinds are checked once per
-    distinct value, with :func:`crm.interaction.validate` itself).
-    """
-    if not records:
-        return ImportRows.of([])
-    lines, fields = zip(*records, strict=True)
-    platform, external_id, display_name, kind, occurred_at, amount, currency, event_id, text, fan = (
-        tuple(map(str.strip, column)) for column in zip(*fields, strict=True))
-    if not (all(platform) and all(external_id) and all(kind) and all(occurred_at)):
-        return None
-    platforms = list(map(intern, map(str.lower, platform)))
-    kinds = list(map(intern, map(str.lower, kind)))
-    if accepted is not None and not accepted.issuperset(kinds):
-        return None
-    try:
-        for p in set(platforms):
-            validate(InteractionIn(p, "x", "message", _PROBE_AT))
-        for k in set(kinds):
-            validate(InteractionIn("line", "x", k, _PROBE_AT))
-        at_us = microseconds(map(datetime.fromisoformat, occurred_at))
-    except (CrmError, ValueError, TypeError, OverflowError):  # a naive time cannot be subtracted from an aware one
-        return None
-    identities = set(external_id)
-    if (min(at_us) < _EARLIEST_US or max(at_us) >= _LATEST_US or max(map(len, identities)) > 128
-            or not all(map(str.isprintable, identities)) or max(map(len, event_id)) > 128
-            or not all(map(str.isprintable, event_id))
-            or _NOT_KEPT_AS_IS.search("".join(display_name)) or _NOT_KEPT_AS_IS.search("".join(text))):
-        return None
-    rows = ImportRows(list(lines), platforms, list(map(intern, external_id)), kinds, at_us,
-                      [e or None for e in event_id], [intern(n) if n else None for n in display_name],
-                      [None] * len(lines), [None] * len(lines), [t or None for t in text], [f or None for f in fan])
-    if any(amount) or any(currency):  # a file's purchases
-        try:
-            for n in [n for n, (a, c) in enumerate(zip(amount, currency, strict=True)) if a or c]:
-                digits = amount[n].replace(",", "")
-                value = Decimal(digits) if digits else None
-                code = currency[n].upper() or None
-                if ((value is not None and not (value.is_finite() and 0 <= value <= MAX_AMOUNT))
-                        or (code is not None and not _CURRENCY.match(code))
-                        or (value is not None and code is None and kinds[n] == "purchase")):
-                    return None
-                rows.amount[n], rows.currency[n] = None if value is None else str(value), code
-        except InvalidOperation:
-            return None
-    return rows
 
 
 def _blank(path: Path) -> bool:

@@ -204,6 +204,7 @@ def test_rows_read_column_by_column_are_what_reading_row_by_row_makes_of_them(tm
     # The column path (most chunks) must give each row exactly what parse_fields gives it, and hand
     # anything out of the ordinary to the row path: times in other offsets and with Z, upper-case
     # platforms and kinds, purchases, rows without an event id (their digest), a NUL in a text.
+    from bot.import_columns import plain_columns
     from bot.importer import _checked, _parsed
     from crm.import_staging import ImportRows
 
@@ -219,7 +220,7 @@ def test_rows_read_column_by_column_are_what_reading_row_by_row_makes_of_them(tm
                     encoding="utf-8")
     records = list(importer._records(path, None))
     by_column = _checked(path, records, None)
-    assert importer._plain_columns(path, records, None) == by_column  # read column by column, not handed on
+    assert plain_columns(records, None) == by_column  # read column by column, not handed on
     by_row = ImportRows.of(_parsed(path, record, None) for record in records)
     assert by_column == by_row
     assert by_column.event_id[1] is None and by_column.with_event_ids().event_id[1].startswith("h:")

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, func, or_, select, true, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.models import Fan, table
@@ -205,11 +205,13 @@ async def _bins(session: AsyncSession, rules: TierRules, divisor: float) -> list
 
 # candidates: fans at a tier, and fans whose committed pace may lie in a band
 
-def _at_rank(rules: TierRules, rank: int) -> ColumnElement[bool]:
-    """Fans whose stored tier has this rank (unknown keys, from an older config, count as lowest)."""
+def _at_rank(rules: TierRules, rank: int, *, indexed: bool = True) -> ColumnElement[bool]:
+    """Fans whose stored tier has this rank (unknown keys, from an older config, count as lowest).
+    ``indexed=False`` keeps the tier index out of the query plan (another index narrows more)."""
+    tier = _f.tier if indexed else _f.tier.concat("")
     if rank == 0:
-        return or_(_f.tier == rules.lowest, _f.tier.not_in(rules.keys))
-    return _f.tier == rules.keys[rank]
+        return or_(tier == rules.lowest, tier.not_in(rules.keys))
+    return tier == rules.keys[rank]
 
 
 def _at_or_above(rules: TierRules, rank: int) -> ColumnElement[bool]:
@@ -221,23 +223,34 @@ def _share(tenure: float, half_life_days: float) -> float:
 
 
 @dataclass(frozen=True)
-class _Band:
-    """A candidate condition and the score_base range that holds all of it (None: unbounded)."""
+class _TenureBand:
+    """Fans first seen in ``(after, until]`` whose score_base lies in ``[low, high]`` (None: open)."""
 
-    cond: ColumnElement[bool]
+    until: datetime
+    after: datetime | None
     low: float | None
     high: float | None
 
-    def envelope(self) -> list[ColumnElement[bool]]:
+    def dates(self) -> list[ColumnElement[bool]]:
+        return [_f.first_seen_at <= self.until] + ([] if self.after is None else [_f.first_seen_at > self.after])
+
+    def by_tenure(self) -> list[ColumnElement[bool]]:
+        """The band for the first_seen_at index (the score compared without its index)."""
+        score = _f.score_base + 0
+        return self.dates() + ([] if self.low is None else [score >= self.low]) + (
+            [] if self.high is None else [score <= self.high])
+
+    def by_score(self) -> list[ColumnElement[bool]]:
+        """The band's scores for the score_base index (its dates are left to the evaluation)."""
         return ([] if self.low is None else [_f.score_base >= self.low]) + (
             [] if self.high is None else [_f.score_base <= self.high])
 
 
-def _pace_band(rules: TierRules, low: float, high: float, scale: _Scale) -> _Band:
-    """More than every fan known ``min_tenure_days`` or longer whose pace may lie in ``[low, high]``.
+def _tenure_bands(rules: TierRules, low: float, high: float, scale: _Scale) -> list[_TenureBand]:
+    """Bands that hold every fan known ``min_tenure_days`` or longer whose pace may lie in ``[low, high]``.
 
     Within a tenure band the share ``s`` of the long-run score lies in ``[s_a, s_b]``, so a pace in
-    ``[low, high]`` means a score in ``[low·s_a, high·s_b]``: one score_base range per tenure band.
+    ``[low, high]`` means a score in ``[low·s_a, high·s_b]``.
     """
     half, now, divisor = scale.half_life_days, scale.now, scale.divisor
     starts, share = [rules.min_tenure_days], _share(rules.min_tenure_days, half)
@@ -245,47 +258,67 @@ def _pace_band(rules: TierRules, low: float, high: float, scale: _Scale) -> _Ban
         share = min(max(share * _SHARE_STEP, 0.05), 0.99)
         starts.append(-half * math.log2(1.0 - share))
     second, day_second = timedelta(seconds=1), 1 / 86400
-    bands: list[ColumnElement[bool]] = []
-    lows: list[float | None] = []
-    highs: list[float | None] = []
+    bands = []
     for n, start in enumerate(starts):
         end = starts[n + 1] if n + 1 < len(starts) else None
         # a second's slack on each side of the band, in the dates and in the shares they allow
         share_low = _share(start - day_second, half)
         share_high = 1.0 if end is None else _share(end + day_second, half)
-        conds = [_f.first_seen_at <= now - timedelta(days=start) + second]
-        if end is not None:
-            conds.append(_f.first_seen_at > now - timedelta(days=end) - second)
-        if low > 0 and share_low > 1e-9:  # a share below 1e-9 makes the pace 0 whatever the score
-            lows.append(low * share_low * divisor * (1 - _SLACK))
-            conds.append(_f.score_base >= lows[-1])
-        else:
-            lows.append(None)
-        if high >= 0 and (low > 0 or share_low > 1e-9):
-            highs.append(high * share_high * divisor * (1 + _SLACK))
-            conds.append(_f.score_base <= highs[-1])
-        else:
-            highs.append(None)
-        bands.append(and_(*conds))
-    # the bands' envelope as one range, so that the score_base index can serve the query
-    band = _Band(or_(*bands), None if None in lows else min(b for b in lows if b is not None),
-                 None if None in highs else max(b for b in highs if b is not None))
-    return _Band(and_(*band.envelope(), band.cond), band.low, band.high)
+        bands.append(_TenureBand(
+            now - timedelta(days=start) + second, None if end is None else now - timedelta(days=end) - second,
+            # a share below 1e-9 makes the pace 0 whatever the score
+            low * share_low * divisor * (1 - _SLACK) if low > 0 and share_low > 1e-9 else None,
+            high * share_high * divisor * (1 + _SLACK) if high >= 0 and (low > 0 or share_low > 1e-9) else None))
+    return bands
 
 
-async def _candidates(session: AsyncSession, settings: CrmSettings, scale: _Scale,
-                      where: Sequence[ColumnElement[bool]]) -> list[tuple[int, str, float, Evidence]]:
-    """Unpinned fans matching ``where``: id, stored tier, today's score and tier evidence (in id order)."""
-    stmt = (select(_f.id, _f.tier, _f.score_base, _f.first_seen_at)
-            .where(_f.tier_pinned.is_(None), *where).order_by(_f.id))
-    rows = (await session.execute(stmt)).all()
+_Row = tuple[int, str, float, datetime]  # id, stored tier, score_base, first seen
+
+
+def _read_by_tenure(by_tenure: int, by_score: int) -> bool:
+    """Whether a tenure band is read through its dates (fewer fans there than in its scores)."""
+    return by_tenure <= by_score
+
+
+async def _pace_rows(session: AsyncSession, rules: TierRules, low: float, high: float, scale: _Scale,
+                     tiers: ColumnElement[bool]) -> list[_Row]:
+    """Unpinned fans at ``tiers`` (written without the tier index) whose committed pace may lie in
+    ``[low, high]``: more than those, never fewer.
+
+    Each tenure band is read through the index that holds fewer of its fans: the first_seen_at
+    index for its dates or the score_base index for its scores (both counted first, on the indexes
+    alone), so neither a community of old fans nor one of newcomers makes it read every fan.
+    """
+    bands = _tenure_bands(rules, low, high, scale)
+    fans = table(Fan)
+    sizes = (await session.execute(select(*[
+        select(func.count()).select_from(fans).where(and_(true(), *conds)).scalar_subquery()
+        for band in bands for conds in (band.dates(), band.by_score())]))).one()
+    parts = [select(_f.id, _f.tier, _f.score_base, _f.first_seen_at).where(
+        _f.tier_pinned.is_(None), tiers,
+        *(band.by_tenure() if _read_by_tenure(sizes[2 * n], sizes[2 * n + 1]) else band.by_score()))
+        for n, band in enumerate(bands)]
+    return [(int(fan_id), tier, float(base), first)
+            for fan_id, tier, base, first in await session.execute(union(*parts))]
+
+
+async def _rows(session: AsyncSession, where: Sequence[ColumnElement[bool]]) -> list[_Row]:
+    """Unpinned fans matching ``where``."""
+    stmt = select(_f.id, _f.tier, _f.score_base, _f.first_seen_at).where(_f.tier_pinned.is_(None), *where)
+    return [(int(fan_id), tier, float(base), first) for fan_id, tier, base, first in await session.execute(stmt)]
+
+
+async def _with_evidence(session: AsyncSession, settings: CrmSettings, scale: _Scale,
+                         rows: Sequence[_Row]) -> list[tuple[int, str, float, Evidence]]:
+    """Each fan once, in id order, with today's score and tier evidence (commitments read per 500)."""
+    unique = sorted({row[0]: row for row in rows}.values())
     out: list[tuple[int, str, float, Evidence]] = []
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        counts = await commitment_counts(session, settings, [int(r[0]) for r in chunk], scale.now)
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        counts = await commitment_counts(session, settings, [row[0] for row in chunk], scale.now)
         for fan_id, tier, base, first in chunk:
-            evidence = Evidence(counts.get(int(fan_id), 0), tenure_days(first, scale.now), scale.half_life_days)
-            out.append((int(fan_id), tier, float(base) / scale.divisor, evidence))
+            evidence = Evidence(counts.get(fan_id, 0), tenure_days(first, scale.now), scale.half_life_days)
+            out.append((fan_id, tier, base / scale.divisor, evidence))
     return out
 
 
@@ -321,13 +354,17 @@ async def _rising(session: AsyncSession, settings: CrmSettings, scale: _Scale, l
                     found.append(Rising(fan_id, "", tier, nxt.key, round(score, 1), nxt.threshold))
             continue
         # gated: a committed fan's value is the pace when higher (a pace in the band, a score below it)
-        pace = _pace_band(rules, low, nxt.threshold, scale)
-        at_least = base_at_least(low, scale.divisor)
-        where = [_at_rank(rules, rank), _score_between(None, nxt.threshold, scale.divisor),
-                 or_(_f.score_base >= at_least, pace.cond)]
-        if pace.low is not None:
-            where.append(_f.score_base >= min(at_least, pace.low))
-        for fan_id, tier, score, evidence in await _candidates(session, settings, scale, where):
+        rows = await _rows(session, [_at_rank(rules, rank), _score_between(low, nxt.threshold, scale.divisor)])
+        rows += await _pace_rows(session, rules, low, nxt.threshold, scale, _at_rank(rules, rank, indexed=False))
+        unsure = []
+        for row in {row[0]: row for row in rows}.values():  # the commitment counts are read only for fans they could make rising
+            score, tenure = row[2] / scale.divisor, tenure_days(row[3], scale.now)
+            paced = max(score, Evidence(0, tenure, scale.half_life_days).pace(score))
+            if tenure >= rules.min_tenure_days and (low <= paced < nxt.threshold or low <= score < nxt.threshold):
+                unsure.append(row)
+            elif low <= score < nxt.threshold:  # not known long enough for the pace route
+                found.append(Rising(row[0], "", row[1], nxt.key, round(score, 1), nxt.threshold))
+        for fan_id, tier, score, evidence in await _with_evidence(session, settings, scale, unsure):
             value = max(score, evidence.pace(score)) if rules.committed(evidence) else score
             if low <= value < nxt.threshold:
                 found.append(Rising(fan_id, "", tier, nxt.key, round(value, 1), nxt.threshold))
@@ -346,6 +383,7 @@ async def _moves(session: AsyncSession, settings: CrmSettings, tried: TierRules,
     """
     rules = settings.tiers
     conds: list[ColumnElement[bool]] = []
+    rows: list[_Row] = []
     for rank, (today, trial) in enumerate(zip(rules.tiers, tried.tiers, strict=True)):
         if today.threshold == trial.threshold or (rank == 0 and not rules.gated(today.key)):
             continue  # the lowest tier's threshold decides nothing (every fan reaches and holds it)
@@ -353,13 +391,15 @@ async def _moves(session: AsyncSession, settings: CrmSettings, tried: TierRules,
         high = max(today.threshold, trial.threshold)
         conds.append(_score_between(low, high, scale.divisor, high_inclusive=True))
         if rules.gated(today.key):
-            conds.append(_pace_band(rules, min(today.threshold, trial.threshold), high, scale).cond)  # reached
+            rows += await _pace_rows(session, rules, min(today.threshold, trial.threshold), high, scale,
+                                     true())  # reached by the committed pace
             conds.append(and_(_at_or_above(rules, rank),  # held: the pace against the demotion fraction
                               _score_between(None, high, scale.divisor, high_inclusive=True)))
     if not conds:
         return []
+    rows += await _rows(session, [or_(*conds)])
     found: list[tuple[int, str, str]] = []
-    for fan_id, tier, score, evidence in await _candidates(session, settings, scale, [or_(*conds)]):
+    for fan_id, tier, score, evidence in await _with_evidence(session, settings, scale, rows):
         now_tier = rules.evaluate(tier, score, None, evidence)
         target = tried.evaluate(tier, score, None, evidence)
         if target != now_tier:

@@ -17,6 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.tiers_cli import calibration_lines, parse_trial
+from crm import tier_calibration
 from crm.errors import BadInput
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
@@ -193,6 +194,16 @@ def generated_community(rules: TierRules, divisor: float, seed: int, size: int =
         marks += [tier.threshold, tier.threshold * rules.demote_fraction, tier.threshold * (1 - RISING_WITHIN)]
     marks += [40.0, 45.0, 50.0, 55.0, 100.0, 2.5, 22.5, 82.5, 300.0, 5.0, 12.0, 120.0]
     fans = []
+    gated = rules.get(rules.true_fan_tier)
+    paces = [gated.threshold, gated.threshold * (1 - RISING_WITHIN), gated.threshold * rules.demote_fraction,
+             45.0, 50.0, 55.0, 100.0, 120.0]
+    for tenure in EDGE_TENURES:  # committed or nearly, at a pace on a mark, at each tier near the gated one
+        share = 1.0 - 2.0 ** (-tenure / 90.0)
+        for pace in paces:
+            for tier in rules.keys[max(0, rules.rank(gated.key) - 1):rules.rank(gated.key) + 2]:
+                for commitments in (rules.commitment_actions - 1, rules.commitment_actions):
+                    fans.append({"id": size + len(fans) + 1, "tenure": tenure, "tier": tier, "commitments": commitments,
+                                 "base": pace * share * divisor * rng.choice([1.0, 1 - 1e-12, 1 + 1e-12])})
     for fan_id in range(1, size + 1):
         tenure = rng.choice(EDGE_TENURES)
         how = rng.random()
@@ -220,7 +231,10 @@ TRIALS: list[dict[str, float]] = [
 
 
 @pytest.mark.parametrize("variant", ["default", "no_minimum_tenure", "gated_top", "no_hysteresis"])
-async def test_the_view_equals_evaluating_every_fan(sessions, settings, now, variant):
+@pytest.mark.parametrize("read_by", ["either", "dates", "scores"])
+async def test_the_view_equals_evaluating_every_fan(sessions, settings, now, variant, read_by, monkeypatch):
+    if read_by != "either":  # the index chosen for each tenure band must not change the view
+        monkeypatch.setattr(tier_calibration, "_read_by_tenure", lambda *sizes: read_by == "dates")
     rules = {"default": RULES, "no_minimum_tenure": replace(RULES, min_tenure_days=0.0, commitment_actions=1),
              "gated_top": replace(RULES, true_fan_tier="close_friend"),
              "no_hysteresis": replace(RULES, demote_fraction=1.0)}[variant]
@@ -230,8 +244,10 @@ async def test_the_view_equals_evaluating_every_fan(sessions, settings, now, var
     await add_fans(sessions, settings, now, generated_community(rules, divisor, seed=len(variant)))
     view, reference = await both_views(sessions, settings, now, rising_limit=10_000)
     assert view == reference
-    assert sum(view["counts"].values()) == 400 and len(view["rising"]) > 10
+    assert sum(view["counts"].values()) == 400 + len(EDGE_TENURES) * 8 * (3 if variant != "gated_top" else 2) * 2
+    assert len(view["rising"]) > 10
     assert sum(b["count"] for b in view["bins"]) > 300
+    assert sum(r["next_tier"] == rules.true_fan_tier and r["value"] > 0 for r in view["rising"]) > 5
     shown, reference = await both_views(sessions, settings, now)
     assert shown == reference and len(shown["rising"]) == 10
     moved = 0

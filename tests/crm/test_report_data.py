@@ -6,11 +6,14 @@ exactly what ``expected`` says here.
 
 from __future__ import annotations
 
+import random
+import statistics
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +21,7 @@ from crm import outbox
 from crm.conversations import note_reply, open_conversation
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
-from crm.models import Delivery, Drop, Fan, table
+from crm.models import Conversation, ConversationWait, Delivery, Drop, Fan, Interaction, table
 from crm.privacy import set_opt_out
 from crm.profiles import fan_documents
 from crm.report_data import build_report, week_starts
@@ -205,3 +208,128 @@ async def test_only_sent_rows_of_this_month_count_against_the_quota(sessions, se
                                        line_quota=200)).line_quota
     assert (q.pushes, q.drop_messages) == (2, 0)
     assert december.month == "2026-12" and december.used == 0  # Taipei is already in December
+
+
+# A generated community for the weekly figures: rows on every week's edges, before the first week
+# and after ``now``, kinds no chart knows in advance, waits ended in every way (or ended after ``now``).
+GEN_WEEKS = 5
+KINDS = ("message", "message", "message", "reaction", "dm_in", "share", "purchase", "checkin", "event_checkin",
+         "stream_view", "poll_vote")
+ENDINGS = (None, "reply", "reply", "elsewhere", "spam", "thanks")
+
+
+def _edge_times(rng: random.Random, starts: list[datetime], now: datetime, n: int) -> list[datetime]:
+    """``n`` times from two days before the first week to a day after ``now``, a third of them on or
+    one microsecond either side of a week's edge (or of ``now``)."""
+    edges = [*starts, now]
+    span = (now + timedelta(days=1) - (starts[0] - timedelta(days=2))).total_seconds()
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.35:
+            out.append(rng.choice(edges) + rng.choice((-1, 0, 0, 1)) * timedelta(microseconds=1))
+        else:
+            out.append(starts[0] - timedelta(days=2) + timedelta(seconds=rng.uniform(0, span)))
+    return out
+
+
+def _week(at: datetime, starts: list[datetime], now: datetime, *, last_inclusive: bool) -> int | None:
+    """The week a time falls in as the module docstring says it (brute force: every week tried)."""
+    ends = [*starts[1:], now]
+    for n, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if start <= at < end or (last_inclusive and n == len(ends) - 1 and at == end):
+            return n
+    return None
+
+
+async def _generated_community(sessions: async_sessionmaker[AsyncSession], settings: CrmSettings,
+                               starts: list[datetime], now: datetime, seed: int) -> None:
+    rng = random.Random(seed)
+    times = _edge_times(rng, starts, now, 400)
+    items = [InteractionIn("line", f"U{rng.randrange(12)}", rng.choice(KINDS), at, f"gen-{n}", None)
+             for n, at in enumerate(times)]
+    async with sessions.begin() as s:
+        fan_ids = (await record_many(s, items, settings, now + timedelta(days=2))).fan_ids
+        conv_ids = []
+        for opened in _edge_times(rng, starts, now, 40):
+            answered = rng.random() < 0.8
+            conv_ids.append((await s.execute(insert(table(Conversation)).returning(table(Conversation).c.id).values(
+                fan_id=rng.choice(fan_ids), platform="line", status="answered" if answered else "waiting",
+                opened_at=opened,
+                first_response_seconds=rng.choice((60.0, 3600.0, 7200.0, rng.uniform(1, 90_000))) if answered
+                else None))).scalar_one())
+        for started in _edge_times(rng, starts, now, 150):
+            due = rng.choice((started + timedelta(hours=rng.uniform(0, 48)), now, started, max(started, now) + H))
+            how = rng.choice(ENDINGS)
+            ended = None if how is None else rng.choice(
+                (due, due + timedelta(microseconds=1), started + timedelta(hours=rng.uniform(0, 72)), now))
+            await s.execute(insert(table(ConversationWait)).values(
+                conversation_id=rng.choice(conv_ids), fan_id=rng.choice(fan_ids), started_at=started, due_at=due,
+                ended_at=ended, ended_by=how))
+
+
+def _verdict(due: datetime, ended: datetime | None, how: str | None, now: datetime) -> str | None:
+    """A wait at ``now``, as crm/sla.py's docstrings say: None (not a request), within, breach or undecided."""
+    if how in ("spam", "thanks"):
+        return None
+    if ended is not None and ended <= now and how in ("reply", "elsewhere"):
+        return "within" if ended <= due else "breach"
+    return "breach" if due <= now else "undecided"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_weekly_figures_equal_a_brute_force_count_on_a_generated_community(sessions, settings, seed):
+    """Engagement per kind and week, the reply promise per week and over the last 7 days: each
+    equals a count of the stored rows one by one (every row tried against every week)."""
+    starts = week_starts(NOW, settings.scoring.tz, GEN_WEEKS)
+    await _generated_community(sessions, settings, starts, NOW, seed)
+    async with sessions() as s:
+        data = await build_report(s, settings, NOW, weeks=GEN_WEEKS)
+        rows = (await s.execute(select(table(Interaction).c.kind, table(Interaction).c.occurred_at))).all()
+        waits = (await s.execute(select(table(ConversationWait).c.conversation_id, table(ConversationWait).c.started_at,
+                                        table(ConversationWait).c.due_at, table(ConversationWait).c.ended_at,
+                                        table(ConversationWait).c.ended_by))).all()
+        firsts = (await s.execute(select(table(Conversation).c.opened_at,
+                                         table(Conversation).c.first_response_seconds))).all()
+    assert len(rows) == 400
+
+    engagement: dict[str, list[int]] = {}
+    for kind, at in rows:
+        week = _week(at, starts, NOW, last_inclusive=True)
+        if week is not None:
+            engagement.setdefault(kind, [0] * GEN_WEEKS)[week] += 1
+    assert data.engagement == dict(sorted(engagement.items(), key=lambda kv: (-sum(kv[1]), kv[0])))
+    assert {"stream_view", "poll_vote"} <= set(data.engagement)  # kinds no list names are counted too
+    assert data.interactions == sum(map(sum, engagement.values()))
+
+    tally = [{"within": 0, "breach": 0, "undecided": 0} for _ in range(GEN_WEEKS)]
+    medians: list[list[float]] = [[] for _ in range(GEN_WEEKS)]
+    for _, started, due, ended, how in waits:
+        week, verdict = _week(started, starts, NOW, last_inclusive=False), _verdict(due, ended, how, NOW)
+        if week is not None and verdict is not None:
+            tally[week][verdict] += 1
+    for opened, seconds in firsts:
+        week = _week(opened, starts, NOW, last_inclusive=False)
+        if week is not None and seconds is not None:
+            medians[week].append(seconds)
+    want = []
+    for counts, week_firsts in zip(tally, medians, strict=True):
+        decided = counts["within"] + counts["breach"]
+        want.append((sum(counts.values()), counts["within"], counts["breach"], counts["undecided"],
+                     round(100.0 * counts["within"] / decided, 1) if decided else None,
+                     round(statistics.median(week_firsts) / 3600.0, 2) if week_firsts else None))
+    assert [(w.waits, w.within_sla, w.breaches, w.undecided, w.within_sla_pct, w.median_first_response_hours)
+            for w in data.sla_weeks] == want
+    assert sum(w.breaches for w in data.sla_weeks) > 0 and sum(w.undecided for w in data.sla_weeks) > 0
+
+    since = NOW - timedelta(days=7)
+    recent = [(cid, ended, how, _verdict(due, ended, how, NOW)) for cid, started, due, ended, how in waits
+              if since <= started <= NOW]
+    verdicts = [v for *_, v in recent]
+    recent_firsts = [sec for opened, sec in firsts if since <= opened <= NOW and sec is not None]
+    figures = data.sla_recent
+    assert (figures.conversations, figures.answered, figures.within_sla, figures.breaches) == (
+        len({cid for cid, *_ in recent}),
+        sum(1 for _, ended, how, _ in recent if ended is not None and ended <= NOW and how in ("reply", "elsewhere")),
+        verdicts.count("within"), verdicts.count("breach"))
+    assert figures.median_first_response_hours == (
+        round(statistics.median(recent_firsts) / 3600.0, 2) if recent_firsts else None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -302,24 +302,28 @@ async def _pace_rows(session: AsyncSession, rules: TierRules, low: float, high: 
             for fan_id, tier, base, first in await session.execute(union(*parts))]
 
 
-async def _rows(session: AsyncSession, where: Sequence[ColumnElement[bool]]) -> list[_Row]:
-    """Unpinned fans matching ``where``."""
-    stmt = select(_f.id, _f.tier, _f.score_base, _f.first_seen_at).where(_f.tier_pinned.is_(None), *where)
+async def _rows(session: AsyncSession, *wheres: Sequence[ColumnElement[bool]]) -> list[_Row]:
+    """Unpinned fans matching any of ``wheres`` (one SELECT each, so each can use its index)."""
+    parts = [select(_f.id, _f.tier, _f.score_base, _f.first_seen_at).where(_f.tier_pinned.is_(None), *where)
+             for where in wheres]
+    stmt = parts[0] if len(parts) == 1 else union(*parts)
     return [(int(fan_id), tier, float(base), first) for fan_id, tier, base, first in await session.execute(stmt)]
 
 
-async def _with_evidence(session: AsyncSession, settings: CrmSettings, scale: _Scale,
-                         rows: Sequence[_Row]) -> list[tuple[int, str, float, Evidence]]:
-    """Each fan once, in id order, with today's score and tier evidence (commitments read per 500)."""
-    unique = sorted({row[0]: row for row in rows}.values())
+async def _with_evidence(session: AsyncSession, settings: CrmSettings, scale: _Scale, rows: Sequence[_Row],
+                         counted: Callable[[str, float, Evidence], bool] | None = None,
+                         ) -> list[tuple[int, str, float, Evidence]]:
+    """Each fan once, in id order, with today's score and tier evidence. The commitment counts are
+    read (per 500 fans) for those ``counted`` says they may matter to, given the evidence without."""
     out: list[tuple[int, str, float, Evidence]] = []
-    for start in range(0, len(unique), CHUNK):
-        chunk = unique[start : start + CHUNK]
-        counts = await commitment_counts(session, settings, [row[0] for row in chunk], scale.now)
-        for fan_id, tier, base, first in chunk:
-            evidence = Evidence(counts.get(fan_id, 0), tenure_days(first, scale.now), scale.half_life_days)
-            out.append((fan_id, tier, base / scale.divisor, evidence))
-    return out
+    for fan_id, tier, base, first in sorted({row[0]: row for row in rows}.values()):
+        out.append((fan_id, tier, base / scale.divisor, Evidence(0, tenure_days(first, scale.now), scale.half_life_days)))
+    wanted = [fan_id for fan_id, tier, score, evidence in out if counted is None or counted(tier, score, evidence)]
+    counts: dict[int, int] = {}
+    for start in range(0, len(wanted), CHUNK):
+        counts.update(await commitment_counts(session, settings, wanted[start : start + CHUNK], scale.now))
+    return [(fan_id, tier, score, replace(evidence, commitments=counts[fan_id]) if fan_id in counts else evidence)
+            for fan_id, tier, score, evidence in out]
 
 
 async def _scores(session: AsyncSession, scale: _Scale,
@@ -382,24 +386,36 @@ async def _moves(session: AsyncSession, settings: CrmSettings, tried: TierRules,
     thresholds gets the same tier. So only fans with a score (or pace) between the two can move.
     """
     rules = settings.tiers
-    conds: list[ColumnElement[bool]] = []
+    conds: list[list[ColumnElement[bool]]] = []
     rows: list[_Row] = []
     for rank, (today, trial) in enumerate(zip(rules.tiers, tried.tiers, strict=True)):
         if today.threshold == trial.threshold or (rank == 0 and not rules.gated(today.key)):
             continue  # the lowest tier's threshold decides nothing (every fan reaches and holds it)
         low = min(today.threshold * rules.demote_fraction, trial.threshold * rules.demote_fraction)
         high = max(today.threshold, trial.threshold)
-        conds.append(_score_between(low, high, scale.divisor, high_inclusive=True))
+        conds.append([_score_between(low, high, scale.divisor, high_inclusive=True)])
         if rules.gated(today.key):
             rows += await _pace_rows(session, rules, min(today.threshold, trial.threshold), high, scale,
                                      true())  # reached by the committed pace
-            conds.append(and_(_at_or_above(rules, rank),  # held: the pace against the demotion fraction
-                              _score_between(None, high, scale.divisor, high_inclusive=True)))
+            # held: a holder's pace against the demotion fraction (few hold the gated tier or above:
+            # read through the tier index, the score compared without its index)
+            top = base_at_least(math.nextafter(high, math.inf), scale.divisor)
+            conds.append([_at_or_above(rules, rank), _f.score_base + 0 < top])
     if not conds:
         return []
-    rows += await _rows(session, [or_(*conds)])
+    rows += await _rows(session, *conds)
+    gated = rules.get(rules.true_fan_tier)
+    paced = min(gated.threshold, tried.get(gated.key).threshold) * rules.demote_fraction
+    scored = max(gated.threshold, tried.get(gated.key).threshold)
+
+    def counted(tier: str, score: float, evidence: Evidence) -> bool:
+        """Whether the commitments can matter: the pace route (known long enough) or a holder's pace,
+        with a pace that reaches a demotion point and a score below a threshold of the gated tier."""
+        return (evidence.pace(score) >= paced and score < scored
+                and (evidence.tenure_days >= rules.min_tenure_days or rules.rank(tier) >= rules.rank(gated.key)))
+
     found: list[tuple[int, str, str]] = []
-    for fan_id, tier, score, evidence in await _with_evidence(session, settings, scale, rows):
+    for fan_id, tier, score, evidence in await _with_evidence(session, settings, scale, rows, counted):
         now_tier = rules.evaluate(tier, score, None, evidence)
         target = tried.evaluate(tier, score, None, evidence)
         if target != now_tier:

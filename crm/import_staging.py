@@ -56,7 +56,6 @@ _UNIX = datetime(1970, 1, 1, tzinfo=UTC)
 #: Groups the staged rows' key hashes are checked for repeats in.
 KEY_GROUPS = 16
 _MICROSECOND = timedelta(microseconds=1)
-Staged = tuple[InteractionIn, str | None]  # an interaction and its import row's ``fan`` grouping key
 
 
 class ImportRows(NamedTuple):

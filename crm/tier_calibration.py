@@ -405,14 +405,16 @@ async def _moves(session: AsyncSession, settings: CrmSettings, tried: TierRules,
         return []
     rows += await _rows(session, *conds)
     gated = rules.get(rules.true_fan_tier)
-    paced = min(gated.threshold, tried.get(gated.key).threshold) * rules.demote_fraction
-    scored = max(gated.threshold, tried.get(gated.key).threshold)
+    low, high = sorted((gated.threshold, tried.get(gated.key).threshold))
+    fraction = rules.demote_fraction
 
     def counted(tier: str, score: float, evidence: Evidence) -> bool:
-        """Whether the commitments can matter: the pace route (known long enough) or a holder's pace,
-        with a pace that reaches a demotion point and a score below a threshold of the gated tier."""
-        return (evidence.pace(score) >= paced and score < scored
-                and (evidence.tenure_days >= rules.min_tenure_days or rules.rank(tier) >= rules.rank(gated.key)))
+        """Whether the commitments can matter under either thresholds: on the pace route (known
+        long enough, a pace reaching the gated tier, a score below it) or to a holder of the gated
+        tier or above (a score below its demotion point, a pace reaching it)."""
+        pace = evidence.pace(score)
+        return ((evidence.tenure_days >= rules.min_tenure_days and pace >= low and score < high)
+                or (rules.rank(tier) >= rules.rank(gated.key) and pace >= low * fraction and score < high * fraction))
 
     found: list[tuple[int, str, str]] = []
     for fan_id, tier, score, evidence in await _with_evidence(session, settings, scale, rows, counted):

@@ -333,3 +333,17 @@ async def test_weekly_figures_equal_a_brute_force_count_on_a_generated_community
         verdicts.count("within"), verdicts.count("breach"))
     assert figures.median_first_response_hours == (
         round(statistics.median(recent_firsts) / 3600.0, 2) if recent_firsts else None)
+
+
+async def test_a_kind_missing_from_the_newest_weeks_is_still_counted_in_older_ones(sessions, settings):
+    """Weeks are counted newest first with the kinds seen so far: a kind (even one no list names)
+    that only older weeks have, and weeks after an empty newest week, are counted all the same."""
+    async with sessions.begin() as s:
+        await record_many(s, [item("Ua", "message", T1), item("Ua", "share", T1), item("Ub", "stream_view", T1),
+                              item("Ub", "referral", T2), item("Ua", "message", T2 + H)], settings, NOW)
+    async with sessions() as s:
+        data = await build_report(s, settings, NOW, weeks=WEEKS)
+        empty_newest = await build_report(s, settings, NOW + timedelta(weeks=1), weeks=WEEKS + 1)
+    assert data.engagement == {"message": [1, 1, 0], "referral": [0, 1, 0], "share": [1, 0, 0],
+                               "stream_view": [1, 0, 0]}
+    assert empty_newest.engagement == {kind: [*per_week, 0] for kind, per_week in data.engagement.items()}

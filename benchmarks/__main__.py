@@ -160,12 +160,13 @@ STATS_MS, STATS_PYTHON_MB = 250.0, 16.0  # 100k FanPoints alone held ~60 MB
 def stats_row(db: Path) -> Row:
     """``/stats``'s whole work as the Discord cog does it (community figures + calibration view)."""
     found, run = probe("stats", db)
+    load = os.getloadavg()[0]
     ok = found["p50"] <= STATS_MS and found["python_peak_mb"] <= STATS_PYTHON_MB
     return Row("/stats (cog's work: community_stats + calibration view) p50 / p99",
                f"{ms(found)}, CPU p50 {found['cpu_p50']:.0f} ms; Python peak {found['python_peak_mb']:.1f} MB,"
-               f" probe RSS {run.rss_mb:.0f} MB", "",
+               f" probe RSS {run.rss_mb:.0f} MB; load {load:.1f}", "",
                f"p50 ≤ {STATS_MS:g} ms, Python peak ≤ {STATS_PYTHON_MB:g} MB (no per-fan objects for every fan)",
-               ok, {"crm": found, "rss_mb": run.rss_mb})
+               ok, {"crm": found, "rss_mb": run.rss_mb, "load": load})
 
 
 def tiers_rows(config: Path, repeat: int = 3) -> list[Row]:
@@ -177,12 +178,12 @@ def tiers_rows(config: Path, repeat: int = 3) -> list[Row]:
         runs = [spawn([superfan_command(), "--config", str(config), *args], stdout_path=Path(os.devnull))
                 for _ in range(repeat)]
         wall, cpu = statistics.median(r.seconds for r in runs), statistics.median(r.cpu_s for r in runs)
-        rss = max(r.rss_mb for r in runs)
+        rss, load = max(r.rss_mb for r in runs), os.getloadavg()[0]
         ok = all(r.code == 0 for r in runs) and wall <= 1.0 and rss <= 200
         rows.append(Row(f"{what} median of {repeat}",
-                        f"{wall:.2f} s (CPU {cpu:.2f} s), {rss:.0f} MB" + _failed(runs[-1]), "",
-                        "≤ 1 s, ≤ 200 MB", ok,
-                        {"seconds": [r.seconds for r in runs], "cpu_s": [r.cpu_s for r in runs], "rss_mb": rss}))
+                        f"{wall:.2f} s (CPU {cpu:.2f} s), {rss:.0f} MB; load {load:.1f}" + _failed(runs[-1]), "",
+                        "≤ 1 s, ≤ 200 MB", ok, {"seconds": [r.seconds for r in runs], "cpu_s": [r.cpu_s for r in runs],
+                                               "rss_mb": rss, "load": load}))
     return rows
 
 

@@ -5,10 +5,9 @@ writes it into the config.
 Everything is evaluated with the same rule the hourly refresh uses (crm.tiers: score alone or
 committed pace), so the view never disagrees with the tiers fans will get.
 
-Bounded at any community size (issue #19): nothing loads every fan. Today's score is
-``score_base / divisor`` and correctly rounded division is monotone, so "score ≥ x" is exactly
-"score_base ≥ :func:`base_at_least` (x)": tier counts and the histogram are range counts on the
-``fans.tier`` and ``fans.score_base`` indexes. Rising fans and trial moves can only be fans whose
+Bounded at any community size (issue #19): nothing loads every fan. "Today's score ≥ x" is
+exactly "score_base ≥ :func:`crm.score_bounds.base_at_least` (x)", so tier counts and the
+histogram are range counts on the ``fans.tier`` and ``fans.score_base`` indexes. Rising fans and trial moves can only be fans whose
 score (or, for the gated tier, committed pace) lies in a narrow band: those are range-selected,
 their commitment counts read for them alone, and each is evaluated with :meth:`TierRules.evaluate`
 exactly as the refresh does.
@@ -17,7 +16,6 @@ exactly as the refresh does.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,6 +24,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, true, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.models import Fan, table
+from crm.score_bounds import base_at_least, score_between
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
 from crm.stats import tier_counts
@@ -104,60 +103,6 @@ class _Scale:
     divisor: float  # today's score = score_base / divisor
     half_life_days: float
     now: datetime
-
-
-# exact score bounds as score_base bounds
-
-def _ordinal(x: float) -> int:
-    """Floats in order as integers (−0.0 and 0.0 alike)."""
-    bits: int = struct.unpack("<q", struct.pack("<d", x))[0]
-    return bits if bits >= 0 else -(bits & 0x7FFF_FFFF_FFFF_FFFF)
-
-
-def _float(n: int) -> float:
-    bits = n if n >= 0 else (-n) | -0x8000_0000_0000_0000
-    value: float = struct.unpack("<d", struct.pack("<q", bits))[0]
-    return value
-
-
-_TOP, _BOTTOM = _ordinal(math.inf), _ordinal(-math.inf)
-
-
-def base_at_least(score: float, divisor: float) -> float:
-    """The least ``score_base`` whose score (``score_base / divisor`` as Python divides) is ``≥ score``.
-
-    Correctly rounded division by a positive divisor is monotone, so for every stored base
-    ``base / divisor >= score`` exactly when ``base >= base_at_least(score, divisor)``: a range on
-    the ``score_base`` index counts what a loop over every fan would.
-    """
-
-    def reaches(n: int) -> bool:
-        return _float(n) / divisor >= score
-
-    hi, step = max(_BOTTOM, min(_TOP, _ordinal(score * divisor))), 1
-    while not reaches(hi) and hi < _TOP:
-        hi, step = min(_TOP, hi + step), step * 2
-    lo, step = max(_BOTTOM, hi - 1), 1
-    while reaches(lo) and lo > _BOTTOM:
-        lo, step = max(_BOTTOM, lo - step), step * 2
-    if reaches(lo):
-        return -math.inf
-    while hi - lo > 1:  # reaches(hi), not reaches(lo)
-        mid = (hi + lo) // 2
-        hi, lo = (mid, lo) if reaches(mid) else (hi, mid)
-    return _float(hi)
-
-
-def _score_between(low: float | None, high: float | None, divisor: float, *,
-                   high_inclusive: bool = False) -> ColumnElement[bool]:
-    """``low <= score < high`` (``<= high`` with ``high_inclusive``) as an exact score_base range."""
-    conds = []
-    if low is not None:
-        conds.append(_f.score_base >= base_at_least(low, divisor))
-    if high is not None:
-        top = math.nextafter(high, math.inf) if high_inclusive else high
-        conds.append(_f.score_base < base_at_least(top, divisor))
-    return and_(true(), *conds)
 
 
 # the histogram
@@ -353,12 +298,12 @@ async def _rising(session: AsyncSession, settings: CrmSettings, scale: _Scale, l
         low = nxt.threshold * (1 - RISING_WITHIN)
         if not rules.gated(nxt.key):
             for fan_id, tier, score in await _scores(session, scale, [
-                    _at_rank(rules, rank), _score_between(low, nxt.threshold, scale.divisor)]):
+                    _at_rank(rules, rank), score_between(low, nxt.threshold, scale.divisor)]):
                 if low <= score < nxt.threshold:
                     found.append(Rising(fan_id, "", tier, nxt.key, round(score, 1), nxt.threshold))
             continue
         # gated: a committed fan's value is the pace when higher (a pace in the band, a score below it)
-        rows = await _rows(session, [_at_rank(rules, rank), _score_between(low, nxt.threshold, scale.divisor)])
+        rows = await _rows(session, [_at_rank(rules, rank), score_between(low, nxt.threshold, scale.divisor)])
         rows += await _pace_rows(session, rules, low, nxt.threshold, scale, _at_rank(rules, rank, indexed=False))
         unsure = []
         for row in {row[0]: row for row in rows}.values():  # the commitment counts are read only for fans they could make rising
@@ -393,7 +338,7 @@ async def _moves(session: AsyncSession, settings: CrmSettings, tried: TierRules,
             continue  # the lowest tier's threshold decides nothing (every fan reaches and holds it)
         low = min(today.threshold * rules.demote_fraction, trial.threshold * rules.demote_fraction)
         high = max(today.threshold, trial.threshold)
-        conds.append([_score_between(low, high, scale.divisor, high_inclusive=True)])
+        conds.append([score_between(low, high, scale.divisor, high_inclusive=True)])
         if rules.gated(today.key):
             rows += await _pace_rows(session, rules, min(today.threshold, trial.threshold), high, scale,
                                      true())  # reached by the committed pace

@@ -22,6 +22,7 @@ from crm.errors import BadInput
 from crm.ingest import record_many
 from crm.interaction import InteractionIn
 from crm.models import Fan, Interaction, table
+from crm.score_bounds import base_at_least
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
 from crm.tier_calibration import (
@@ -31,7 +32,6 @@ from crm.tier_calibration import (
     Calibration,
     Move,
     Rising,
-    base_at_least,
     calibrate,
     with_thresholds,
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -296,13 +297,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip_others:
         wanted = [w for w in wanted if w not in ("import", "rescore")]
     rows: list[Row] = []
-    for name in wanted:
-        t0 = time.perf_counter()
-        try:
-            rows.extend(steps[name]())
-        except Exception as exc:  # one broken row must not hide the others
-            rows.append(Row(name, f"ERROR: {str(exc).strip().splitlines()[-1][-300:]}", "", "", False))
-        print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    try:
+        for name in wanted:
+            t0 = time.perf_counter()
+            try:
+                rows.extend(steps[name]())
+            except Exception as exc:  # one broken row must not hide the others
+                rows.append(Row(name, f"ERROR: {str(exc).strip().splitlines()[-1][-300:]}", "", "", False))
+            print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     title = (f"creator-scale suite: {scale.fans:,} fans, {scale.interactions:,} interactions, "
              f"{scale.open_conversations:,} open conversations ({db})")
     print(render(rows, title))

@@ -8,6 +8,7 @@ Registered from ``bot/cli.py``; the CLI helpers are imported when the command ru
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -35,8 +36,9 @@ def tiers_command(
     command(_tiers)(trial or [], as_json, now)
 
 
-def parse_trial(items: list[str], rules: TierRules) -> dict[str, float]:
-    """``["鐵粉=50"]`` → ``{"superfan": 50.0}``; a bad item is a usage error (exit 2)."""
+def parse_trial(items: list[str], rules: TierRules, locale: str = "zh-TW") -> dict[str, float]:
+    """``["鐵粉=50"]`` → ``{"superfan": 50.0}``; a bad item, or thresholds that no longer rise
+    from tier to tier, is a usage error (exit 2)."""
     out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -47,6 +49,10 @@ def parse_trial(items: list[str], rules: TierRules) -> dict[str, float]:
         if not sep or points < 0:
             raise BadInput(f"--try {item!r}: write TIER=POINTS, e.g. superfan=50", code="tiers.bad_trial", value=item)
         out[rules.resolve(name)] = points
+    thresholds = [(rules.name(tier.key, locale), out.get(tier.key, tier.threshold)) for tier in rules.tiers]
+    if any(low >= high for (_, low), (_, high) in itertools.pairwise(thresholds)):
+        raise BadInput("--try: tier thresholds must rise from tier to tier", code="tiers.trial_order",
+                       value=" ".join(items), order=" < ".join(f"{n} {v:g}" for n, v in thresholds))
     return out
 
 
@@ -59,7 +65,7 @@ async def _tiers(trial_items: list[str], as_json: bool, now: str | None) -> None
     async with open_crm(current_config()) as crm:
         when = now_from(now)
         rules = crm.settings.tiers
-        trial = parse_trial(trial_items, rules)
+        trial = parse_trial(trial_items, rules, crm.settings.locale)
         async with crm.read() as session:
             view = await calibrate(session, crm.settings, when, trial)
     if as_json:

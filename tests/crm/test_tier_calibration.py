@@ -169,6 +169,12 @@ def test_bad_trial_is_a_usage_error():
     for bad in ("鐵粉", "鐵粉=lots", "鐵粉=-3", "king=5"):
         with pytest.raises(BadInput):
             parse_trial([bad], RULES)
+    fan = RULES.tiers[1]
+    with pytest.raises(BadInput) as below:  # the trial would put 鐵粉 under 粉絲: no longer a ladder
+        parse_trial([f"鐵粉={fan.threshold / 2:g}"], RULES)
+    assert below.value.code == "tiers.trial_order"
+    assert f"{RULES.name(fan.key)} {fan.threshold:g} < {RULES.name('superfan')} {fan.threshold / 2:g}" \
+        in below.value.params["order"]
 
 
 def test_a_score_reaches_a_bound_exactly_when_its_base_reaches_the_base_bound():

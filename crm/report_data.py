@@ -147,8 +147,7 @@ class LineQuotaUse:
 
 @dataclass(frozen=True)
 class ReportData:
-    """Everything the report shows. Lists that run over weeks line up with ``weeks`` (week starts).
-    Tiers are given by key: the page names them in its own language."""
+    """Everything the report shows; lists over weeks line up with ``weeks``; tiers by key (the page names them)."""
 
     generated_at: datetime
     timezone: str
@@ -334,9 +333,8 @@ async def engagement_by_week(session: AsyncSession, starts: Sequence[datetime], 
 
 
 def _week_of(column: Any, ends: Sequence[datetime], *, inclusive: bool = False) -> Any:
-    """The index of the first week whose end a time comes before (at or before, ``inclusive``), as
-    one CASE the database works out per row: one pass, a handful of comparisons a row. Times past
-    the last end fall in the last week (callers bound them)."""
+    """The index of the first week whose end a time comes before (at or before, ``inclusive``), as one
+    CASE worked out per row; times past the last end fall in the last week (callers bound them)."""
     before = [(column <= end if inclusive else column < end, n) for n, end in enumerate(ends[:-1])]
     return case(*before, else_=len(ends) - 1) if before else literal(0, Integer)
 

@@ -30,7 +30,7 @@ from crm.profiles import iso
 from crm.scoring import current_scores
 from crm.settings import CrmSettings
 from crm.stats import fans_at
-from crm.tier_calibration import RISING_WITHIN
+from crm.tier_calibration import RISING_WITHIN, below_threshold
 
 JOB = "digest"
 SLA_WINDOW_DAYS = 7
@@ -136,7 +136,7 @@ async def _rising(session: AsyncSession, settings: CrmSettings, now: datetime,
     found.sort(key=lambda item: (-item[0], item[1]))
     loc = settings.locale
     return [{"fan_id": fan_id, "display_name": name, "tier": settings.tiers.name(tiers[n].key, loc),
-             "next_tier": settings.tiers.name(tiers[n + 1].key, loc), "score": round(score, 1),
+             "next_tier": settings.tiers.name(tiers[n + 1].key, loc), "score": below_threshold(score, tiers[n + 1].threshold),
              "threshold": tiers[n + 1].threshold} for _, fan_id, name, score, n in found[:limit]], len(found)
 
 

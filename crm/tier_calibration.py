@@ -32,6 +32,13 @@ from crm.tiers import Evidence, Tier, TierRules
 from crm.tiers_service import CHUNK, commitment_counts, tenure_days
 
 RISING_WITHIN = 0.2  # "rising": within 20% below the next threshold
+
+
+def below_threshold(value: float, threshold: float) -> float:
+    """A rising fan's score as shown, to one decimal: rounded as everywhere, except that a score
+    just under the threshold shows 9.9, not the 10 the fan still needs (「10 分，到 粉絲 要 10 分」)."""
+    shown = round(value, 1)
+    return shown if shown < threshold else math.floor(value * 10) / 10
 BINS_PER_TIER = 4
 #: Tenure bands for the pace route's candidates: within a band the share of the long-run score a
 #: fan's tenure allows grows at most by this factor, so the band's score range stays narrow.
@@ -300,7 +307,7 @@ async def _rising(session: AsyncSession, settings: CrmSettings, scale: _Scale, l
             for fan_id, tier, score in await _scores(session, scale, [
                     _at_rank(rules, rank), score_between(low, nxt.threshold, scale.divisor)]):
                 if low <= score < nxt.threshold:
-                    found.append(Rising(fan_id, "", tier, nxt.key, round(score, 1), nxt.threshold))
+                    found.append(Rising(fan_id, "", tier, nxt.key, below_threshold(score, nxt.threshold), nxt.threshold))
             continue
         # gated: a committed fan's value is the pace when higher (a pace in the band, a score below it)
         rows = await _rows(session, [_at_rank(rules, rank), score_between(low, nxt.threshold, scale.divisor)])
@@ -312,11 +319,11 @@ async def _rising(session: AsyncSession, settings: CrmSettings, scale: _Scale, l
             if tenure >= rules.min_tenure_days and (low <= paced < nxt.threshold or low <= score < nxt.threshold):
                 unsure.append(row)
             elif low <= score < nxt.threshold:  # not known long enough for the pace route
-                found.append(Rising(row[0], "", row[1], nxt.key, round(score, 1), nxt.threshold))
+                found.append(Rising(row[0], "", row[1], nxt.key, below_threshold(score, nxt.threshold), nxt.threshold))
         for fan_id, tier, score, evidence in await _with_evidence(session, settings, scale, unsure):
             value = max(score, evidence.pace(score)) if rules.committed(evidence) else score
             if low <= value < nxt.threshold:
-                found.append(Rising(fan_id, "", tier, nxt.key, round(value, 1), nxt.threshold))
+                found.append(Rising(fan_id, "", tier, nxt.key, below_threshold(value, nxt.threshold), nxt.threshold))
     found.sort(key=lambda r: (-r.value / r.threshold, r.fan_id))
     names = await _names(session, [r.fan_id for r in found[:limit]])
     return [replace(r, name=names.get(r.fan_id, "")) for r in found[:limit]]

@@ -32,6 +32,7 @@ from crm.tier_calibration import (
     Calibration,
     Move,
     Rising,
+    below_threshold,
     calibrate,
     with_thresholds,
 )
@@ -81,7 +82,7 @@ async def every_fan_view(session: AsyncSession, settings: CrmSettings, now: date
         if rules.gated(nxt.key) and rules.committed(evidence):
             value = max(value, evidence.pace(score))
         if nxt.threshold * (1 - RISING_WITHIN) <= value < nxt.threshold:
-            rising.append(Rising(fid, name, tier, nxt.key, round(value, 1), nxt.threshold))
+            rising.append(Rising(fid, name, tier, nxt.key, below_threshold(value, nxt.threshold), nxt.threshold))
     rising.sort(key=lambda r: (-r.value / r.threshold, r.fan_id))
     moves = []
     if trial:
@@ -281,3 +282,10 @@ async def test_recorded_commitments_and_tenure_are_the_evidence(sessions, settin
 async def test_an_empty_community(sessions, settings, now):
     view, reference = await both_views(sessions, settings, now, {"superfan": 50.0})
     assert view == reference and view["rising"] == [] and view["moves"] == []
+
+
+def test_a_rising_score_never_shows_as_the_threshold_it_has_not_reached():
+    assert below_threshold(9.96, 10.0) == 9.9  # not 「10 分，到 粉絲 要 10 分」
+    assert below_threshold(8.99999, 10.0) == 9.0  # as the other lists round it
+    assert below_threshold(59.14, 60.0) == 59.1
+    assert below_threshold(149.95, 150.0) == 149.9

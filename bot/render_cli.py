@@ -61,6 +61,18 @@ def fans_table(console: Console, docs: list[dict[str, Any]], locale: str) -> Non
     print_in_pieces(console, table)
 
 
+#: Platform names as their makers write them (not translated).
+PLATFORMS = {"line": "LINE", "discord": "Discord"}
+
+
+def kind_name(kind: str, locale: str) -> str:
+    """An interaction kind in the creator's words, as the /fan card in Discord names it; a kind
+    added later shows its key."""
+    key = f"discord.kind.{kind}"
+    text = t(key, locale)
+    return kind if text == key else text
+
+
 def fan_card(console: Console, d: dict[str, Any], locale: str, rules: TierRules | None = None) -> None:
     none = t("cli.none", locale)
     console.print(f"[bold]{t('cli.fan_title', locale, id=d['id'], name=d['display_name'])}[/bold]", highlight=False)
@@ -72,16 +84,17 @@ def fan_card(console: Console, d: dict[str, Any], locale: str, rules: TierRules 
     if d["score_explained"]:
         table = Table(title=t("cli.fan_breakdown", locale), show_edge=False)
         for col in ("kind", "count", "points", "today"):
-            table.add_column(col, justify="left" if col == "kind" else "right")
-        for kind, e in d["score_explained"].items():
-            table.add_row(kind, str(int(e["count"])), f"{e['points']:.1f}", f"{e['decayed']:.1f}")
+            table.add_column(t(f"cli.col_{col}", locale), justify="left" if col == "kind" else "right")
+        for kind, e in sorted(d["score_explained"].items(), key=lambda item: -item[1]["decayed"]):  # most first
+            table.add_row(kind_name(kind, locale), str(int(e["count"])), f"{e['points']:.1f}", f"{e['decayed']:.1f}")
         console.print(table)
-    console.print(t("cli.fan_identities", locale) + ": " + ", ".join(
-        f"{i['platform']}:{i['external_id']} ({i['display_name'] or '-'})" for i in d["identities"]), highlight=False)
+    console.print(t("cli.fan_identities", locale, items=", ".join(
+        f"{i['platform']}:{i['external_id']} ({i['display_name'] or '-'})" for i in d["identities"])),
+        highlight=False, markup=False)
     console.print(t("cli.fan_preferences", locale, items=", ".join(d["preferences"]) or none), highlight=False)
     console.print(t("cli.fan_tags", locale, items=", ".join(d["tags"]) or none), highlight=False)
     if d["notes"]:
-        console.print(t("cli.fan_notes", locale) + ":", highlight=False)
+        console.print(t("cli.fan_notes", locale), highlight=False)
         for note in d["notes"]:
             console.print(f"  {note['at'][:16]}  {note['text']}", highlight=False, markup=False)
     conv = d.get("open_conversation")
@@ -90,11 +103,12 @@ def fan_card(console: Console, d: dict[str, Any], locale: str, rules: TierRules 
                         overdue=t("cli.overdue", locale) if conv["overdue"] else ""), highlight=False)
     if d.get("interactions"):
         table = Table(title=t("cli.fan_recent", locale), show_edge=False)
-        for col in ("at", "platform", "kind", "amount", "summary"):
-            table.add_column(col)
+        for col in ("at", "platforms", "kind", "amount", "summary"):
+            table.add_column(t(f"cli.col_{col}", locale))
         for i in d["interactions"]:
             amount = f"{i['amount']} {i['currency']}" if i["amount"] is not None else ""
-            table.add_row(i["at"][:16], i["platform"], i["kind"], amount, i["summary"] or "")
+            table.add_row(i["at"][:16], PLATFORMS.get(i["platform"], i["platform"]), kind_name(i["kind"], locale),
+                          amount, i["summary"] or "")
         console.print(table)
 
 

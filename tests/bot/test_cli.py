@@ -77,6 +77,23 @@ def test_bad_row_rejects_the_whole_file(cli, tmp_path):
     assert json.loads(cli("fans", "--json").stdout) == []  # nothing from that file committed
 
 
+def test_the_fan_card_reads_in_the_creators_language(cli, tmp_path):
+    cli("import", str(EXAMPLE))
+    card = cli("fan", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701").stdout
+    lines = card.splitlines()
+    assert any(line.split() == ["類型", "┃", "次數", "┃", "原始得分", "┃", "目前分數"] for line in lines), card
+    assert any(line.split()[:1] == ["購買"] for line in lines) and "帳號：line:U4af4980629f1e0b7c1a2b3c4d5e6f701" in card
+    assert any(line.split()[2:5] == ["LINE", "│", "打卡"] for line in lines), card  # the newest interaction
+    for english in ("kind", "count", "points", "today", "platform", "summary", "purchase", "checkin"):
+        assert english not in card.split(), english
+    english = tmp_path / "en.toml"
+    english.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "main.db"}"\n[creator]\nlocale = "en"\n',
+                       encoding="utf-8")
+    en = CliRunner().invoke(app, ["--config", str(english), "fan", "line:U4af4980629f1e0b7c1a2b3c4d5e6f701"]).stdout
+    assert "Worth today" in en and "Accounts: line:" in en
+    assert any(line.split()[:3] == ["purchase", "│", "1"] for line in en.splitlines()), en
+
+
 def test_fuzzy_and_ambiguous_lookups(cli, tmp_path):
     cli("import", str(EXAMPLE))
     assert json.loads(cli("fan", "XIAO", "--json").stdout)["display_name"] == "ｘｉａｏ"

@@ -37,7 +37,12 @@ def _pct(value: float | None, locale: str) -> str:
 
 
 def _hours(value: float | None, locale: str) -> str:
-    return t("digest.no_figure", locale) if value is None else t("digest.hours", locale, value=f"{value:g}")
+    return t("digest.no_figure", locale) if value is None else t("digest.hours", locale, value=_few_digits(value))
+
+
+def _few_digits(hours: float) -> str:
+    """Hours as a person says them: whole from 10 on (25.07 → 25), one decimal below (4.14 → 4.1)."""
+    return f"{hours:.0f}" if hours >= 10 else f"{round(hours, 1):g}"
 
 
 def title(d: dict[str, Any], locale: str) -> str:
@@ -94,7 +99,7 @@ def _unanswered(d: dict[str, Any], locale: str) -> Section:
         return Section(t("digest.unanswered_none", locale))
     lines = [t("digest.unanswered_line", locale, mark=t("digest.overdue_mark", locale) if u["overdue"] else "",
                name=u["display_name"], tier=u["tier"], platform=PLATFORMS.get(u["platform"], u["platform"]),
-               hours=f"{u['hours_waiting']:g}", due=_when(u["due_at"])) for u in d["unanswered"]]
+               hours=_few_digits(u["hours_waiting"]), due=_when(u["due_at"])) for u in d["unanswered"]]
     return Section(t("digest.unanswered", locale, count=counts["unanswered"], overdue=counts["overdue"]), lines,
                    counts["unanswered"] - len(d["unanswered"]))
 

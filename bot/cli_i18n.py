@@ -54,9 +54,14 @@ def cli_locale(args: Sequence[str], environ: dict[str, str] | None = None) -> st
     if not path:
         return DEFAULT_LOCALE
     try:
-        creator = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("creator", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        text = Path(path).read_text(encoding="utf-8")
+        creator = tomllib.loads(text).get("creator", {})
+    except (OSError, UnicodeDecodeError):
         return DEFAULT_LOCALE
+    except tomllib.TOMLDecodeError as exc:  # the lines above the mistake may still name it
+        from bot.config_errors import locale_above_mistake
+
+        return locale_above_mistake(text, exc)
     locale = creator.get("locale") if isinstance(creator, dict) else None
     return pick_locale(locale if isinstance(locale, str) else None)
 

@@ -11,7 +11,6 @@ required where they are used: ``superfan run`` loads with ``need_secrets=True`` 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 import types
 import typing
@@ -20,14 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from bot.config_checks import problems, secret_problems
-from bot.config_errors import DEFAULT_SOURCE, ConfigError, Problem, literal, problem, unreadable
+from bot.config_errors import (
+    DEFAULT_SOURCE,
+    TOML_AT,
+    ConfigError,
+    Problem,
+    literal,
+    locale_above_mistake,
+    locale_of,
+    problem,
+    unreadable,
+)
 from bot.i18n import pick_locale
 from crm.reply_hours import parse_reply_hours
 from crm.scoring import DEFAULT_DAILY_CAPS, DEFAULT_WEIGHTS, ScoringRules
 from crm.settings import DEFAULT_THANKS, CrmSettings, DigestRules, DropRules, SlaRules, TrueFanGoal
 from crm.tiers import DEFAULT_TIERS, Tier, TierRules
-
-_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -262,33 +269,12 @@ def load_config(explicit: str | None = None, *, need_secrets: bool = False) -> C
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        at = _TOML_AT.search(str(exc))
-        reason = _TOML_AT.sub("", str(exc)).strip()
+        at = TOML_AT.search(str(exc))
+        reason = TOML_AT.sub("", str(exc)).strip()
         found = (problem("not_toml_at", line=int(at[1]), column=int(at[2]), reason=reason) if at
                  else problem("not_toml", reason=str(exc)))
-        locale = _locale_of(_readable_start(text, int(at[1]) if at else None))
-        raise ConfigError(found, source=str(path), locale=locale) from None
+        raise ConfigError(found, source=str(path), locale=locale_above_mistake(text, exc)) from None
     return parse(data, source=str(path), need_secrets=need_secrets)
-
-
-def _readable_start(text: str, bad_line: int | None) -> dict[str, Any]:
-    """What the lines before a TOML mistake say (``[creator] locale`` is usually near the top), so the
-    mistake can be told in the creator's language; ``{}`` when even they do not read."""
-    lines = text.splitlines()
-    ends = [bad_line - 1] if bad_line else range(len(lines) - 1, max(len(lines) - 20, 0), -1)
-    for end in ends:
-        try:
-            return tomllib.loads("\n".join(lines[:end]))
-        except tomllib.TOMLDecodeError:
-            continue
-    return {}
-
-
-def _locale_of(data: dict[str, Any]) -> str:
-    """``[creator] locale`` as far as it can be read, for the error lines (zh-TW otherwise)."""
-    creator = data.get("creator")
-    value = creator.get("locale") if isinstance(creator, dict) else None
-    return pick_locale(value if isinstance(value, str) else None)
 
 
 def parse(data: dict[str, Any], source: str = "<config>", *, need_secrets: bool = False) -> Config:
@@ -309,7 +295,7 @@ def parse(data: dict[str, Any], source: str = "<config>", *, need_secrets: bool 
     if need_secrets:
         errors += secret_problems(cfg)
     if errors:
-        raise ConfigError(*errors, source=source, locale=_locale_of(data))
+        raise ConfigError(*errors, source=source, locale=locale_of(data))
     return cfg
 
 

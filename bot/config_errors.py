@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import errno
 import json
+import re
+import tomllib
 from dataclasses import dataclass, field
+from typing import Any
 
-from bot.i18n import DEFAULT_LOCALE, t
+from bot.i18n import DEFAULT_LOCALE, pick_locale, t
 
 PREFIX = "config."
 
@@ -90,3 +93,34 @@ def unreadable(exc: OSError) -> Problem:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return problem("file_not_permitted")
     return problem("file_unreadable", reason=errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+
+
+#: Where ``tomllib`` says a mistake is.
+TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def locale_above_mistake(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """The ``[creator] locale`` of a file that is not valid TOML, as far as the lines above the
+    mistake say (zh-TW otherwise): the error and the help are told in the creator's language."""
+    at = TOML_AT.search(str(exc))
+    return locale_of(_readable_start(text, int(at[1]) if at else None))
+
+
+def _readable_start(text: str, bad_line: int | None) -> dict[str, Any]:
+    """What the lines before a TOML mistake say (``[creator] locale`` is usually near the top), so the
+    mistake can be told in the creator's language; ``{}`` when even they do not read."""
+    lines = text.splitlines()
+    ends = [bad_line - 1] if bad_line else range(len(lines) - 1, max(len(lines) - 20, 0), -1)
+    for end in ends:
+        try:
+            return tomllib.loads("\n".join(lines[:end]))
+        except tomllib.TOMLDecodeError:
+            continue
+    return {}
+
+
+def locale_of(data: dict[str, Any]) -> str:
+    """``[creator] locale`` as far as it can be read, for the error lines (zh-TW otherwise)."""
+    creator = data.get("creator")
+    value = creator.get("locale") if isinstance(creator, dict) else None
+    return pick_locale(value if isinstance(value, str) else None)

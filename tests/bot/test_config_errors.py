@@ -107,6 +107,8 @@ def test_a_toml_mistake_below_the_locale_is_said_in_that_locale(tmp_path: Path) 
     cfg.write_text('[creator]\nlocale = "en"\nkeywords = ["a",\n', encoding="utf-8")
     assert superfan("--config", str(cfg), "fans") == (2, [
         f"Error: {cfg}: not valid TOML: Invalid value (at end of document)"])
+    # help and usage mistakes too: in English, as the lines above the mistake ask
+    assert superfan("--config", str(cfg), "fans", "--bogus")[1][0] == "Error: No such option: --bogus."
 
 
 def test_the_built_in_defaults_are_named_in_the_creators_language(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ rescores interactions keeps one row per fan and kind up to date instead:
 
 - recording (:func:`crm.ingest.record_many`, :func:`crm.bulk_ingest.bulk_record`) adds each
   batch's awarded rows with :class:`KindTotals` and :func:`add_totals`;
-- a rescore, a merge and the migration that made the table recount from the interactions
-  (:func:`recount`), and a rebase of the epoch scales the terms like ``fans.score_base``
+- a rescore recounts each range of fans from its interactions (:func:`recount`), as migration
+  0013 filled the table; a merge adds the two fans' rows kind by kind (``OnMerge.ADD`` in
+  ``crm.fan_tables``); a rebase of the epoch scales the terms like ``fans.score_base``
   (:func:`scale`); erasing a fan deletes its rows (``crm.fan_tables``).
 
 ``score_base`` here is on the same epoch as ``fans.score_base`` (crm.scoring), so a kind's worth
@@ -24,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Float, and_, bindparam, cast, delete, func, select, true, update
+from sqlalchemy import Float, bindparam, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.db import fetch_rows, sqlite_driver
@@ -127,32 +128,20 @@ def _term_sql(dialect: str) -> Any:
     return _i.c.points * func.exp(LN2 * days / bindparam("half_life", type_=Float))
 
 
-async def recount(session: AsyncSession, epoch: datetime, half_life_days: float, *,
-                  fan_ids: Sequence[int] | None = None, lo: int | None = None, hi: int | None = None) -> None:
-    """Rebuild the rows of some fans from their interactions as stored now: the fans in
-    ``fan_ids``, or the ids in ``(lo, hi]`` (``hi=None``: every fan after ``lo``), or every fan."""
-    dialect = session.get_bind().dialect.name
-    params = {"epoch": epoch, "half_life": half_life_days}
-    scopes: list[tuple[Any, Any]] = []
-    if fan_ids is not None:
-        for start in range(0, len(fan_ids), CHUNK):
-            part = list(fan_ids[start : start + CHUNK])
-            scopes.append((_k.c.fan_id.in_(part), _i.c.fan_id.in_(part)))
-    else:
-        kept, read = [], []
-        if lo is not None:
-            kept.append(_k.c.fan_id > lo)
-            read.append(_i.c.fan_id > lo)
-        if hi is not None:
-            kept.append(_k.c.fan_id <= hi)
-            read.append(_i.c.fan_id <= hi)
-        scopes.append((and_(true(), *kept), and_(true(), *read)))
-    for kept_where, read_where in scopes:
-        await session.execute(delete(_k).where(kept_where).execution_options(synchronize_session=False))
-        summed = (select(_i.c.fan_id, _i.c.kind, func.count(), func.sum(_i.c.points), func.sum(_term_sql(dialect)))
-                  .where(_i.c.points > 0, read_where).group_by(_i.c.fan_id, _i.c.kind))
-        await session.execute(
-            _k.insert().from_select(["fan_id", "kind", "awarded", "points", "score_base"], summed), params)
+async def recount(session: AsyncSession, epoch: datetime, half_life_days: float, *, lo: int,
+                  hi: int | None) -> None:
+    """Rebuild the rows of the fans ``(lo, hi]`` (``hi=None``: every fan after ``lo``) from their
+    interactions as stored now (a rescore's range, in the transaction that writes its scores)."""
+    kept, read = [_k.c.fan_id > lo], [_i.c.fan_id > lo]
+    if hi is not None:
+        kept.append(_k.c.fan_id <= hi)
+        read.append(_i.c.fan_id <= hi)
+    await session.execute(delete(_k).where(*kept).execution_options(synchronize_session=False))
+    summed = (select(_i.c.fan_id, _i.c.kind, func.count(), func.sum(_i.c.points),
+                     func.sum(_term_sql(session.get_bind().dialect.name)))
+              .where(_i.c.points > 0, *read).group_by(_i.c.fan_id, _i.c.kind))
+    await session.execute(_k.insert().from_select(["fan_id", "kind", "awarded", "points", "score_base"], summed),
+                          {"epoch": epoch, "half_life": half_life_days})
 
 
 async def scale(session: AsyncSession, factor: float) -> None:

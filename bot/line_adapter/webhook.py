@@ -328,7 +328,8 @@ def _members(group: dict[str, Any]) -> tuple[str, ...]:
 
 def raw_text(raw: Any) -> str:
     """An event as JSON text for its dead letter: whole, ASCII-escaped (a lone surrogate is kept as
-    ``\\udXXX`` instead of failing to encode), or a marker when it cannot be written back at all."""
+    a ``\\ud83d``-style escape instead of failing to encode), or a marker when it cannot be written
+    back at all."""
     try:
         return json.dumps(raw, ensure_ascii=True, separators=(",", ":"))
     except (RecursionError, ValueError, TypeError):
